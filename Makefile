@@ -1,0 +1,32 @@
+# Set-up is part of every target: a fresh machine needs only `make test` or `make demo`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.rat-installed
+DEMO_DIR ?= demo_out
+
+.PHONY: test demo bench lint clean-demo
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# torch/torchvision pinned to the builds that pip takes from this machine's disk.
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: lint
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+demo: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" DEMO_DIR="$(DEMO_DIR)" bash .ci/demo.sh
+
+clean-demo:
+	rm -rf $(DEMO_DIR)

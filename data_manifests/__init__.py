@@ -1,0 +1,1 @@
+"""Dataset definitions (TOML) shipped with the package."""

@@ -1,0 +1,108 @@
+"""Overlapping masks -> one non-overlapping label map.
+
+The rule is the authors' procedure: sort masks by area, largest first, and paint them in that order, so a
+pixel covered by several masks ends up in the smallest of them (ties: the later mask in the generator's
+order wins, as a stable sort gives); pixels no mask covers are 0. Regions are then numbered 1..L
+consecutively in paint order. Instead of painting one mask after another, each mask gets its paint rank and a
+pixel takes the highest rank that covers it: `max` is associative, so masks can be folded in batches as they
+are decoded and never all held at full resolution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+#: Masks decoded and folded at once (bounds memory: batch x H x W bytes).
+FOLD_BATCH = 16
+
+
+def label_dtype(n_regions: int) -> np.dtype:
+    """uint16, or uint32 when there are more than 65,535 regions."""
+    return np.dtype(np.uint16 if n_regions <= np.iinfo(np.uint16).max else np.uint32)
+
+
+def paint_ranks(areas: Sequence[int] | np.ndarray) -> np.ndarray:
+    """(K,) areas -> (K,) paint rank 1..K: largest area painted first, ties keep the given order."""
+    areas = np.asarray(areas, dtype=np.int64)
+    order = np.argsort(-areas, kind="stable")
+    ranks = np.empty(len(areas), dtype=np.int64)
+    ranks[order] = np.arange(1, len(areas) + 1)
+    return ranks
+
+
+def compact(painted: np.ndarray) -> np.ndarray:
+    """Renumber a non-negative rank map to 1..L in rank order, keeping 0 for uncovered pixels."""
+    top = int(painted.max()) if painted.size else 0
+    present = np.bincount(painted.ravel(), minlength=top + 1) > 0
+    present[0] = False
+    n = int(present.sum())
+    lut = np.zeros(top + 1, dtype=label_dtype(n))
+    lut[present] = np.arange(1, n + 1)
+    return lut[painted]
+
+
+def fold_masks(ranks: np.ndarray, masks: Iterable[np.ndarray], shape: tuple[int, int],
+               batch: int = FOLD_BATCH) -> np.ndarray:
+    """Highest paint rank per pixel over masks arriving one by one (each (H, W) bool, same order as ranks)."""
+    painted = np.zeros(shape, dtype=np.int64 if len(ranks) > np.iinfo(np.int32).max else np.int32)
+    pending: list[np.ndarray] = []
+    start = 0
+
+    def flush() -> None:
+        nonlocal start
+        stack = np.stack(pending)                                   # (b, H, W) bool
+        r = ranks[start:start + len(pending)].astype(painted.dtype)
+        np.maximum(painted, np.where(stack, r[:, None, None], 0).max(axis=0), out=painted)
+        start += len(pending)
+        pending.clear()
+
+    for k, mask in enumerate(masks):
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != tuple(shape):
+            raise ValueError(f"mask {k} has shape {mask.shape}, expected {tuple(shape)}")
+        pending.append(mask)
+        if len(pending) == batch:
+            flush()
+    if pending:
+        flush()
+    if start != len(ranks):
+        raise ValueError(f"{len(ranks)} areas given but {start} masks")
+    return painted
+
+
+def resolve_masks(masks: np.ndarray | Sequence[np.ndarray], areas: Sequence[int] | None = None,
+                  shape: tuple[int, int] | None = None) -> np.ndarray:
+    """(K, H, W) boolean masks -> (H, W) label map (uint16/uint32), smallest mask wins, 0 = uncovered.
+
+    `areas` default to the masks' pixel counts (SAM's records carry them). An empty list needs `shape`.
+    """
+    if len(masks) == 0:
+        if shape is None:
+            raise ValueError("no masks and no shape: cannot make a label map")
+        return np.zeros(shape, dtype=np.uint16)
+    first = np.asarray(masks[0])
+    if first.ndim != 2:
+        raise ValueError(f"masks must be 2-D, got shape {first.shape}")
+    shape = first.shape if shape is None else tuple(shape)
+    if areas is None:
+        areas = [int(np.count_nonzero(m)) for m in masks]
+    if len(areas) != len(masks):
+        raise ValueError(f"{len(areas)} areas for {len(masks)} masks")
+    return compact(fold_masks(paint_ranks(areas), masks, shape))
+
+
+def resolve_rle_masks(records: Sequence[dict[str, Any]], shape: tuple[int, int]) -> np.ndarray:
+    """SAM generator records with uncompressed-RLE `segmentation` -> (H, W) label map.
+
+    Masks are decoded one at a time and folded in batches, so peak memory is the label map plus a batch.
+    """
+    from segment_anything.utils.amg import rle_to_mask
+
+    if not records:
+        return np.zeros(shape, dtype=np.uint16)
+    ranks = paint_ranks([r["area"] for r in records])
+    masks = (rle_to_mask(r["segmentation"]) for r in records)
+    return compact(fold_masks(ranks, masks, shape))

@@ -1,0 +1,46 @@
+"""Shared fixtures: the sample dataset (built once per session) and a tiny SAM checkpoint file."""
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session")
+def sample_root(tmp_path_factory) -> Path:
+    """The sample dataset with its index, built once. Read-only for tests: copy it to change it."""
+    from rat.precompute.sample_data import make_sample_data
+    from rat.shared.manifest import build_index, index_path, load_dataset, write_index
+
+    root = tmp_path_factory.mktemp("sample") / "data"
+    make_sample_data(root)
+    ds = load_dataset("sample")
+    entries, problems = build_index(ds, root, progress=False)
+    assert not problems
+    write_index(entries, index_path(ds, root))
+    return root
+
+
+@pytest.fixture
+def sample_copy(sample_root, tmp_path) -> Path:
+    """A private copy of the sample dataset (with its index) that a test may change."""
+    return Path(shutil.copytree(sample_root, tmp_path / "data", symlinks=False))
+
+
+@pytest.fixture(scope="session")
+def tiny_sam_checkpoint(tmp_path_factory) -> Path:
+    """A SAM built from segment_anything's modules with random weights, saved like a real checkpoint."""
+    from rat.precompute.sam import build_sam_tiny
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("sam") / "sam_tiny.pth"
+    torch.save(build_sam_tiny().state_dict(), path)
+    return path
+
+
+def console_script(name: str) -> str:
+    """Path of an installed console script of this environment."""
+    path = Path(sys.executable).parent / name
+    return str(path) if path.exists() else shutil.which(name) or name

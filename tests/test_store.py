@@ -1,0 +1,111 @@
+"""The store contract: provenance, atomic root creation, records written last, readers read-only."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from rat.shared import store as st
+
+
+def prov(**params):
+    return st.make_provenance("sample", {"name": "superpixels", "params": {"n_segments": 8, **params}},
+                              {"ct": {"kind": "fixed", "low": -160.0, "high": 240.0}})
+
+
+def entry(image_id, sha="a" * 64, shape=(5, 7)):
+    return SimpleNamespace(id=image_id, sha256=sha, shape=shape, lq=f"{image_id}.png")
+
+
+def test_write_then_read_with_record(tmp_path):
+    url = tmp_path / "s.zarr"
+    g = st.init_store(url, prov())
+    lab = np.arange(35, dtype=np.uint16).reshape(5, 7) % 4
+    rec = st.write_labels(g, "p1/slice3", lab, "a" * 64, chunk=4)
+    assert rec["complete"] and rec["regions"] == 3 and rec["shape"] == [5, 7]
+    r = st.open_store(url)
+    assert (st.read_labels(r, "p1/slice3") == lab).all()
+    assert list(st.label_ids(r)) == ["p1/slice3"]
+    arr = r["labels/p1~slice3"]
+    assert arr.chunks == (4, 4) and arr.dtype == np.uint16
+    assert st.verify(r, [entry("p1/slice3")]) == []
+    info = st.summary(r)
+    assert info["complete"] == 1 and info["regions"]["max"] == 3
+    assert info["provenance"]["generator"]["params"]["n_segments"] == 8
+
+
+def test_label_map_without_complete_record_does_not_exist(tmp_path):
+    g = st.init_store(tmp_path / "s.zarr", prov())
+    arr = g.create_array("labels/x", shape=(5, 7), dtype="uint16")
+    arr[...] = 1                                     # data written, record never (killed before it)
+    assert st.record(g, "x") is None
+    with pytest.raises(st.StoreError, match="x: no complete label map"):
+        st.read_labels(g, "x")
+    assert st.verify(g, [entry("x")]) == ["x: missing or incomplete label map"]
+    st.write_labels(g, "x", np.zeros((5, 7), np.uint16), "a" * 64)   # a rerun replaces it
+    assert st.record(g, "x") is not None
+
+
+def test_corrupt_metadata_reads_as_missing(tmp_path):
+    url = tmp_path / "s.zarr"
+    g = st.init_store(url, prov())
+    st.write_labels(g, "x", np.ones((5, 7), np.uint16), "a" * 64)
+    meta = url / "labels" / "x" / "zarr.json"
+    meta.write_text(meta.read_text()[:40])          # truncated mid-write
+    assert st.record(st.open_store(url), "x") is None
+
+
+def test_other_configuration_is_refused_unless_overwrite(tmp_path):
+    url = tmp_path / "s.zarr"
+    g = st.init_store(url, prov())
+    st.write_labels(g, "x", np.ones((5, 7), np.uint16), "a" * 64)
+    with pytest.raises(st.StoreError, match=r"n_segments: 8 -> 9.*--overwrite"):
+        st.init_store(url, prov(n_segments=9))
+    g2 = st.init_store(url, prov(n_segments=9), overwrite=True)
+    assert st.record(g2, "x") is None                # made under the old configuration: not done
+    assert st.init_store(url, prov(n_segments=9)) is not None
+
+
+def test_verify_reports_every_kind_of_problem(tmp_path):
+    url = tmp_path / "s.zarr"
+    g = st.init_store(url, prov())
+    st.write_labels(g, "ok", np.ones((5, 7), np.uint16), "a" * 64)
+    st.write_labels(g, "other", np.ones((5, 7), np.uint16), "b" * 64)
+    st.write_labels(g, "tampered", np.ones((5, 7), np.uint16), "a" * 64)
+    g["labels/tampered"][0, 0] = 2                  # bytes changed after the record
+    problems = st.verify(st.open_store(url), [entry("ok"), entry("other"), entry("tampered"),
+                                              entry("missing"), entry("ok", shape=(6, 7))])
+    assert problems[0].startswith("other: label map made from other LQ bytes")
+    assert problems[1] == "tampered: label bytes do not match their recorded SHA-256"
+    assert problems[2] == "missing: missing or incomplete label map"
+    assert "shape" in problems[3]
+    assert len(problems) == 4
+
+
+def test_readers_open_read_only(tmp_path):
+    url = tmp_path / "s.zarr"
+    st.write_labels(st.init_store(url, prov()), "x", np.ones((5, 7), np.uint16), "a" * 64)
+    before = {p: p.stat().st_mtime_ns for p in url.rglob("*")}
+    r = st.open_store(url)
+    with pytest.raises(Exception):  # noqa: B017 - zarr raises its own read-only error type
+        r["labels/x"][0, 0] = 5
+    assert {p: p.stat().st_mtime_ns for p in url.rglob("*")} == before
+    with pytest.raises(st.StoreError, match="no such store"):
+        st.open_store(tmp_path / "nope.zarr")
+
+
+def test_root_metadata_is_created_once(tmp_path):
+    url = tmp_path / "s.zarr"
+    st.init_store(url, prov())
+    first = (url / "zarr.json").read_bytes()
+    st.init_store(url, prov())                       # a second process with the same configuration
+    assert (url / "zarr.json").read_bytes() == first
+    assert json.loads(first)["attributes"]["rat"]["fingerprint"] == prov()["fingerprint"]
+
+
+def test_image_ids_that_cannot_be_keys():
+    assert st.image_key("a/b") == "a~b" and st.image_id("a~b") == "a/b"
+    for bad in ("a~b", "__x", ""):
+        with pytest.raises(st.StoreError):
+            st.image_key(bad)

@@ -1,0 +1,1 @@
+"""RAT model, region attention, focal region loss, patch dataset and trainer."""
