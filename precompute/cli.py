@@ -131,9 +131,16 @@ def _fail(message: str) -> None:
 @click.option("--overwrite", is_flag=True,
               help="Recompute images already done (and replace a store's configuration).")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@click.option("--scheduler", default=None,
+              help="Run on an existing dask.distributed cluster: its scheduler address (tcp://HOST:PORT).")
+@click.option("--cluster", type=click.Choice(["local"]), default=None,
+              help="Start a dask cluster for this run: `local` = worker processes on this machine, "
+                   "one per GPU, each pinned to its GPU.")
+@click.option("--workers", type=int, default=None,
+              help="Workers of --cluster local (default: one per GPU; 1 without GPUs).")
 @_generator_options
 def masks_cmd(dataset, root, index, out, split, limit, shard, generator_name, checkpoint,
-              model_type, device, chunk, overwrite, progress, **params):
+              model_type, device, chunk, overwrite, progress, scheduler, cluster, workers, **params):
     """Run SAM (or superpixels) once over every LQ image and store non-overlapping label maps.
 
     Resumable: a rerun skips images already complete for the same source and configuration.
@@ -149,17 +156,68 @@ def masks_cmd(dataset, root, index, out, split, limit, shard, generator_name, ch
         ds = load_dataset(dataset)
         entries = select(load_index(ds, root, index), split, parse_shard(shard), limit)
         if generator_name == "sam":
-            gen = build_generator("sam", checkpoint=checkpoint, model_type=model_type, device=device,
-                                  **_picked(params, "sam_"))
+            gen_kwargs = {"checkpoint": checkpoint, "model_type": model_type, "device": device,
+                          **_picked(params, "sam_")}
         else:
-            gen = build_generator("superpixels", **_picked(params, "sp_"))
-        outcomes = run_masks(ds, entries, root, out, gen, overwrite=overwrite,
-                             chunk=chunk or DEFAULT_CHUNK, progress=progress)
+            gen_kwargs = _picked(params, "sp_")
+        if scheduler or cluster or workers is not None:
+            from rat.precompute.cluster import ClusterError, connect, generator_spec, run_masks_distributed
+
+            spec = generator_spec(generator_name, **gen_kwargs)
+            try:
+                with connect(scheduler, cluster, workers) as client:
+                    outcomes = run_masks_distributed(ds, entries, root, out, spec, client,
+                                                     overwrite=overwrite, chunk=chunk or DEFAULT_CHUNK,
+                                                     progress=progress)
+            except ClusterError as err:
+                _fail(str(err))
+        else:
+            gen = build_generator(generator_name, **gen_kwargs)
+            outcomes = run_masks(ds, entries, root, out, gen, overwrite=overwrite,
+                                 chunk=chunk or DEFAULT_CHUNK, progress=progress)
     except (SamError, StoreError, ValueError, OSError) as err:
         _fail(str(err))
     click.echo(summarize(outcomes))
     if any(o.status == "failed" for o in outcomes):
         sys.exit(1)
+
+
+@main.command("export")
+@click.argument("store")
+@click.option("--zip", "zip_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Zip file to write (*.zip); rat-train, info, verify and show read it directly.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing zip file.")
+def export_cmd(store, zip_file, overwrite):
+    """Write STORE (directory or URL) into one zip file to hand over: complete label maps and image
+    caches, bytes copied as stored."""
+    from rat.precompute.share import export_zip
+    from rat.shared.store import StoreError
+
+    try:
+        report = export_zip(store, zip_file, overwrite=overwrite)
+    except (StoreError, ValueError, OSError) as err:
+        _fail(str(err))
+    click.echo(f"wrote {zip_file}: {report.summary()}")
+
+
+@main.command("merge")
+@click.argument("stores", nargs=-1, required=True)
+@click.option("--out", required=True, help="Store to write (directory or URL); may exist with the same "
+                                           "configuration, and then gains the others' label maps.")
+def merge_cmd(stores, out):
+    """Combine STORES made for parts of one dataset (by other people or nodes) into one store.
+
+    Refuses stores made with another generator, parameters, checkpoint or windows, and images present in
+    several stores with different content; nothing is written then.
+    """
+    from rat.precompute.share import merge_stores
+    from rat.shared.store import StoreError
+
+    try:
+        report = merge_stores(stores, out)
+    except (StoreError, ValueError, OSError) as err:
+        _fail(str(err))
+    click.echo(f"merged {len(stores)} stores into {out}: {report.summary()}")
 
 
 @main.command("info")
@@ -252,3 +310,36 @@ def show_cmd(store, image_id, dataset, root, index, out):
     except (StoreError, ImageReadError, ValueError, OSError) as err:
         _fail(str(err))
     click.echo(f"wrote {out}")
+
+
+@main.command("cache")
+@click.option("--dataset", required=True, help="Dataset name (tma, aapm, pet, sample) or path to a .toml.")
+@click.option("--root", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Data root the dataset's paths are relative to.")
+@click.option("--index", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Per-image index file (default: the place `rat-precompute manifest` writes it).")
+@click.option("--out", required=True, help="Existing store (from `rat-precompute masks`) to add images to.")
+@click.option("--split", default=None, help="Only this split (train, test); default all.")
+@click.option("--limit", type=int, default=None, help="At most N images (after --split and --shard).")
+@click.option("--shard", default=None, help="i/n: this process takes every n-th image from the i-th.")
+@click.option("--overwrite", is_flag=True, help="Rewrite images already cached.")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+def cache_cmd(dataset, root, index, out, split, limit, shard, overwrite, progress):
+    """Add the LQ and HQ images to the store, chunked like the labels, for fast training patches.
+
+    Values and dtype are kept exactly (never squeezed to 8 bit). Resumable: a rerun skips images cached from
+    the same LQ and HQ files. Exits non-zero if any image failed; the others are kept.
+    """
+    from rat.precompute.cache import cache_images, summarize
+    from rat.precompute.runner import parse_shard, select
+    from rat.shared.manifest import load_dataset, load_index
+    from rat.shared.store import StoreError
+
+    try:
+        entries = select(load_index(load_dataset(dataset), root, index), split, parse_shard(shard), limit)
+        outcomes = cache_images(entries, root, out, overwrite=overwrite, progress=progress)
+    except (StoreError, ValueError, OSError) as err:
+        _fail(str(err))
+    click.echo(summarize(outcomes))
+    if any(o.status == "failed" for o in outcomes):
+        sys.exit(1)

@@ -29,7 +29,7 @@ import importlib.resources
 import json
 import os
 import re
-import sys
+import tomllib
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
@@ -48,11 +48,6 @@ from rat.shared.io import (
     sha256_file,
     write_image,
 )
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 STATE_DIR = ".rat"
 """Folder under the data root that holds the index, its problems and derived LQ images."""

@@ -115,9 +115,9 @@ def test_bad_items_are_skipped_and_reported(sample_copy, tmp_path):
     assert code == 1 and "3 of 18 images have problems" in text
 
 
-def _masks_cmd(root, out, ckpt, *extra):
+def _masks_cmd(root, out, ckpt, *extra, pps="4"):
     return [console_script("rat-precompute"), "masks", "--dataset", "sample", "--root", str(root),
-            "--out", str(out), "--no-progress", *[str(a) for a in sam_args(ckpt, pps="8")], *extra]
+            "--out", str(out), "--no-progress", *[str(a) for a in sam_args(ckpt, pps=pps)], *extra]
 
 
 def _complete(out):
@@ -129,7 +129,7 @@ def _complete(out):
 
 def test_sigkill_mid_run_then_rerun_completes(sample_root, tiny_sam_checkpoint, tmp_path):
     out = tmp_path / "s.zarr"
-    proc = subprocess.Popen(_masks_cmd(sample_root, out, tiny_sam_checkpoint),
+    proc = subprocess.Popen(_masks_cmd(sample_root, out, tiny_sam_checkpoint, pps="6"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while _complete(out) < 2 and time.time() < deadline and proc.poll() is None:
@@ -142,7 +142,7 @@ def test_sigkill_mid_run_then_rerun_completes(sample_root, tiny_sam_checkpoint, 
     assert 2 <= done_before < 16
     code, text = run("verify", out, "--dataset", "sample", "--root", sample_root)
     assert code == 1                                     # readers see exactly what is complete
-    rerun = subprocess.run(_masks_cmd(sample_root, out, tiny_sam_checkpoint), capture_output=True,
+    rerun = subprocess.run(_masks_cmd(sample_root, out, tiny_sam_checkpoint, pps="6"), capture_output=True,
                            text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert f"{done_before} skipped" in rerun.stdout

@@ -1,0 +1,215 @@
+"""Sharing label stores: one zip file to hand over (`export_zip`), one store from several (`merge_stores`).
+
+Both copy raw keys - chunk and metadata bytes as stored, nothing recomputed or recompressed - of the items
+readers see: label maps with a complete record and image caches with a complete record. Within an item the
+chunks go first and its metadata (which carries the record) last, so an interrupted merge never shows a
+complete record without its chunks. Sources are opened read-only and never modified.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zarr
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+
+from rat.shared import store as st
+
+#: Record fields that must agree when two stores hold the same item (equal fields = equal bytes).
+IDENTITY = {"labels": ("source_sha256", "labels_sha256", "dtype", "shape"),
+            "images": ("source_sha256", "hq_sha256", "shape", "lq_dtype", "hq_dtype")}
+#: Concurrent key copies (object stores answer many small requests best in parallel).
+CONCURRENCY = 32
+
+
+@dataclass(frozen=True)
+class Item:
+    """One label map (`labels/<key>`) or image cache (`images/<key>`) of a store, with its record."""
+
+    kind: str
+    image_id: str
+    record: dict[str, Any]
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.kind}/{st.image_key(self.image_id)}"
+
+    def identity(self) -> tuple[Any, ...]:
+        return tuple(str(self.record.get(k)) for k in IDENTITY[self.kind])
+
+
+@dataclass
+class ShareReport:
+    """What an export or merge wrote."""
+
+    label_maps: int = 0
+    images: int = 0
+    duplicates: int = 0                              # identical items found in several stores, copied once
+    incomplete: list[str] = field(default_factory=list)  # label maps left out: no complete record
+
+    def summary(self) -> str:
+        text = f"{self.label_maps} label maps, {self.images} image caches"
+        if self.duplicates:
+            text += f", {self.duplicates} identical duplicates copied once"
+        if self.incomplete:
+            text += f"; left out {len(self.incomplete)} incomplete: {_names(self.incomplete)}"
+        return text
+
+
+def _names(ids: Sequence[str], most: int = 5) -> str:
+    return ", ".join(ids[:most]) + (f" (and {len(ids) - most} more)" if len(ids) > most else "")
+
+
+def complete_items(group: zarr.Group) -> tuple[list[Item], list[str]]:
+    """The complete items of a store (label maps, then image caches) and the ids of incomplete label maps."""
+    from rat.precompute.cache import image_record
+
+    items, incomplete = [], []
+    for image_id in st.label_ids(group):
+        rec = st.record(group, image_id)
+        if rec is None:
+            incomplete.append(image_id)
+        else:
+            items.append(Item("labels", image_id, rec))
+    if "images" in group:
+        for key in sorted(group["images"].group_keys()):
+            rec = image_record(group, st.image_id(key))
+            if rec is not None:
+                items.append(Item("images", st.image_id(key), rec))
+    return items, incomplete
+
+
+async def _keys_by_item(store: zarr.abc.store.Store) -> dict[str, list[str]]:
+    """Every key of `store` under labels/ or images/, grouped by item prefix (one listing of the store)."""
+    grouped: dict[str, list[str]] = defaultdict(list)
+    async for key in store.list():
+        parts = key.split("/")
+        if len(parts) > 2 and parts[0] in IDENTITY:
+            grouped[f"{parts[0]}/{parts[1]}"].append(key)
+    return grouped
+
+
+async def _copy_items(jobs: Sequence[tuple[zarr.abc.store.Store, Item]], dst: zarr.abc.store.Store) -> None:
+    """Copy the keys of each (source store, item) into `dst`: data keys, then metadata deepest first."""
+    listings = {id(src): await _keys_by_item(src) for src in {id(s): s for s, _ in jobs}.values()}
+    limit = asyncio.Semaphore(CONCURRENCY)
+    prototype = default_buffer_prototype()
+
+    async def copy(src: zarr.abc.store.Store, key: str) -> None:
+        async with limit:
+            buf = await src.get(key, prototype=prototype)
+            if buf is None:
+                raise st.StoreError(f"{src}: {key} vanished while being copied")
+            await dst.set(key, buf)
+
+    async def copy_item(src: zarr.abc.store.Store, item: Item) -> None:
+        keys = listings[id(src)].get(item.prefix, [])
+        meta = sorted((k for k in keys if k.endswith("zarr.json")), key=lambda k: -k.count("/"))
+        await asyncio.gather(*(copy(src, k) for k in keys if not k.endswith("zarr.json")))
+        for key in meta:                         # the item's own metadata (with its record) last
+            await copy(src, key)
+
+    await asyncio.gather(*(copy_item(src, item) for src, item in jobs))
+
+
+async def _copy_keys(src: zarr.abc.store.Store, dst: zarr.abc.store.Store, keys: Sequence[str]) -> None:
+    prototype = default_buffer_prototype()
+    for key in keys:
+        buf = await src.get(key, prototype=prototype)
+        if buf is not None:
+            await dst.set(key, buf)
+
+
+def export_zip(url: str | Path, zip_path: str | Path, overwrite: bool = False) -> ShareReport:
+    """Write the store at `url` (any location `open_store` reads) into one zip file, read-only for readers.
+
+    Complete items only (incomplete label maps are listed in the report). The zip is written beside
+    `zip_path` under a temporary name and renamed at the end, so `zip_path` is either whole or absent.
+    Entries are stored uncompressed (ZIP_STORED): chunks are zstd-compressed already and stay seekable.
+    """
+    zip_path = Path(zip_path)
+    if zip_path.suffix != ".zip":
+        raise st.StoreError(f"{zip_path}: name the file *.zip (readers recognise zip stores by the suffix)")
+    if zip_path.exists() and not overwrite:
+        raise st.StoreError(f"{zip_path}: exists; pass --overwrite to replace it")
+    group = st.open_store(url, mode="r")
+    st.provenance(group)
+    items, incomplete = complete_items(group)
+    partial = zip_path.with_name(zip_path.name + ".partial")
+    zip_path.parent.mkdir(parents=True, exist_ok=True)
+    dst = zarr.storage.ZipStore(partial, mode="w")
+    try:
+        top = ["zarr.json"] + [f"{k}/zarr.json" for k in IDENTITY if k in group]
+        sync(_copy_keys(group.store, dst, top))
+        sync(_copy_items([(group.store, item) for item in items], dst))
+    except BaseException:
+        dst.close()
+        partial.unlink(missing_ok=True)
+        raise
+    dst.close()
+    os.replace(partial, zip_path)
+    return ShareReport(label_maps=sum(i.kind == "labels" for i in items),
+                       images=sum(i.kind == "images" for i in items), incomplete=incomplete)
+
+
+def _existing(url: str | Path) -> zarr.Group | None:
+    """The store at `url` if there is one (read-only), else None."""
+    try:
+        return st.open_store(url, mode="r")
+    except st.StoreError:
+        return None
+
+
+def merge_stores(sources: Sequence[str | Path], out: str | Path) -> ShareReport:
+    """Combine label stores made for (possibly overlapping) parts of one dataset into the store at `out`.
+
+    Every source (and `out`, if it exists) must have the same fingerprint: same dataset, generator,
+    parameters, checkpoint SHA-256 and SAM windows; otherwise StoreError names the differing fields. An
+    image in several stores must have identical content (same labels SHA-256 and source SHA-256), or the
+    merge is refused naming the images. Both checks run before anything is written. `out` is created
+    (or extended) with the first source's root record; items it already holds are not copied again.
+    """
+    if not sources:
+        raise ValueError("merge needs at least one source store")
+    groups = [st.open_store(s, mode="r") for s in sources]
+    provs = [st.provenance(g) for g in groups]
+    target = _existing(out)
+    named = [(str(s), g, p) for s, g, p in zip(sources, groups, provs, strict=True)]
+    if target is not None:
+        named.insert(0, (str(out), target, st.provenance(target)))
+    first_name, _, first = named[0]
+    for name, _, prov in named[1:]:
+        if prov["fingerprint"] != first["fingerprint"]:
+            raise st.StoreError(f"{name}: made with another configuration than {first_name} "
+                                f"({st.describe_difference(first, prov)}); nothing merged")
+    chosen: dict[tuple[str, str], tuple[int, Item]] = {}
+    conflicts: list[str] = []
+    report = ShareReport()
+    for n, (name, group, _) in enumerate(named):
+        items, incomplete = complete_items(group)
+        report.incomplete += [f"{i} ({name})" for i in incomplete]
+        for item in items:
+            have = chosen.get((item.kind, item.image_id))
+            if have is None:
+                chosen[(item.kind, item.image_id)] = (n, item)
+            elif have[1].identity() != item.identity():
+                conflicts.append(f"{item.image_id} ({item.kind}: {named[have[0]][0]} vs {name})")
+            else:
+                report.duplicates += 1
+    if conflicts:
+        raise st.StoreError(f"{len(conflicts)} image(s) differ between the stores: {_names(conflicts)}; "
+                            "nothing merged")
+    offset = 1 if target is not None else 0
+    jobs = [(groups[n - offset].store, item) for n, item in chosen.values() if n >= offset]
+    dst = st.init_store(out, dict(provs[0]))
+    sync(_copy_items(jobs, dst.store))
+    report.label_maps = sum(item.kind == "labels" for _, item in jobs)
+    report.images = sum(item.kind == "images" for _, item in jobs)
+    return report

@@ -1,0 +1,96 @@
+"""What every image reader shares: the error, the metadata record, the opened-source record.
+
+The format modules (:mod:`rat.shared.raster`, :mod:`rat.shared.dicom`, :mod:`rat.shared.volumes`)
+open a file into a :class:`Source` (header only; pixels decoded on demand); :mod:`rat.shared.io`
+dispatches on the format and turns a Source into an array and its :class:`ImageMeta`. Every
+failure is an :class:`ImageReadError` whose message is one line ``"<path>: <reason>"``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+
+DEFAULT_MAX_PIXELS: int = 400_000_000
+"""Largest number of pixels (voxels for volumes) a reader decodes unless told otherwise."""
+
+PathLike = str | os.PathLike
+
+_MAX_REASON = 240
+
+
+def one_line(text: object) -> str:
+    """Collapse whitespace (newlines included) and cap the length of an error reason."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= _MAX_REASON else line[: _MAX_REASON - 3] + "..."
+
+
+class ImageReadError(ValueError):
+    """An image could not be read (or written); ``str(err)`` is one line ``"<path>: <reason>"``."""
+
+    def __init__(self, path: PathLike, reason: str) -> None:
+        self.path = str(path)
+        self.reason = one_line(reason)
+        super().__init__(f"{self.path}: {self.reason}")
+
+    def __reduce__(self):  # keep it picklable (dask ships exceptions between processes)
+        return (type(self), (self.path, self.reason))
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    """What a reader knows about the array it returned.
+
+    ``spacing`` has one entry per spatial axis of the returned array (mm; (row, col) for 2-D,
+    (row, col, slice) for volumes) and is None when any of them is unknown.
+    """
+
+    path: str
+    format: str  # "png" | "jpeg" | "tiff" | "dicom" | "nifti" | "dicom-series"
+    source_dtype: str  # numpy dtype name of the stored pixels
+    value_range: tuple[float, float]  # (min, max) of the returned float array
+    spacing: tuple[float, ...] | None
+    modality: str | None
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Source:
+    """A file opened from its header only; ``load``/``load_slice`` decode pixels on demand."""
+
+    format: str
+    shape: tuple[int, ...]  # (H, W[, C]) for images, (H, W, N[, C]) for volumes
+    volume: bool
+    source_dtype: str
+    spacing: tuple[float, ...] | None  # one per spatial axis, or None
+    modality: str | None
+    load: Callable[[], np.ndarray]  # the whole image or volume
+    load_slice: Callable[[int], np.ndarray] | None = None  # fast path: slice along the last axis
+
+    @property
+    def pixels(self) -> int:
+        spatial = self.shape[:3] if self.volume else self.shape[:2]
+        return int(np.prod(spatial, dtype=np.int64))
+
+
+@contextmanager
+def reading(path: PathLike, fmt: str | None = None) -> Iterator[None]:
+    """Turn any exception inside the block into a one-line ImageReadError naming ``path``.
+
+    ``fmt`` (when known) names the format in the reason: "corrupt or unreadable TIFF (...)".
+    """
+    try:
+        yield
+    except ImageReadError:
+        raise
+    except FileNotFoundError as err:
+        raise ImageReadError(path, "no such file or directory") from err
+    except PermissionError as err:
+        raise ImageReadError(path, "permission denied") from err
+    except Exception as err:
+        what = f"corrupt or unreadable {fmt.upper()}" if fmt else "unreadable"
+        raise ImageReadError(path, f"{what} ({type(err).__name__}: {err})") from err

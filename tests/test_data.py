@@ -1,0 +1,199 @@
+"""Patch dataset, loader, store check and normalisation (rat.training.data)."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from rat.precompute.cache import cache_images, write_images
+from rat.precompute.cli import main
+from rat.shared import store as st
+from rat.shared.manifest import Entry, load_dataset, load_index, read_hq, read_lq
+from rat.training.data import (
+    PatchDataset,
+    check_store,
+    denormalise,
+    load_full,
+    make_loader,
+    normalise,
+    store_problems,
+)
+
+SHAPES = {"a": (70, 90), "b": (64, 40)}  # "b" is narrower than the patch: padded
+P = 48
+
+
+@pytest.fixture(scope="module")
+def coords(tmp_path_factory):
+    """A store whose LQ, HQ and labels encode pixel coordinates: labels = y * W + x + 1,
+    LQ = (y, x, 0) and HQ = (y, x, 1000) per channel (uint16), over two images of different size."""
+    group = replace(load_dataset("sample").groups["pathology"], norm_low=0.0, norm_high=1.0, patch_size=P)
+    out = tmp_path_factory.mktemp("coords") / "s.zarr"
+    g = st.init_store(out, st.make_provenance("coords", {"name": "synthetic"}, {}, chunk=16))
+    entries = []
+    for name, (h, w) in SHAPES.items():
+        y, x = np.mgrid[:h, :w].astype(np.float32)
+        sha = f"{name:0>64}"
+        st.write_labels(g, name, (y * w + x + 1).astype(np.uint32), sha, chunk=16)
+        write_images(g, name, np.stack([y, x, 0 * y], -1), np.stack([y, x, 0 * y + 1000], -1), sha,
+                     "h" * 64, "uint16", "uint16", chunk=16)
+        entries.append(Entry(name, "pathology", "train", f"{name}_lq.png", f"{name}_hq.png", None, sha,
+                             (h, w, 3), None))
+    return out, entries, group
+
+
+def test_patches_are_cropped_rotated_and_flipped_together(coords):
+    out, entries, group = coords
+    ds = PatchDataset(out, entries, group, seed=3)
+    seen = set()
+    for i in range(40):
+        s = ds[i]
+        j, top, left, k, flip = ds.draw(i)
+        e = entries[j]
+        h, w = e.shape[:2]
+        assert s["id"] == e.id and s["lq"].shape == (3, P, P) and s["hq"].shape == (3, P, P)
+        assert s["lq"].dtype == torch.float32 and s["labels"].dtype == torch.int64
+        lab = s["labels"].numpy() - 1
+        y, x = lab // w, lab % w
+        np.testing.assert_array_equal(s["lq"][0].numpy(), y)  # LQ, HQ and labels share every pixel
+        np.testing.assert_array_equal(s["lq"][1].numpy(), x)
+        np.testing.assert_array_equal(s["hq"][:2].numpy(), s["lq"][:2].numpy())
+        assert (s["hq"][2] == 1000).all() and (s["lq"][2] == 0).all()
+        # the expected window (mirrored past the edge of a small image), rotated k times, then flipped
+        yy = np.arange(top, top + P)
+        xx = np.arange(left, left + P)
+        xx = np.where(xx < w, xx, 2 * w - 1 - xx)
+        want = np.rot90(yy[:, None] * w + xx[None, :], k)
+        np.testing.assert_array_equal(lab, want[:, ::-1] if flip else want)
+        assert yy.max() < h and (e.id == "b") == (xx.max() < left + P - 1)
+        seen.add((k, flip))
+    assert len(seen) == 8  # all rotations and flips occurred
+
+
+def test_no_augment_gives_the_plain_windows(coords):
+    out, entries, group = coords
+    ds = PatchDataset(out, entries, group, seed=3, augment=False)
+    for i in range(5):
+        j, top, left, _, _ = ds.draw(i)
+        w = entries[j].shape[1]
+        lab = ds[i]["labels"].numpy() - 1
+        assert lab[0, 0] == top * w + left and (lab[0, 1] - lab[0, 0]) == 1 and (lab[1, 0] - lab[0, 0]) == w
+
+
+def test_samples_are_deterministic_in_seed_and_index(coords):
+    out, entries, group = coords
+    a, b = PatchDataset(out, entries, group, seed=7), PatchDataset(out, entries, group, seed=7)
+    for i in (0, 5, 123_456):
+        sa, sb = a[i], b[i]
+        assert sa["id"] == sb["id"]
+        for key in ("lq", "hq", "labels"):
+            assert torch.equal(sa[key], sb[key])
+    other = PatchDataset(out, entries, group, seed=8)
+    assert [a.draw(i) for i in range(10)] != [other.draw(i) for i in range(10)]
+    assert len({a.draw(i) for i in range(10)}) == 10
+    with pytest.raises(IndexError):
+        PatchDataset(out, entries, group, length=4)[4]
+
+
+def test_loader_with_spawned_workers_equals_in_process_and_resumes(coords):
+    out, entries, group = coords
+    ds = PatchDataset(out, entries, group, seed=1, length=24)
+    assert ds._store is None  # nothing zarr held by the object handed to workers
+    plain = list(make_loader(ds, 4, 0))
+    spawned = list(make_loader(ds, 4, 2))
+    assert len(plain) == len(spawned) == 6
+    for x, y in zip(plain, spawned, strict=True):
+        assert x["id"] == y["id"] and all(torch.equal(x[k], y[k]) for k in ("lq", "hq", "labels"))
+    resumed = list(make_loader(ds, 4, 0, start=12))
+    for x, y in zip(plain[3:], resumed, strict=True):
+        assert torch.equal(x["labels"], y["labels"])
+    ranks = [list(make_loader(ds, 2, 0, start=8, rank=r, world_size=2)) for r in (0, 1)]
+    assert torch.equal(ranks[0][0]["labels"], torch.stack([ds[8]["labels"], ds[10]["labels"]]))
+    assert torch.equal(ranks[1][0]["labels"], torch.stack([ds[9]["labels"], ds[11]["labels"]]))
+
+
+def test_store_check_lists_other_pixels_and_missing_maps(coords, tmp_path):
+    out, entries, group = coords
+    g = st.open_store(out)
+    check_store(g, entries, need_images=True)
+    other = [replace(entries[0], sha256="f" * 64), entries[1],
+             replace(entries[1], id="c", sha256="c" * 64), replace(entries[1], id="d")]
+    problems = store_problems(g, other, need_images=True)
+    assert problems == [
+        "a: label map made from other LQ bytes than the index's a_lq.png",
+        "a: image cache made from other LQ bytes than the index's a_lq.png (rerun `rat-precompute cache`)",
+        "c: missing or incomplete label map",
+        "c: no image cache (run `rat-precompute cache`)",
+        "d: missing or incomplete label map",
+        "d: no image cache (run `rat-precompute cache`)",
+    ]
+    with pytest.raises(st.StoreError) as err:
+        check_store(g, other)
+    text = str(err.value)
+    assert "3 of 4 images cannot be used" in text.splitlines()[0]
+    assert "  a: label map made from other LQ bytes" in text and "  d: missing" in text
+    assert "no image cache" not in text  # not needed without need_images
+    with pytest.raises(st.StoreError, match="a: label map made from other LQ bytes"):
+        PatchDataset(out, other[:2], group)
+    with pytest.raises(st.StoreError, match="a: label map made from other LQ bytes"):
+        load_full(g, other[0], None, group)
+    with pytest.raises(ValueError, match="no images of group 'ct'"):
+        PatchDataset(out, entries, replace(group, name="ct"))
+    with pytest.raises(ValueError, match="a: 3 channel"):
+        PatchDataset(out, entries, replace(group, channels=1))
+
+
+@pytest.fixture(scope="module")
+def sample_store(sample_root, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("sample") / "s.zarr"
+    result = CliRunner().invoke(main, ["masks", "--dataset", "sample", "--root", str(sample_root), "--out",
+                                       str(out), "--generator", "superpixels", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_sample_store_without_cache_decodes_sources_and_equals_the_cache(sample_root, sample_store, tmp_path):
+    ds = load_dataset("sample")
+    entries = [e for e in load_index(ds, sample_root) if e.split == "train"]
+    ct = ds.groups["ct"]
+    with pytest.raises(st.StoreError, match="no image cache"):
+        PatchDataset(sample_store, entries, ct)  # no root, no cache: refused
+    slow = PatchDataset(sample_store, entries, ct, root=sample_root, seed=2)
+    assert len(slow.entries) == 6 and not any(slow.cached)
+    import shutil
+
+    cached = shutil.copytree(sample_store, tmp_path / "c.zarr")
+    cache_images(entries, sample_root, cached, progress=False)
+    fast = PatchDataset(cached, entries, ct, seed=2)
+    assert all(fast.cached)
+    for i in range(4):
+        a, b = slow[i], fast[i]
+        assert all(torch.equal(a[k], b[k]) for k in ("lq", "hq", "labels"))
+    e = entries[0]
+    full_src = load_full(st.open_store(sample_store), e, sample_root, ct)
+    full_cache = load_full(st.open_store(cached), e, None, ct)
+    for x, y in zip(full_src, full_cache, strict=True):
+        np.testing.assert_array_equal(x, y)
+    lq, hq, labels = full_cache
+    assert lq.shape == hq.shape == (1, *e.shape) and labels.shape == e.shape and labels.dtype == np.int64
+    np.testing.assert_allclose(denormalise(lq, ct)[0], read_lq(e, sample_root)[0], atol=1e-3)
+    np.testing.assert_allclose(denormalise(hq, ct)[0], read_hq(e, sample_root)[0], atol=1e-3)
+    with pytest.raises(st.StoreError, match="no image cache in the store and no data root"):
+        load_full(st.open_store(sample_store), e, None, ct)
+
+
+def test_normalisation_keeps_the_16_bit_range():
+    ct = load_dataset("sample").groups["ct"]  # -1024 .. 3072 HU -> 0 .. 1
+    hu = np.array([-2048, -1024, 0, 1000, 3072, 32767], np.float32)
+    x = normalise(hu, ct)
+    assert x.dtype == np.float32
+    np.testing.assert_allclose(x, (hu + 1024) / 4096)  # not clipped, not quantised
+    assert len(np.unique(normalise(np.arange(-1024, 3072, dtype=np.float32), ct))) == 4096
+    np.testing.assert_allclose(denormalise(x, ct), hu, rtol=1e-6)
+    t = normalise(torch.from_numpy(hu), ct)
+    assert torch.allclose(t, torch.from_numpy(x)) and torch.allclose(denormalise(t, ct), torch.from_numpy(hu))
+    pet = replace(ct, norm_low=0.0, norm_high=65535.0)
+    assert normalise(np.float32(65535), pet) == 1 and normalise(np.float32(1), pet) > 0

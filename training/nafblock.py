@@ -1,0 +1,65 @@
+"""NAFNet building blocks used by RAT's convolutional encoder and decoder.
+
+Chen et al., "Simple Baselines for Image Restoration" (ECCV 2022): a channel LayerNorm, a gated
+depthwise-conv branch with simplified channel attention, and a gated 1x1 feed-forward branch,
+each added back through a zero-initialised per-channel scale. Parameter names follow the
+authors' RAT implementation so that their checkpoints load unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channel axis of a (B, C, H, W) tensor, with affine weight and bias (C,)."""
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, C, H, W), normalised per pixel over C."""
+        y = F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], self.weight, self.bias, self.eps)
+        return y.permute(0, 3, 1, 2)
+
+
+class SimpleGate(nn.Module):
+    """Split the channels in two halves and multiply them: (B, 2C, H, W) -> (B, C, H, W)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        x1, x2 = x.chunk(2, dim=1)
+        return x1 * x2
+
+
+class NAFBlock(nn.Module):
+    """NAFNet block on (B, c, H, W); both branches start as the identity (beta = gamma = 0)."""
+
+    def __init__(self, c: int, dw_expand: int = 2, ffn_expand: int = 2) -> None:
+        super().__init__()
+        dw = c * dw_expand
+        self.conv1 = nn.Conv2d(c, dw, kernel_size=1)
+        self.conv2 = nn.Conv2d(dw, dw, kernel_size=3, padding=1, groups=dw)
+        self.conv3 = nn.Conv2d(dw // 2, c, kernel_size=1)
+        # simplified channel attention: global average pool then a 1x1 conv
+        self.sca = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(dw // 2, dw // 2, kernel_size=1))
+        self.sg = SimpleGate()
+        ffn = c * ffn_expand
+        self.conv4 = nn.Conv2d(c, ffn, kernel_size=1)
+        self.conv5 = nn.Conv2d(ffn // 2, c, kernel_size=1)
+        self.norm1 = LayerNorm2d(c)
+        self.norm2 = LayerNorm2d(c)
+        self.beta = nn.Parameter(torch.zeros(1, c, 1, 1))
+        self.gamma = nn.Parameter(torch.zeros(1, c, 1, 1))
+
+    def forward(self, inp: Tensor) -> Tensor:
+        """(B, c, H, W) -> (B, c, H, W)."""
+        x = self.sg(self.conv2(self.conv1(self.norm1(inp))))
+        x = self.conv3(x * self.sca(x))
+        y = inp + x * self.beta
+        x = self.conv5(self.sg(self.conv4(self.norm2(y))))
+        return y + x * self.gamma
