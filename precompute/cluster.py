@@ -220,9 +220,13 @@ def _lost(entry: Entry, future: Any) -> Outcome:
         err = future.exception()
     except Exception as exc:  # noqa: BLE001 - cancelled futures raise here
         err = exc
-    reason = _one_line(err) if err is not None else future.status
-    if type(err).__name__ == "KilledWorker":
-        reason = f"workers died while processing it, gave up ({reason}); out of memory?"
+    from distributed.scheduler import KilledWorker
+
+    if isinstance(err, KilledWorker):
+        reason = (f"its worker died on each of {err.allowed_failures + 1} attempts, the last "
+                  f"{err.last_worker.address} (out of memory? see the worker logs)")
+    else:
+        reason = _one_line(err) if err is not None else f"task {future.status}"
     return Outcome(entry.id, "failed", reason)
 
 
@@ -341,8 +345,8 @@ def local_cluster(n_workers: int | None = None, gpus: Sequence[str] | None = Non
 
 
 @contextmanager
-def connect(scheduler: str | None = None, cluster: str | None = None,
-            workers: int | None = None) -> Iterator[Client]:
+def connect(scheduler: str | None = None, cluster: str | None = None, workers: int | None = None,
+            timeout: str = "30s") -> Iterator[Client]:
     """A client of an existing scheduler (`scheduler`, e.g. tcp://host:8786) or of a new local cluster."""
     if scheduler and cluster:
         raise ValueError("--scheduler and --cluster exclude each other")
@@ -350,7 +354,7 @@ def connect(scheduler: str | None = None, cluster: str | None = None,
         if workers is not None:
             raise ValueError("--workers applies to --cluster local; an existing cluster has its own workers")
         try:
-            client = Client(scheduler, timeout="30s")
+            client = Client(scheduler, timeout=timeout)
         except (OSError, TimeoutError, ValueError) as err:
             raise ClusterError(f"{scheduler}: cannot reach a dask scheduler ({_one_line(err)})") from None
         with client:

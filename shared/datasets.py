@@ -26,14 +26,7 @@ from rat.shared.degrade import DERIVE_METHODS
 from rat.shared.patterns import FIELD, pattern_fields
 
 __all__ = [
-    "DatasetDef",
-    "Group",
-    "ManifestError",
-    "Split",
-    "Volume",
-    "Window",
-    "builtin_datasets",
-    "load_dataset",
+    "DatasetDef", "Group", "ManifestError", "Split", "Volume", "Window", "builtin_datasets", "load_dataset",
     "split_units",
 ]
 
@@ -215,13 +208,13 @@ def _parse_group(gname: str, table: dict[str, Any], own: set[str], fail) -> Grou
 
     def number(k: str) -> float:
         v = table[k]
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
+        if not _is_number(v):
             raise fail(key(k), f"expected a number, got {v!r}")
         return float(v)
 
     def positive_int(k: str) -> int:
         v = table[k]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        if not _is_int(v) or v < 1:
             raise fail(key(k), f"expected a positive integer, got {v!r}")
         return v
 
@@ -293,11 +286,7 @@ def _parse_group(gname: str, table: dict[str, Any], own: set[str], fail) -> Grou
 
 
 def _parse_window(v: Any, where: str, fail) -> Window:
-    if not isinstance(v, dict):
-        raise fail(where, "expected a table {kind = ..., low = ..., high = ...}")
-    unknown = sorted(set(v) - {"kind", "low", "high"})
-    if unknown:
-        raise fail(f"{where}.{unknown[0]}", "unknown key")
+    _check_table(v, where, {"kind", "low", "high"}, "{kind = ..., low = ..., high = ...}", fail)
     kind = v.get("kind")
     if kind == "none":
         if "low" in v or "high" in v:
@@ -306,7 +295,7 @@ def _parse_window(v: Any, where: str, fail) -> Window:
     if kind not in ("fixed", "percentile"):
         raise fail(f"{where}.kind", f"expected 'fixed', 'percentile' or 'none', got {kind!r}")
     for k in ("low", "high"):
-        if isinstance(v.get(k), bool) or not isinstance(v.get(k), (int, float)):
+        if not _is_number(v.get(k)):
             raise fail(f"{where}.{k}", f"required number for kind {kind!r}")
     low, high = float(v["low"]), float(v["high"])
     if not high > low:
@@ -317,12 +306,8 @@ def _parse_window(v: Any, where: str, fail) -> Window:
 
 
 def _parse_split(v: Any, where: str, names: set[str], fail) -> Split:
-    if not isinstance(v, dict):
-        raise fail(where, "expected a table {rule = ..., unit = ..., ...}")
     allowed = {"rule", "unit", "seed", "test_count", "test_fraction", "test", "train"}
-    unknown = sorted(set(v) - allowed)
-    if unknown:
-        raise fail(f"{where}.{unknown[0]}", "unknown key")
+    _check_table(v, where, allowed, "{rule = ..., unit = ..., ...}", fail)
     unit = v.get("unit")
     if unit not in names:
         raise fail(f"{where}.unit", f"must name a pattern field ({', '.join(sorted(names))}), "
@@ -330,16 +315,14 @@ def _parse_split(v: Any, where: str, names: set[str], fail) -> Split:
     rule = v.get("rule")
     if rule == "seeded":
         seed = v.get("seed", 0)
-        if isinstance(seed, bool) or not isinstance(seed, int):
+        if not _is_int(seed):
             raise fail(f"{where}.seed", f"expected an integer, got {seed!r}")
         count, frac = v.get("test_count"), v.get("test_fraction")
         if (count is None) == (frac is None):
             raise fail(where, "seeded rule needs exactly one of test_count and test_fraction")
-        if count is not None and (isinstance(count, bool) or not isinstance(count, int)
-                                  or count < 0):
+        if count is not None and (not _is_int(count) or count < 0):
             raise fail(f"{where}.test_count", f"expected an integer >= 0, got {count!r}")
-        if frac is not None and (isinstance(frac, bool) or not isinstance(frac, (int, float))
-                                 or not 0 <= frac <= 1):
+        if frac is not None and (not _is_number(frac) or not 0 <= frac <= 1):
             raise fail(f"{where}.test_fraction", f"expected a number in 0..1, got {frac!r}")
         if "test" in v or "train" in v:
             raise fail(where, "lists test/train belong to rule 'explicit'")
@@ -364,21 +347,37 @@ def _parse_split(v: Any, where: str, names: set[str], fail) -> Split:
 
 
 def _parse_volume(v: Any, where: str, fail) -> Volume:
-    if not isinstance(v, dict):
-        raise fail(where, "expected a table {slice_axis = ..., air_threshold = ...}")
-    unknown = sorted(set(v) - {"slice_axis", "air_threshold", "air_fraction"})
-    if unknown:
-        raise fail(f"{where}.{unknown[0]}", "unknown key")
+    keys = {"slice_axis", "air_threshold", "air_fraction"}
+    _check_table(v, where, keys, "{slice_axis = ..., air_threshold = ...}", fail)
     axis = v.get("slice_axis")
-    if isinstance(axis, bool) or not isinstance(axis, int) or not -3 <= axis <= 2:
+    if not _is_int(axis) or not -3 <= axis <= 2:
         raise fail(f"{where}.slice_axis", f"expected an integer in -3..2, got {axis!r}")
     thr = v.get("air_threshold")
-    if isinstance(thr, bool) or not isinstance(thr, (int, float)):
+    if not _is_number(thr):
         raise fail(f"{where}.air_threshold", f"required number, got {thr!r}")
     frac = v.get("air_fraction", 0.0)
-    if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 <= frac < 1:
+    if not _is_number(frac) or not 0 <= frac < 1:
         raise fail(f"{where}.air_fraction", f"expected a number in [0, 1), got {frac!r}")
     return Volume(axis, float(thr), float(frac))
+
+
+def _check_table(v: Any, where: str, keys: set[str], layout: str, fail) -> None:
+    """``v`` must be a TOML table (``layout`` shows its keys in the error) with only ``keys``."""
+    if not isinstance(v, dict):
+        raise fail(where, f"expected a table {layout}")
+    unknown = sorted(set(v) - keys)
+    if unknown:
+        raise fail(f"{where}.{unknown[0]}", "unknown key")
+
+
+def _is_number(v: Any) -> bool:
+    """An int or float from TOML (true/false are not numbers)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_int(v: Any) -> bool:
+    """An int from TOML (true/false are not integers)."""
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 # ----------------------------------------------------------------------------- splits

@@ -48,15 +48,8 @@ from rat.shared.raster import open_pillow, open_tiff, to_dtype, write_raster
 from rat.shared.volumes import open_nifti, take_slice
 
 __all__ = [
-    "DEFAULT_MAX_PIXELS",
-    "ImageMeta",
-    "ImageReadError",
-    "PathLike",
-    "read_image",
-    "read_volume",
-    "sha256_file",
-    "volume_shape",
-    "write_image",
+    "DEFAULT_MAX_PIXELS", "ImageMeta", "ImageReadError", "PathLike", "read_image", "read_volume",
+    "sha256_file", "volume_shape", "write_image",
 ]
 
 _SUFFIX_FORMATS = {

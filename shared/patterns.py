@@ -18,10 +18,12 @@ FIELD = re.compile(r"\{([^{}]*)\}")
 
 
 def pattern_fields(pattern: str) -> set[str]:
+    """The names of the pattern's named fields ({*} excluded)."""
     return {f for f in FIELD.findall(pattern) if f != "*"}
 
 
 def pattern_regex(pattern: str) -> re.Pattern[str]:
+    """A regex that fullmatches the posix paths the pattern describes, one group per field."""
     out, seen, pos = [], set(), 0
     for m in FIELD.finditer(pattern):
         out.append(re.escape(pattern[pos : m.start()]))
@@ -38,17 +40,20 @@ def pattern_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out))
 
 
-def match_files(root: Path, patterns: tuple[str, ...], *, dirs: bool) -> dict[tuple, list[str]]:
+def match_files(
+    root: Path, patterns: tuple[str, ...], *, dirs: bool, skip: str
+) -> dict[tuple, list[str]]:
     """Files (and directories, if dirs) under root matching any pattern: key -> relative paths.
 
-    The key is the tuple of (field, value) pairs sorted by field name.
+    The key is the tuple of (field, value) pairs sorted by field name. Paths inside the top-level
+    folder ``skip`` (the index's own state folder) are left out.
     """
     found: dict[tuple, set[str]] = defaultdict(set)
     for pattern in patterns:
         regex = pattern_regex(pattern)
         for path in root.glob(FIELD.sub("*", pattern)):
             rel = path.relative_to(root).as_posix()
-            if rel.split("/", 1)[0] == STATE_DIR or not (path.is_file() or dirs and path.is_dir()):
+            if rel.split("/", 1)[0] == skip or not (path.is_file() or dirs and path.is_dir()):
                 continue
             m = regex.fullmatch(rel)
             if m:

@@ -23,6 +23,7 @@ map, so it is built once per forward pass and shared by every R-MSA layer.
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -180,7 +181,9 @@ def _block_plan(ids: Tensor, block: int, chunk_pairs: int) -> BlockPlan:
     chunks = tuple(
         (q_cuts[i], q_cuts[i + 1], p_cuts[i], p_cuts[i + 1]) for i in range(len(q_cuts) - 1)
     )
-    return BlockPlan(batch, n, block, perm, inverse, seg, q_block, k_block, chunks)
+    # int32 indices: on CPU, index_add_ with int64 indices takes a much slower scatter path
+    return BlockPlan(batch, n, block, perm, inverse, seg, q_block.to(torch.int32),
+                     k_block.to(torch.int32), chunks)
 
 
 def _with_block_mask(plan: BlockPlan) -> BlockPlan:
@@ -269,13 +272,36 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-def _masked_scores(qs: Tensor, k: Tensor, seg: Tensor, qi: Tensor, kj: Tensor) -> Tensor:
-    """Scores of block pairs (qi, kj): (P, H, b, b) in the accumulation dtype, -inf across regions."""
-    s = torch.matmul(qs[qi], k[kj].transpose(-1, -2)).to(_acc_dtype(qs.dtype))
-    b = k.shape[2]
-    segb = seg.view(-1, b)
-    same = segb[qi].unsqueeze(-1) == segb[kj].unsqueeze(-2)  # (P, b, b)
-    return s.masked_fill_(~same.unsqueeze(1), float("-inf"))
+# Index operations on 2-D views (rows of H * b * d values): on CPU, index_select / index_add_ /
+# index_reduce_ along dim 0 of a 4-D tensor fall back to element-wise scatter/gather kernels
+# that are 10-300x slower than the row-wise kernels used for 2-D inputs.
+
+
+def _take(x: Tensor, idx: Tensor) -> Tensor:
+    """Rows ``idx`` of x (n, ...) -> (len(idx), ...)."""
+    return x.reshape(x.shape[0], -1).index_select(0, idx).view(-1, *x.shape[1:])
+
+
+def _add_rows(out: Tensor, idx: Tensor, src: Tensor) -> None:
+    """out[idx[i]] += src[i], duplicates summed; out contiguous (n, ...)."""
+    out.view(out.shape[0], -1).index_add_(0, idx, src.reshape(src.shape[0], -1).to(out.dtype))
+
+
+def _max_rows(out: Tensor, idx: Tensor, src: Tensor) -> None:
+    """out[idx[i]] = max(out[idx[i]], src[i]); out contiguous (n, ...)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="index_reduce", category=UserWarning)
+        out.view(out.shape[0], -1).index_reduce_(0, idx, src.reshape(src.shape[0], -1), "amax")
+
+
+def _masked_scores(qs: Tensor, k: Tensor, segb: Tensor, qi: Tensor, kj: Tensor) -> Tensor:
+    """Scores of block pairs (qi, kj): (P, H, b, b) in the accumulation dtype, -inf across regions.
+
+    qs, k: (n_blocks, H, b, d); segb: (n_blocks, b) region number of each sorted token.
+    """
+    s = torch.matmul(_take(qs, qi), _take(k, kj).transpose(-1, -2)).to(_acc_dtype(qs.dtype))
+    other = _take(segb, qi).unsqueeze(-1) != _take(segb, kj).unsqueeze(-2)  # (P, b, b)
+    return s.masked_fill_(other.unsqueeze(1), float("-inf"))
 
 
 class _BlockSparseAttention(torch.autograd.Function):
@@ -289,31 +315,32 @@ class _BlockSparseAttention(torch.autograd.Function):
     def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, seg: Tensor, q_block: Tensor,
                 k_block: Tensor, chunks: tuple, scale: float) -> Tensor:
         acc = _acc_dtype(q.dtype)
-        qs = q * scale
         nb, h, b, d = q.shape
+        qs = q * scale
+        segb = seg.view(nb, b)
         out = torch.empty(nb, h, b, d, dtype=acc, device=q.device)
         lse = torch.empty(nb, h, b, dtype=acc, device=q.device)
         for qa, qe, pa, pe in chunks:
             qi, kj = q_block[pa:pe], k_block[pa:pe]
             local = qi - qa
-            s = _masked_scores(qs, k, seg, qi, kj)  # (P, H, b, b)
+            s = _masked_scores(qs, k, segb, qi, kj)  # (P, H, b, b)
             m = torch.full((qe - qa, h, b), float("-inf"), dtype=acc, device=q.device)
-            rowmax = s.amax(dim=-1)  # (P, H, b)
-            m.scatter_reduce_(0, local.view(-1, 1, 1).expand_as(rowmax), rowmax, "amax")
-            p = s.sub_(m[local].unsqueeze(-1)).exp_()
-            l = torch.zeros_like(m).index_add_(0, local, p.sum(dim=-1))
+            _max_rows(m, local, s.amax(dim=-1))  # row max over all key blocks of the query block
+            p = s.sub_(_take(m, local).unsqueeze(-1)).exp_()
+            l = torch.zeros_like(m)
+            _add_rows(l, local, p.sum(dim=-1))
             o = torch.zeros(qe - qa, h, b, d, dtype=acc, device=q.device)
-            o.index_add_(0, local, torch.matmul(p.to(v.dtype), v[kj]).to(acc))
+            _add_rows(o, local, torch.matmul(p.to(v.dtype), _take(v, kj)))
             out[qa:qe] = o / l.unsqueeze(-1)
             lse[qa:qe] = m + l.log()
         out = out.to(q.dtype)
-        ctx.save_for_backward(qs, k, v, out, lse, seg, q_block, k_block)
+        ctx.save_for_backward(qs, k, v, out, lse, segb, q_block, k_block)
         ctx.chunks, ctx.scale = chunks, scale
         return out
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        qs, k, v, out, lse, seg, q_block, k_block = ctx.saved_tensors
+        qs, k, v, out, lse, segb, q_block, k_block = ctx.saved_tensors
         acc = lse.dtype
         grad = grad.contiguous()
         delta = (grad.to(acc) * out.to(acc)).sum(dim=-1)  # (nb, H, b)
@@ -322,14 +349,13 @@ class _BlockSparseAttention(torch.autograd.Function):
         dv = torch.zeros_like(dqs)
         for _, _, pa, pe in ctx.chunks:
             qi, kj = q_block[pa:pe], k_block[pa:pe]
-            p = _masked_scores(qs, k, seg, qi, kj).sub_(lse[qi].unsqueeze(-1)).exp_()
-            g = grad[qi]  # (P, H, b, d)
-            dv.index_add_(0, kj, torch.matmul(p.transpose(-1, -2).to(g.dtype), g).to(acc))
-            ds = torch.matmul(g, v[kj].transpose(-1, -2)).to(acc)
-            ds.sub_(delta[qi].unsqueeze(-1)).mul_(p)  # softmax backward
-            ds = ds.to(qs.dtype)
-            dqs.index_add_(0, qi, torch.matmul(ds, k[kj]).to(acc))
-            dk.index_add_(0, kj, torch.matmul(ds.transpose(-1, -2), qs[qi]).to(acc))
+            p = _masked_scores(qs, k, segb, qi, kj).sub_(_take(lse, qi).unsqueeze(-1)).exp_()
+            g = _take(grad, qi)  # (P, H, b, d)
+            _add_rows(dv, kj, torch.matmul(p.transpose(-1, -2).to(g.dtype), g))
+            ds = torch.matmul(g, _take(v, kj).transpose(-1, -2)).to(acc)
+            ds = ds.sub_(_take(delta, qi).unsqueeze(-1)).mul_(p).to(qs.dtype)  # softmax backward
+            _add_rows(dqs, qi, torch.matmul(ds, _take(k, kj)))
+            _add_rows(dk, kj, torch.matmul(ds.transpose(-1, -2), _take(qs, qi)))
         dq = (dqs * ctx.scale).to(qs.dtype)
         return dq, dk.to(k.dtype), dv.to(v.dtype), None, None, None, None, None
 

@@ -102,6 +102,8 @@ class TrainConfig:
 RUNTIME_KEYS = frozenset({"masks", "root", "index", "out", "device", "workers", "log_every", "eval_every",
                           "save_every", "val_limit", "tile", "overlap", "progress", "resume", "backend",
                           "metrics_format", "stop_at"})
+#: Settings of one session only, never taken over from the run being resumed.
+SESSION_KEYS = frozenset({"resume", "stop_at"})
 CHOICES = {"attention": ("rmsa", "wmsa", "msa"), "loss": ("fr", "l1"), "precision": ("auto", "bf16", "fp32"),
            "device": ("auto", "cpu", "cuda"), "metrics_format": ("jsonl", "csv"),
            "backend": ("auto", "dense", "sparse", "flex")}
@@ -129,8 +131,8 @@ def make_config(overrides: Mapping[str, Any]) -> TrainConfig:
     """The config of a run from the settings the user gave.
 
     A fresh run: the defaults updated by ``overrides``. With ``resume`` and a checkpoint in the run
-    directory: the checkpoint's config, updated by the overrides that may change on resume
-    (:data:`RUNTIME_KEYS`); overriding any other setting with another value is refused.
+    directory: the checkpoint's config (less :data:`SESSION_KEYS`), updated by the overrides that may
+    change on resume (:data:`RUNTIME_KEYS`); overriding any other setting with another value is refused.
     """
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(overrides) - known)
@@ -143,7 +145,7 @@ def make_config(overrides: Mapping[str, Any]) -> TrainConfig:
     saved = load_checkpoint(last)
     if saved.get("bare"):
         raise TrainError(f"{last}: not a checkpoint of this trainer")
-    base = {k: v for k, v in saved["config"].items() if k in known}
+    base = {k: v for k, v in saved["config"].items() if k in known and k not in SESSION_KEYS}
     clash = [f"--{k.replace('_', '-')} {v!r} (run has {base.get(k)!r})" for k, v in overrides.items()
              if k not in RUNTIME_KEYS and base.get(k) != v]
     if clash:
