@@ -1,6 +1,6 @@
 """Images per second of `masks`: the single-process runner against 1 and 2 dask workers, same images.
 
-    python benchmarks/bench_cluster.py [--generator sam|superpixels] [--repeats 3] [--points-per-side 4]
+    python benchmarks/bench_cluster.py [--generator sam|superpixels] [--images 8] [--repeats 3]
 
 CPU only. The sample dataset and a tiny SAM (random weights, the real generation code) are built in a temp
 directory. Each timed run writes a fresh store and includes building the generator (the single process
@@ -23,6 +23,7 @@ from pathlib import Path
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--generator", choices=["sam", "superpixels"], default="sam")
+    parser.add_argument("--images", type=int, default=8, help="how many of the 16 sample images")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--points-per-side", type=int, default=4, help="tiny SAM prompt grid")
     args = parser.parse_args()
@@ -42,6 +43,7 @@ def main() -> None:
     make_sample_data(root)
     ds = load_dataset("sample")
     entries, _ = build_index(ds, root, progress=False)
+    entries = sorted(entries, key=lambda e: e.id)[:: max(1, len(entries) // args.images)][: args.images]
     if args.generator == "sam":
         torch.manual_seed(0)
         ckpt = tmp / "sam_tiny.pth"
@@ -68,7 +70,7 @@ def main() -> None:
         assert all(o.status == "done" for o in out)
         return time.perf_counter() - start
 
-    print(f"{n} sample images, generator {args.generator}"
+    print(f"{n} sample images ({', '.join(sorted({e.group for e in entries}))}), generator {args.generator}"
           + (f" (tiny SAM, {args.points_per_side}x{args.points_per_side} points)" if kwargs else "")
           + f", {os.cpu_count()} CPU cores, {args.repeats} repeats; torch threads {torch.get_num_threads()}")
     results = {"single process": [single() for _ in range(args.repeats)]}

@@ -7,7 +7,7 @@ Run: python benchmarks/bench_precompute.py [--quick]
    store. Prints each phase's median and the share of time spent outside `generate` (target <= 5%).
 2. Bytes per label map: the zarr store's chunk files against raw uint16 and a 16-bit PNG, on label maps with
    realistic region counts (Felzenszwalb on real images from scikit-image's data folder).
-3. Peak host memory (ru_maxrss of a fresh process) for one ~3249 x 3249 pathology image through the same path,
+3. Peak host memory (VmHWM of a fresh process) for one ~3249 x 3249 pathology image through the same path,
    against the image itself and the label map.
 """
 
@@ -110,8 +110,17 @@ def store_bytes() -> list[tuple[str, int, int, int, int]]:
     return rows
 
 
+def _vm_hwm() -> int:
+    """Peak resident set size of this process image, bytes (VmHWM; unlike ru_maxrss, not inherited
+    from the parent that forked us)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def peak_memory_child(ckpt: str, image: str, points_per_batch: int) -> None:
-    """Runs in a fresh process: one image through the per-image path; prints ru_maxrss in bytes."""
+    """Runs in a fresh process: one image through the per-image path; prints peak RSS in bytes."""
     import segment_anything  # noqa: F401 - imports counted in the baseline
 
     from rat.precompute.runner import compute_labels
@@ -120,7 +129,7 @@ def peak_memory_child(ckpt: str, image: str, points_per_batch: int) -> None:
     from rat.shared.io import sha256_file
     from rat.shared.manifest import DatasetDef, Entry, Group, Split, Window
 
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    before = _vm_hwm()
     gen = SamGenerator(ckpt, model_type="vit_b", device="cpu", points_per_side=8,
                        points_per_batch=points_per_batch, pred_iou_thresh=0.0, stability_score_thresh=0.0)
     group_def = Group(name="p", modality="pathology", channels=3, hq=("x",), norm_low=0.0, norm_high=255.0,
@@ -130,14 +139,14 @@ def peak_memory_child(ckpt: str, image: str, points_per_batch: int) -> None:
     p = Path(image)
     entry = Entry(id="big", group="p", split="train", lq=p.name, hq=p.name, slice=None,
                   sha256=sha256_file(p), shape=(0, 0), axis=None)
-    after_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    after_load = _vm_hwm()
     t0 = time.perf_counter()
     labels = compute_labels(entry, p.parent, ds, gen)
     seconds = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as d:
         group = st.init_store(Path(d) / "s.zarr", st.make_provenance("bench", gen.provenance(), {}))
         st.write_labels(group, "big", labels, entry.sha256)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = _vm_hwm()
     print(json.dumps({"baseline": before, "after_model": after_load, "peak": peak, "seconds": seconds,
                       "shape": list(labels.shape), "regions": int(labels.max())}))
 

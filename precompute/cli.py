@@ -132,7 +132,8 @@ def _fail(message: str) -> None:
               help="Recompute images already done (and replace a store's configuration).")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @click.option("--scheduler", default=None,
-              help="Run on an existing dask.distributed cluster: its scheduler address (tcp://HOST:PORT).")
+              help="Run on an existing dask.distributed cluster: its scheduler address (tcp://HOST:PORT) "
+                   "or scheduler file (dask scheduler --scheduler-file FILE).")
 @click.option("--cluster", type=click.Choice(["local"]), default=None,
               help="Start a dask cluster for this run: `local` = worker processes on this machine, "
                    "one per GPU, each pinned to its GPU.")

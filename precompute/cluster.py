@@ -347,19 +347,25 @@ def local_cluster(n_workers: int | None = None, gpus: Sequence[str] | None = Non
 @contextmanager
 def connect(scheduler: str | None = None, cluster: str | None = None, workers: int | None = None,
             timeout: str = "30s") -> Iterator[Client]:
-    """A client of an existing scheduler (`scheduler`, e.g. tcp://host:8786) or of a new local cluster."""
+    """A client of an existing scheduler or of a new local cluster (`cluster="local"`).
+
+    `scheduler` is an address (tcp://host:8786) or the JSON file `dask scheduler --scheduler-file` writes.
+    """
     if scheduler and cluster:
         raise ValueError("--scheduler and --cluster exclude each other")
     if scheduler:
         if workers is not None:
             raise ValueError("--workers applies to --cluster local; an existing cluster has its own workers")
         try:
-            client = Client(scheduler, timeout=timeout)
+            client = (Client(scheduler_file=scheduler, timeout=timeout) if Path(scheduler).is_file()
+                      else Client(scheduler, timeout=timeout))
         except (OSError, TimeoutError, ValueError) as err:
             raise ClusterError(f"{scheduler}: cannot reach a dask scheduler ({_one_line(err)})") from None
         with client:
             yield client
         return
+    if cluster is None:
+        raise ValueError("--workers applies to --cluster local; add --cluster local")
     if cluster not in CLUSTERS:
         raise ValueError(f"--cluster {cluster!r}: choose one of {', '.join(CLUSTERS)}")
     with local_cluster(workers) as local, Client(local) as client:

@@ -1,5 +1,6 @@
 """`masks` on dask.distributed: equal bytes to a single process, a SIGKILLed worker, failures reported."""
 
+import json
 import os
 import signal
 import threading
@@ -98,6 +99,16 @@ def test_scheduler_option_reports_bad_images_and_goes_on(client, sample_copy, tm
     code, text = run("masks", "--dataset", "sample", "--root", sample_copy, "--out", out,
                      "--generator", "superpixels", "--scheduler", client.scheduler.address, "--workers", "2")
     assert code != 0 and "--workers applies to --cluster local" in text
+    code, text = run("masks", "--dataset", "sample", "--root", sample_copy, "--out", out,
+                     "--generator", "superpixels", "--workers", "2")
+    assert code != 0 and "add --cluster local" in text
+
+
+def test_scheduler_file_connects(client, tmp_path):
+    path = tmp_path / "scheduler.json"
+    path.write_text(json.dumps({"type": "Scheduler", "address": client.scheduler.address}))  # as dask writes
+    with cl.connect(str(path)) as other:
+        assert other.scheduler.address == client.scheduler.address
 
 
 def test_unreachable_scheduler_is_one_line():

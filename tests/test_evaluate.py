@@ -63,7 +63,8 @@ class Pointwise(nn.Module):
         return image * self.scale + labels[:, None].to(image.dtype) * 0.01
 
 
-@pytest.mark.parametrize(("size", "tile", "overlap"), [(70, 32, 8), (512, 512, 32), (100, 33, 0), (3249, 512, 32)])
+@pytest.mark.parametrize(("size", "tile", "overlap"),
+                         [(70, 32, 8), (512, 512, 32), (100, 33, 0), (3249, 512, 32)])
 def test_tiles_cover_the_image_with_overlap(size, tile, overlap):
     starts = tile_starts(size, tile, overlap)
     covered = np.zeros(size, bool)

@@ -4,8 +4,16 @@ import numpy as np
 import pytest
 import torch
 from segment_anything.utils.amg import area_from_rle, mask_to_rle_pytorch
+from segment_anything.utils.amg import rle_to_mask as sam_rle_to_mask
 
-from rat.precompute.labels import compact, label_dtype, paint_ranks, resolve_masks, resolve_rle_masks
+from rat.precompute.labels import (
+    compact,
+    label_dtype,
+    paint_ranks,
+    resolve_masks,
+    resolve_rle_masks,
+    rle_to_mask,
+)
 
 
 def authors_procedure(masks: np.ndarray) -> np.ndarray:
@@ -98,3 +106,13 @@ def test_dtype_grows_past_65535_regions():
 
 def test_paint_ranks_stable():
     assert paint_ranks([5, 9, 5, 1]).tolist() == [2, 1, 3, 4]
+
+
+def test_vectorised_rle_decoder_equals_sams():
+    rng = np.random.default_rng(3)
+    masks = np.concatenate([rng.random((5, 17, 23)) > 0.5, np.zeros((1, 17, 23), bool),
+                            np.ones((1, 17, 23), bool)])
+    for rle in mask_to_rle_pytorch(torch.from_numpy(masks)):
+        assert np.array_equal(rle_to_mask(rle), sam_rle_to_mask(rle))
+    with pytest.raises(ValueError, match="sum to"):
+        rle_to_mask({"size": [2, 2], "counts": [1, 2]})

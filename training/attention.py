@@ -35,7 +35,7 @@ REGION_LAMBDA = -1000.0
 BACKENDS = ("auto", "dense", "sparse", "flex")
 MODES = ("rmsa", "wmsa", "msa")
 BLOCK_SIZE = {"sparse": 64, "flex": 128}
-CHUNK_PAIRS = 32
+CHUNK_PAIRS = 128
 
 
 # ----------------------------------------------------------------------------- plans

@@ -1,0 +1,255 @@
+"""Region attention backends agree with the paper's dense formulation; window/global modes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rat.training.attention import (
+    RegionAttention,
+    WindowAttention,
+    needed_fraction,
+    plan_region_attention,
+    region_attention,
+    resolve_backend,
+    window_partition,
+    window_reverse,
+)
+
+SCALE = 8**-0.5
+TOL = 1e-4
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _blocky(b: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    """Spatially coherent label maps: random rectangles painted over each other, (B, h*w)."""
+    g = _generator(seed)
+    lab = torch.zeros(b, h, w, dtype=torch.int64)
+    for i in range(b):
+        for r in range(1, 8):
+            y0, x0 = torch.randint(0, h - 1, (2,), generator=g).tolist()
+            dy, dx = torch.randint(1, h // 2, (2,), generator=g).tolist()
+            lab[i, y0 : y0 + dy, x0 : x0 + dx] = r * 11 + i
+    return lab.reshape(b, -1)
+
+
+def _hard_cases() -> dict[str, torch.Tensor]:
+    g = _generator(1)
+    n = 96
+    tiny = torch.arange(n).repeat_interleave(torch.randint(1, 4, (n,), generator=g))[:n]
+    mixed = torch.stack([torch.zeros(n, dtype=torch.int64), torch.randint(0, 40, (n,), generator=g)])
+    return {
+        "random": torch.randint(0, 6, (2, n), generator=g),
+        "one region": torch.zeros(2, n, dtype=torch.int64),
+        "every token its own region": torch.arange(2 * n).view(2, n),
+        "many tiny regions": tiny[torch.randperm(n, generator=g)].view(1, n),
+        "different region counts per image": mixed,
+        "non-consecutive negative ids": torch.randint(0, 5, (2, n), generator=g) * 1000 - 2500,
+        "blocky maps": _blocky(3, 12, 8),
+        "uint8 ids": torch.randint(0, 256, (2, n), generator=g).to(torch.uint8),
+    }
+
+
+def _run(labels: torch.Tensor, backend: str, dtype=torch.float32, heads=4, d=8, seed=0, **kw):
+    """Output and (q, k, v) gradients under a fixed random upstream gradient."""
+    b, n = labels.shape
+    g = _generator(seed)
+    q, k, v = (torch.randn(b, heads, n, d, generator=g, dtype=dtype).requires_grad_()
+               for _ in range(3))
+    upstream = torch.randn(b, heads, n, d, generator=g, dtype=dtype)
+    plan = plan_region_attention(labels, backend, **kw)
+    out = region_attention(q, k, v, plan, SCALE)
+    grads = torch.autograd.grad(out, (q, k, v), upstream)
+    return out.detach(), grads
+
+
+def _assert_close(a, b, tol=TOL):
+    (out_a, grads_a), (out_b, grads_b) = a, b
+    torch.testing.assert_close(out_a, out_b, atol=tol, rtol=0)
+    for ga, gb in zip(grads_a, grads_b, strict=True):
+        torch.testing.assert_close(ga, gb, atol=tol, rtol=0)
+
+
+@pytest.mark.parametrize("case", list(_hard_cases()))
+@pytest.mark.parametrize("block,chunk", [(4, 1), (16, 3), (64, 128)])
+def test_sparse_equals_dense_forward_and_backward(case, block, chunk):
+    labels = _hard_cases()[case]
+    dense = _run(labels, "dense")
+    sparse = _run(labels, "sparse", block_size=block, chunk_pairs=chunk)
+    _assert_close(sparse, dense)
+
+
+def test_sparse_equals_dense_float64():
+    labels = _blocky(2, 16, 16, seed=3)
+    _assert_close(_run(labels, "sparse", torch.float64, block_size=32),
+                  _run(labels, "dense", torch.float64), tol=1e-10)
+
+
+def test_sparse_bfloat16_close_to_float32_dense():
+    labels = _blocky(1, 16, 16, seed=4)
+    out, _ = _run(labels, "sparse", torch.bfloat16)
+    ref, _ = _run(labels, "dense", torch.float32)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref, atol=5e-2, rtol=0)
+
+
+def test_dense_with_a_mild_lambda_leaks_across_regions():
+    # the mask value matters for 'dense' (so the equivalence tests compare real masking)
+    labels = _hard_cases()["random"]
+    soft, _ = _run(labels, "dense", region_lambda=-1.0)
+    hard, _ = _run(labels, "dense")
+    assert (soft - hard).abs().max() > 1e-2
+
+
+def test_block_pairs_are_exactly_the_blocks_with_same_region_pairs():
+    labels = _blocky(2, 16, 12, seed=5)
+    plan = plan_region_attention(labels, "sparse", block_size=16)
+    seg = plan.seg
+    nb = plan.padded // plan.block
+    same = (seg[:, None] == seg[None, :]).view(nb, plan.block, nb, plan.block)
+    needed = same.any(dim=3).any(dim=1)  # (nb, nb) block occupancy of the dense mask
+    got = torch.zeros(nb, nb, dtype=torch.bool)
+    got[plan.q_block.long(), plan.k_block.long()] = True
+    assert torch.equal(got, needed)
+    assert plan.q_block.numel() == int(needed.sum())  # no duplicate pairs
+    # chunks tile the query blocks and pairs without gaps
+    assert plan.chunks[0][0] == 0 and plan.chunks[-1][1] == nb
+    assert plan.chunks[-1][3] == plan.q_block.numel()
+    for (_, qe, _, pe), (qa, _, pa, _) in zip(plan.chunks, plan.chunks[1:], strict=False):
+        assert qe == qa and pe == pa
+
+
+def test_sparse_saves_no_quadratic_tensor():
+    n = 64 * 64
+    labels = _blocky(1, 64, 64, seed=6)
+    q, k, v = (torch.randn(1, 2, n, 4, requires_grad=True) for _ in range(3))
+    sizes = []
+
+    def pack(t):
+        sizes.append(t.numel())
+        return t
+
+    plan = plan_region_attention(labels, "sparse")
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = region_attention(q, k, v, plan, SCALE)
+    out.sum().backward()
+    assert max(sizes) <= 2 * n * 4 * 2  # O(N * heads * d), far below n * n = 16.8M
+
+
+def test_flex_block_mask_matches_the_region_mask():
+    pytest.importorskip("torch.nn.attention.flex_attention")
+    labels = _blocky(2, 16, 16, seed=7)
+    plan = plan_region_attention(labels, "flex", block_size=16)
+    seg = plan.seg
+    nb = plan.padded // plan.block
+    same = (seg[:, None] == seg[None, :]).view(nb, plan.block, nb, plan.block)
+    any_block, all_block = same.any(dim=3).any(dim=1), same.all(dim=3).all(dim=1)
+    mask = plan.block_mask
+    partial = mask.to_dense()[0, 0].bool()
+    full_num, full_idx = mask.full_kv_num_blocks[0, 0], mask.full_kv_indices[0, 0]
+    full = torch.zeros(nb, nb, dtype=torch.bool)
+    for qb in range(nb):  # tiny test-side loop to read the table
+        full[qb, full_idx[qb, : full_num[qb]].long()] = True
+    assert torch.equal(partial | full, any_block)
+    assert torch.equal(full, all_block)  # 'full' blocks skip the mask, so they must be full
+
+
+def test_flex_on_cpu_refuses_training():
+    pytest.importorskip("torch.nn.attention.flex_attention")
+    labels = _hard_cases()["random"]
+    with pytest.raises(ValueError, match="no backward pass on CPU"):
+        _run(labels, "flex")
+
+
+@pytest.mark.slow
+def test_flex_forward_on_cpu_equals_dense():
+    pytest.importorskip("torch.nn.attention.flex_attention")
+    labels = _blocky(2, 16, 16, seed=8)
+    g = _generator(0)
+    q, k, v = (torch.randn(2, 4, 256, 16, generator=g) for _ in range(3))
+    with torch.no_grad():
+        flex = region_attention(q, k, v, plan_region_attention(labels, "flex"), SCALE)
+        dense = region_attention(q, k, v, plan_region_attention(labels, "dense"), SCALE)
+    torch.testing.assert_close(flex, dense, atol=TOL, rtol=0)
+
+
+@cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["sparse", "flex"])
+def test_cuda_backends_equal_dense(backend):
+    labels = _blocky(2, 32, 32, seed=9).cuda()
+    b, n = labels.shape
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v = (torch.randn(b, 8, n, 32, device="cuda", generator=g).requires_grad_()
+               for _ in range(3))
+    results = []
+    for be in ("dense", backend):
+        out = region_attention(q, k, v, plan_region_attention(labels, be), SCALE)
+        results.append((out, torch.autograd.grad(out.square().sum(), (q, k, v))))
+    _assert_close(results[1], results[0], tol=1e-3)  # TF32 matmuls on CUDA
+
+
+def test_resolve_backend_and_errors():
+    assert resolve_backend("auto", torch.device("cpu")) == "sparse"
+    with pytest.raises(ValueError, match="unknown attention backend"):
+        resolve_backend("fast", torch.device("cpu"))
+    with pytest.raises(ValueError, match="integer"):
+        plan_region_attention(torch.zeros(1, 8), "sparse")
+    with pytest.raises(ValueError, match="region_lambda"):
+        plan_region_attention(torch.zeros(1, 8, dtype=torch.int64), "sparse", region_lambda=-5.0)
+    plan = plan_region_attention(torch.zeros(1, 8, dtype=torch.int64), "sparse")
+    q = torch.zeros(1, 2, 16, 4)
+    with pytest.raises(ValueError, match="plan is for 1 x 8 tokens"):
+        region_attention(q, q, q, plan, SCALE)
+
+
+def test_needed_fraction():
+    labels = torch.tensor([[0, 0, 1, 1], [5, 5, 5, 5]])
+    assert needed_fraction(labels) == pytest.approx((4 + 4 + 16) / 32)
+
+
+def test_window_partition_round_trip():
+    x = torch.randn(2, 6, 8, 12)
+    win = window_partition(x, 4)
+    assert win.shape == (2 * 2 * 3, 16, 6)
+    assert torch.equal(win[1, 5], x[0, :, 1, 4 + 1])  # window (0, 1), row 1, col 1
+    assert torch.equal(window_reverse(win, 4, 2, 8, 12), x)
+
+
+def _window_labels(b: int, h: int, w: int, window: int) -> torch.Tensor:
+    rows = torch.arange(h) // window
+    cols = torch.arange(w) // window
+    ids = rows[:, None] * w + cols[None, :]
+    return ids.expand(b, h, w).reshape(b, -1)
+
+
+def test_wmsa_and_msa_modes_are_region_attention_with_window_and_single_region_maps():
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 8, 12)
+    rmsa = RegionAttention(16, heads=4, mode="rmsa")
+    for mode, labels in [("wmsa", _window_labels(2, 8, 12, 4)),
+                         ("msa", torch.zeros(2, 96, dtype=torch.int64))]:
+        other = RegionAttention(16, heads=4, mode=mode)
+        other.load_state_dict(rmsa.state_dict())
+        expected = rmsa(x, plan_region_attention(labels, "dense"))
+        torch.testing.assert_close(other(x), expected, atol=TOL, rtol=0)
+    with pytest.raises(ValueError, match="needs a region plan"):
+        rmsa(x)
+
+
+def test_window_attention_is_region_attention_over_windows():
+    torch.manual_seed(0)
+    x = torch.randn(1, 16, 8, 8)
+    wa = WindowAttention(16, heads=4, window=4)
+    ra = RegionAttention(16, heads=4)
+    # the same projections as 1x1 convs
+    ra.qkv.weight.data = wa.qkv.weight.data[:, :, None, None].clone()
+    ra.qkv.bias.data = wa.qkv.bias.data.clone()
+    ra.project_out.weight.data = wa.proj_out.weight.data[:, :, None, None].clone()
+    ra.project_out.bias.data = wa.proj_out.bias.data.clone()
+    plan = plan_region_attention(_window_labels(1, 8, 8, 4), "sparse")
+    torch.testing.assert_close(wa(x), ra(x, plan), atol=TOL, rtol=0)
