@@ -6,7 +6,7 @@
 # eval_<group>.csv (per-image PSNR/SSIM + mean/std), figure_<group>.png (LQ | restored | HQ | regions).
 set -euo pipefail
 D="${DEMO_DIR:-demo_out}"
-ITERS="${DEMO_ITERS:-800}"   # steps per group; the paper's 200,000 are for GPUs
+ITERS="${DEMO_ITERS:-600}"   # steps per group; the paper's 200,000 are for GPUs
 mkdir -p "$D"
 start=$SECONDS
 

@@ -6,8 +6,9 @@ CPU only. The sample dataset and a tiny SAM (random weights, the real generation
 directory. Each timed run writes a fresh store and includes building the generator (the single process
 builds it itself; the dask path registers the worker plugin, which builds it on every worker). The local
 cluster is started once per worker count and its start-up time is printed apart. Workers share the cores
-(1 worker: all cores for torch; 2 workers: half each), so the ratios show the cluster path's overhead on
-one machine, not multi-node scaling.
+(1 worker: all cores for torch; 2 workers: half each), so the single process is timed with all cores and
+with one torch thread: the cluster path's own overhead is "dask, 1 worker" against the first, and
+"dask, 2 workers" against the second; this is one machine, not multi-node scaling.
 """
 
 from __future__ import annotations
@@ -56,11 +57,14 @@ def main() -> None:
     n = len(entries)
     counter = iter(range(10**6))
 
-    def single() -> float:
+    def single(threads: int) -> float:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
         start = time.perf_counter()
         out = run_masks(ds, entries, root, tmp / f"s{next(counter)}.zarr",
                         build_generator(args.generator, **kwargs), progress=False)
         assert all(o.status == "done" for o in out)
+        torch.set_num_threads(before)
         return time.perf_counter() - start
 
     def distributed(client: Client) -> float:
@@ -72,21 +76,23 @@ def main() -> None:
 
     print(f"{n} sample images ({', '.join(sorted({e.group for e in entries}))}), generator {args.generator}"
           + (f" (tiny SAM, {args.points_per_side}x{args.points_per_side} points)" if kwargs else "")
-          + f", {os.cpu_count()} CPU cores, {args.repeats} repeats; torch threads {torch.get_num_threads()}")
-    results = {"single process": [single() for _ in range(args.repeats)]}
+          + f", {os.cpu_count()} CPU cores, {args.repeats} repeats")
+    cores = torch.get_num_threads()
+    results = {f"single, {cores} threads": [single(cores) for _ in range(args.repeats)],
+               "single, 1 thread": [single(1) for _ in range(args.repeats)]}
     startup = {}
     for workers in (1, 2):
         start = time.perf_counter()
         with local_cluster(workers, gpus=[]) as cluster, Client(cluster) as client:
             client.wait_for_workers(workers)
             startup[workers] = time.perf_counter() - start
-            results[f"dask, {workers} worker{'s' * (workers > 1)}"] = [distributed(client)
-                                                                         for _ in range(args.repeats)]
-    base = n / statistics.median(results["single process"])
-    print(f"{'contender':<20} {'median s':>9} {'images/s':>9} {'vs single':>10}   runs (s)")
+            name = f"dask, {workers} worker{'s' * (workers > 1)} x {max(1, cores // workers)} thr"
+            results[name] = [distributed(client) for _ in range(args.repeats)]
+    base = n / statistics.median(next(iter(results.values())))
+    print(f"{'contender':<26} {'median s':>9} {'images/s':>9} {'vs first':>9}   runs (s)")
     for name, secs in results.items():
         rate = n / statistics.median(secs)
-        print(f"{name:<20} {statistics.median(secs):>9.2f} {rate:>9.2f} {rate / base:>9.2f}x   "
+        print(f"{name:<26} {statistics.median(secs):>9.2f} {rate:>9.2f} {rate / base:>8.2f}x   "
               + " ".join(f"{s:.2f}" for s in secs))
     print("cluster start-up (not in the runs): "
           + ", ".join(f"{w} worker{'s' * (w > 1)} {s:.1f} s" for w, s in startup.items()))

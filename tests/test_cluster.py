@@ -171,6 +171,7 @@ def test_sigkilled_worker_costs_only_its_images(client, sample_root, tiny_sam_ch
         if _complete(out) >= 1 and busy:
             break
         time.sleep(0.05)
+    assert busy, "no worker was busy: the run ended or never started"
     victim_addr = sorted(busy)[0]
     victim_pid = client.run(os.getpid, workers=[victim_addr])[victim_addr]
     done_at_kill = _complete(out)

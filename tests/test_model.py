@@ -38,18 +38,17 @@ def test_default_model_matches_the_reference_state_dict(channels, params):
     assert list(model.buffers()) == []
 
 
-def test_reference_shaped_checkpoint_loads_strictly_and_round_trips():
+def test_reference_shaped_checkpoint_loads_strictly():
     rows, _, _ = _reference(1)
     g = torch.Generator().manual_seed(0)
     state = {k: torch.randn(shape, generator=g) * 0.02 for k, shape in rows}
     model = RAT()
     model.load_state_dict(state, strict=True)
-    again = RAT()
-    again.load_state_dict(model.state_dict())
-    x = torch.randn(1, 1, 32, 32, generator=g)
-    labels = torch.randint(0, 3, (1, 32, 32), generator=g)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    x = torch.randn(1, 1, 16, 16, generator=g)
     with torch.no_grad():
-        assert torch.equal(model(x, labels), again(x, labels))
+        y = model(x, torch.randint(0, 3, (1, 16, 16), generator=g))
+    assert y.shape == x.shape and torch.isfinite(y).all()
 
 
 def test_default_configuration():
@@ -96,7 +95,7 @@ def test_token_labels_follow_nearest_interpolation():
     assert torch.equal(model.token_labels(labels), expected.long().reshape(2, -1))
 
 
-@pytest.mark.parametrize("size", [(37, 45), (16, 16), (5, 3)])
+@pytest.mark.parametrize("size", [(37, 45), (5, 3)])
 def test_odd_sizes_keep_shape_and_backends_agree(size):
     model = _small()
     g = torch.Generator().manual_seed(1)
@@ -144,8 +143,8 @@ def test_images_of_a_batch_are_independent():
 
 def test_checkpointing_gives_the_same_outputs_and_gradients():
     g = torch.Generator().manual_seed(4)
-    x = torch.randn(1, 1, 32, 32, generator=g)
-    labels = torch.randint(0, 3, (1, 32, 32), generator=g)
+    x = torch.randn(1, 1, 16, 24, generator=g)
+    labels = torch.randint(0, 3, (1, 16, 24), generator=g)
     results = []
     for ckpt in (False, True):
         model = _small(checkpoint=ckpt)
@@ -187,11 +186,11 @@ def test_small_model_learns_a_toy_restoration():
     model = build_model("rat-small")
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     g = torch.Generator().manual_seed(5)
-    clean = torch.rand(4, 1, 32, 32, generator=g)
+    clean = torch.rand(2, 1, 16, 16, generator=g)
     noisy = clean + 0.2 * torch.randn(clean.shape, generator=g)
-    labels = (clean * 4).long()
+    labels = (clean[:, 0] * 4).long()
     losses = []
-    for _ in range(40):
+    for _ in range(25):
         loss = focal_region_loss(model(noisy, labels), clean, labels)
         opt.zero_grad()
         loss.backward()

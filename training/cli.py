@@ -55,7 +55,7 @@ TRAIN_HELP = {
     "overlap": "Overlap of neighbouring tiles.",
     "metrics_format": "Metrics file: jsonl or csv.",
     "progress": "Show a progress bar.",
-    "resume": "Continue the run in --out from its last.pt (exactly where it stopped).",
+    "resume": "Continue the run in --out from its last.pt, exactly where it stopped (fresh if none).",
     "stop_at": "Save and stop after this step (time-limited jobs); continue later with --resume.",
 }
 

@@ -193,6 +193,8 @@ class RAT(nn.Module):
         if self.attention == "rmsa":
             if labels is None:
                 raise ValueError("region attention needs a label map (B, H, W)")
+            if labels.dtype.is_floating_point or labels.dtype.is_complex:
+                raise ValueError(f"labels must be an integer tensor, got {labels.dtype}")
             if tuple(labels.shape) != (b, h, w):
                 raise ValueError(
                     f"labels of shape {tuple(labels.shape)} do not match image of shape "

@@ -343,8 +343,8 @@ class MetricsLog:
         with open(self.path, encoding="utf-8", newline="") as fh:
             if self.fmt == "jsonl":
                 return [json.loads(line) for line in fh if line.strip()]
-            return [{k: (v if k == "kind" else float(v) if "." in v or "e" in v else int(v))
-                     for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(fh)]
+            return [{k: (v if k == "kind" else _number(v)) for k, v in row.items() if v not in ("", None)}
+                    for row in csv.DictReader(fh)]
 
     def truncate(self, step: int) -> list[dict[str, Any]]:
         """Drop records after ``step`` (a resumed run rewrites them); returns the kept ones."""
@@ -376,6 +376,13 @@ class MetricsLog:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+def _number(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 def plot_curves(records: list[Mapping[str, Any]], path: str | Path) -> Path:
@@ -520,7 +527,7 @@ def _run(cfg: TrainConfig, rt: Runtime) -> dict[str, Any]:
             "best_psnr": best, "val": val or {}})
 
     def validation() -> dict[str, Any] | None:
-        """Whole-image validation shared out over the ranks; the summary on rank 0."""
+        """Whole-image validation shared out over the ranks; every rank gets the summary."""
         from rat.training.evaluate import summarise
 
         if not val_entries:
@@ -539,6 +546,11 @@ def _run(cfg: TrainConfig, rt: Runtime) -> dict[str, Any]:
     patch = PatchDataset(cfg.masks, train_entries, group, root=cfg.root, patch_size=cfg.patch_size,
                          seed=cfg.seed)
     loader = make_loader(patch, cfg.batch_size, cfg.workers, start=samples, rank=rt.rank, world_size=rt.world)
+    if not all(patch.cached):
+        missing = len(patch.cached) - sum(patch.cached)
+        _say(rt, f"note: {missing} of {len(patch.cached)} training images have no image cache, so every "
+             "patch decodes the whole source files (slow for large images); add it with "
+             "`rat-precompute cache`")
     batches = iter(loader)
 
     # -- the loop
