@@ -9,12 +9,13 @@ channels, 8 heads) at the latent of a 256 / 512 px input, forward + backward, re
 dense mask) built inside the timing. ``step256``: one training step of the default RAT at
 256 x 256, batch 1: forward, focal region loss, backward.
 
-Every run is a fresh subprocess (so peak memory is its own), contenders alternate round by round
-(so load drift on a shared machine hits them alike), and each prints medians and ratios to the
-dense baseline. All contenders use the same seeded weights and inputs; the max |difference| of
-their outputs to the dense one is printed. CPU memory: ru_maxrss of the worker process, with
-glibc's mmap threshold fixed at 64 KiB so that freed tensors leave RSS (the same for every
-contender), and the increase over the worker's RSS just before the timed runs. CUDA memory:
+Every run is a fresh subprocess, contenders alternate round by round (so load drift on a shared
+machine hits them alike), and the medians over rounds are printed with ratios to the dense
+baseline. All contenders use the same seeded weights and inputs; the max |difference| of their
+outputs and input gradients to the dense ones is printed. Time: one timed run after warm-up, in
+a process with default settings. CPU memory: a separate process per round, with glibc's mmap
+threshold fixed at 64 KiB so that freed tensors leave RSS (the same for every contender); its
+ru_maxrss ("peak") and the increase over its RSS just before the run ("step"). CUDA memory:
 torch.cuda.max_memory_allocated. Label maps: Felzenszwalb segmentations of scikit-image's
 sample photographs, tuned to 10-40 regions per 256 x 256 crop (the density of SAM label maps).
 """
@@ -194,12 +195,23 @@ def contenders(kind: str, size: int, device: str, extra: bool) -> list[dict]:
 
 
 def spawn(spec: dict) -> dict:
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    cmd = [sys.executable, __file__, "--worker", json.dumps(spec)]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        return {"error": (done.stderr.strip().splitlines() or ["killed"])[-1]}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    """Time in one worker process, CPU memory in another (see the module docstring)."""
+
+    def run(spec: dict, env: dict) -> dict:
+        cmd = [sys.executable, __file__, "--worker", json.dumps(spec)]
+        done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env})
+        if done.returncode != 0:
+            raise RuntimeError((done.stderr.strip().splitlines() or ["killed"])[-1])
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    try:
+        timed = run(spec, {})
+        if spec["device"] == "cuda":
+            return timed
+        memory = run({**spec, "warmup": 0}, {"MALLOC_MMAP_THRESHOLD_": "65536"})
+    except RuntimeError as err:
+        return {"error": str(err)}
+    return {**memory, "time": timed["time"]}
 
 
 def main() -> None:

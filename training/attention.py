@@ -8,22 +8,23 @@ within-region pairs need computing (14-34 % of the dense entries on real SAM lab
 Backends for region attention, all exact and differentiable:
 
 - ``dense``: the paper's formulation, a (B, 1, N, N) additive mask on full attention. Baseline.
-- ``sparse``: portable (CPU and CUDA), no N x N tensor. Tokens of the whole batch are sorted by
-  (image, region) and cut into blocks; only (query block, key block) pairs that share a region
-  are computed, in batched matmuls over chunks of pairs, with a flash-style autograd function
-  that recomputes the scores in backward instead of storing them.
-- ``flex``: PyTorch FlexAttention over the same sorted layout, with a BlockMask built from the
-  same block pairs (fused kernels on CUDA; forward only on CPU).
+- ``sparse``: portable (CPU and CUDA), no N x N tensor. The tokens of each region attend among
+  themselves; regions of similar size (within a factor 2^(1/4)) are stacked into one batch,
+  padded to the largest with masked keys, and go through PyTorch's fused
+  ``scaled_dot_product_attention`` (flash kernels on CPU, memory-efficient ones on CUDA), one
+  call per size class. Cost: the within-region entries plus at most 41 % padding.
+- ``flex``: FlexAttention over the tokens of the whole batch sorted by (image, region), with a
+  BlockMask of the (query block, key block) pairs that share a region (fused kernels on CUDA;
+  forward only on CPU).
 - ``auto``: ``flex`` on CUDA where FlexAttention is available, else ``sparse``.
 
-A :class:`RegionPlan` (the sort, blocks and pairs, or the dense mask) depends only on the label
-map, so it is built once per forward pass and shared by every R-MSA layer.
+A plan (the size classes, the block mask or the dense mask) depends only on the label map, so
+it is built once per forward pass and shared by every R-MSA layer.
 """
 
 from __future__ import annotations
 
 import functools
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,8 +35,8 @@ from torch import Tensor, nn
 REGION_LAMBDA = -1000.0
 BACKENDS = ("auto", "dense", "sparse", "flex")
 MODES = ("rmsa", "wmsa", "msa")
-BLOCK_SIZE = {"sparse": 64, "flex": 128}
-CHUNK_PAIRS = 128
+CLASSES_PER_OCTAVE = 4  # size classes per doubling of region size (padding <= 2^(2/4) - 1)
+FLEX_BLOCK = 128
 
 
 # ----------------------------------------------------------------------------- plans
@@ -49,34 +50,50 @@ class DensePlan:
 
 
 @dataclass(frozen=True, eq=False)
-class BlockPlan:
-    """All tokens of a batch sorted by (image, region), padded to whole blocks of ``block`` tokens.
+class SizeClass:
+    """``regions`` regions of similar size, each padded to ``length`` tokens.
 
-    T = B * N tokens, Tp = T rounded up to a multiple of ``block``; padding forms its own region.
-    ``perm`` (T,): sorted position -> flat token index (b * N + n). ``inverse`` (T,): the reverse.
-    ``seg`` (Tp,): region number at each sorted position. ``q_block``, ``k_block`` (P,): the block
-    pairs that hold at least one same-region (query, key) pair, grouped by query block.
-    ``chunks``: (first q block, end q block, first pair, end pair), whole query blocks per chunk.
-    ``block_mask``: FlexAttention BlockMask over the sorted sequence (flex plans only).
+    ``index`` (regions * length,): flat token (b * N + n) at each slot; padding slots repeat a
+    token of their region. ``mask`` (regions, 1, 1, length) bool: real keys, or None if no
+    slot is padding. ``keep``: the slots that hold real tokens, in slot order.
+    """
+
+    regions: int
+    length: int
+    index: Tensor
+    mask: Tensor | None
+    keep: Tensor
+
+
+@dataclass(frozen=True, eq=False)
+class SparsePlan:
+    """Size classes covering the B x N tokens; ``order`` (T,): each token's row among the
+    concatenated kept slots of all classes."""
+
+    batch: int
+    tokens: int
+    classes: tuple[SizeClass, ...]
+    order: Tensor
+
+
+@dataclass(frozen=True, eq=False)
+class FlexPlan:
+    """Tokens of the batch sorted by (image, region), padded to whole blocks.
+
+    ``perm`` (T,): sorted position -> flat token; ``inverse``: the reverse. ``seg`` (Tp,):
+    region number of each sorted position (padding is one more region). ``block_mask``: a
+    FlexAttention BlockMask over the Tp sorted positions.
     """
 
     batch: int
     tokens: int
-    block: int
     perm: Tensor
     inverse: Tensor
     seg: Tensor
-    q_block: Tensor
-    k_block: Tensor
-    chunks: tuple[tuple[int, int, int, int], ...]
-    block_mask: Any = None
-
-    @property
-    def padded(self) -> int:
-        return self.seg.numel()
+    block_mask: Any
 
 
-RegionPlan = DensePlan | BlockPlan
+RegionPlan = DensePlan | SparsePlan | FlexPlan
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
@@ -116,12 +133,7 @@ def needed_fraction(labels: Tensor) -> float:
 
 
 def plan_region_attention(
-    labels: Tensor,
-    backend: str = "auto",
-    *,
-    region_lambda: float = REGION_LAMBDA,
-    block_size: int | None = None,
-    chunk_pairs: int = CHUNK_PAIRS,
+    labels: Tensor, backend: str = "auto", *, region_lambda: float = REGION_LAMBDA
 ) -> RegionPlan:
     """Precompute what region attention over token labels (B, N) needs, for the given backend.
 
@@ -140,82 +152,88 @@ def plan_region_attention(
             f"region_lambda={region_lambda}: the {backend!r} backend computes the exact limit "
             "lambda -> -inf; use the 'dense' backend for a soft mask"
         )
-    block = block_size or BLOCK_SIZE[backend]
     with torch.no_grad():
-        plan = _block_plan(ids, block, chunk_pairs)
-    if backend == "flex":
-        plan = _with_block_mask(plan)
-    return plan
+        return _sparse_plan(ids) if backend == "sparse" else _flex_plan(ids, FLEX_BLOCK)
 
 
-def _block_plan(ids: Tensor, block: int, chunk_pairs: int) -> BlockPlan:
-    dev = ids.device
-    batch, n = ids.shape
+def _sorted_regions(ids: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """perm (T,) sorting the flat ids, their region number seg (T,), counts and starts (R,)."""
     flat = ids.reshape(-1)
-    t = flat.numel()
     perm = torch.argsort(flat, stable=True)
-    inverse = torch.empty_like(perm)
-    inverse[perm] = torch.arange(t, device=dev)
     _, seg, counts = torch.unique_consecutive(flat[perm], return_inverse=True, return_counts=True)
-    nb = -(-t // block)
-    tp = nb * block
-    # padding tokens: one more region occupying [t, tp)
-    seg = torch.cat([seg, seg.new_full((tp - t,), counts.numel())])
-    counts = torch.cat([counts, counts.new_tensor([tp - t])])
-    ends = torch.cumsum(counts, 0)
-    starts = ends - counts
-    first = torch.arange(nb, device=dev) * block  # first sorted position of each block
-    last = first + block - 1
-    # keys of a query block's regions form one contiguous range of sorted positions
-    k0 = starts[seg[first]] // block
-    k1 = (ends[seg[last]] - 1) // block
-    count = k1 - k0 + 1
-    q_block = torch.repeat_interleave(torch.arange(nb, device=dev), count)
-    offsets = torch.cumsum(count, 0) - count
-    k_block = k0[q_block] + torch.arange(q_block.numel(), device=dev) - offsets[q_block]
-    # chunks of whole query blocks with about chunk_pairs pairs each
-    chunk_id = offsets // chunk_pairs
-    cuts = (torch.nonzero(chunk_id[1:] != chunk_id[:-1]).flatten() + 1).tolist()
-    q_cuts = [0, *cuts, nb]
-    p_cuts = [*offsets[q_cuts[:-1]].tolist(), q_block.numel()]
-    chunks = tuple(
-        (q_cuts[i], q_cuts[i + 1], p_cuts[i], p_cuts[i + 1]) for i in range(len(q_cuts) - 1)
-    )
-    # int32 indices: on CPU, index_add_ with int64 indices takes a much slower scatter path
-    return BlockPlan(batch, n, block, perm, inverse, seg, q_block.to(torch.int32),
-                     k_block.to(torch.int32), chunks)
+    return perm, seg, counts, torch.cumsum(counts, 0) - counts
 
 
-def _with_block_mask(plan: BlockPlan) -> BlockPlan:
-    """Add a FlexAttention BlockMask; pairs inside a single region are 'full' (no mask_mod)."""
+def _sparse_plan(ids: Tensor) -> SparsePlan:
+    dev = ids.device
+    perm, _, counts, starts = _sorted_regions(ids)
+    size_class = torch.floor(torch.log2(counts.double()) * CLASSES_PER_OCTAVE).long()
+    by_class = torch.argsort(size_class, stable=True)
+    _, members = torch.unique_consecutive(size_class[by_class], return_counts=True)
+    classes, kept = [], []
+    for regions in torch.split(by_class, members.tolist()):  # a few classes, not regions
+        n = counts[regions]
+        length = int(n.max())
+        slot = torch.arange(length, device=dev)
+        real = slot < n.unsqueeze(1)  # (regions, length)
+        # padding slots repeat the region's first token (their keys are masked out)
+        pos = starts[regions].unsqueeze(1) + torch.where(real, slot, 0)
+        index = perm[pos].reshape(-1)
+        keep = torch.nonzero(real.reshape(-1)).flatten()
+        mask = None if bool(real.all()) else real[:, None, None, :]
+        # int32 indices: index_select's backward (index_add_) is much faster with them on CPU
+        classes.append(SizeClass(regions.numel(), length, index.to(torch.int32), mask,
+                                 keep.to(torch.int32)))
+        kept.append(index[keep])
+    kept = torch.cat(kept)
+    order = torch.empty_like(kept)
+    order[kept] = torch.arange(kept.numel(), device=dev)
+    return SparsePlan(ids.shape[0], ids.shape[1], tuple(classes), order.to(torch.int32))
+
+
+def _flex_plan(ids: Tensor, block: int) -> FlexPlan:
+    """Sorted layout plus a BlockMask from the block pairs that share a region (no N^2 work)."""
     fa = _flex_module()
     if fa is None:
         raise RuntimeError("the 'flex' backend needs torch.nn.attention.flex_attention")
-    seg, b = plan.seg, plan.block
-    nb = plan.padded // b
-    blocks = seg.view(nb, b)
-    uniform = blocks[:, 0] == blocks[:, -1]  # block lies inside one region (seg is sorted)
-    qb, kb = plan.q_block, plan.k_block
+    dev = ids.device
+    perm, seg, counts, _ = _sorted_regions(ids)
+    t = perm.numel()
+    inverse = torch.empty_like(perm)
+    inverse[perm] = torch.arange(t, device=dev)
+    nb = -(-t // block)
+    tp = nb * block
+    seg = torch.cat([seg, seg.new_full((tp - t,), counts.numel())])  # padding: its own region
+    counts = torch.cat([counts, counts.new_tensor([tp - t])])
+    ends = torch.cumsum(counts, 0)
+    starts = ends - counts
+    blocks = seg.view(nb, block)
+    # the keys of a query block's regions form one contiguous range of sorted positions
+    k0 = starts[blocks[:, 0]] // block
+    k1 = (ends[blocks[:, -1]] - 1) // block
+    count = k1 - k0 + 1
+    qb = torch.repeat_interleave(torch.arange(nb, device=dev), count)
+    offsets = torch.cumsum(count, 0) - count
+    kb = k0[qb] + torch.arange(qb.numel(), device=dev) - offsets[qb]
+    uniform = blocks[:, 0] == blocks[:, -1]  # block inside one region (seg is sorted)
     full = uniform[qb] & uniform[kb] & (blocks[qb, 0] == blocks[kb, 0])
 
     def table(select: Tensor) -> tuple[Tensor, Tensor]:
         q, k = qb[select], kb[select]
         num = torch.bincount(q, minlength=nb)
-        offsets = torch.cumsum(num, 0) - num
-        idx = torch.zeros(nb, nb, dtype=torch.int32, device=seg.device)
-        idx[q, torch.arange(q.numel(), device=seg.device) - offsets[q]] = k.to(torch.int32)
+        first = torch.cumsum(num, 0) - num
+        idx = torch.zeros(nb, nb, dtype=torch.int32, device=dev)
+        idx[q, torch.arange(q.numel(), device=dev) - first[q]] = k.to(torch.int32)
         return num.to(torch.int32)[None, None], idx[None, None]
 
-    def same_region(b_: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
+    def same_region(b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
         return seg[q_idx] == seg[kv_idx]
 
     num, idx = table(~full)
     full_num, full_idx = table(full)
-    mask = fa.BlockMask.from_kv_blocks(
-        num, idx, full_num, full_idx, BLOCK_SIZE=b, mask_mod=same_region,
-        seq_lengths=(plan.padded, plan.padded),
-    )
-    return BlockPlan(**{**plan.__dict__, "block_mask": mask})
+    mask = fa.BlockMask.from_kv_blocks(num, idx, full_num, full_idx, BLOCK_SIZE=block,
+                                       mask_mod=same_region, seq_lengths=(tp, tp))
+    return FlexPlan(ids.shape[0], ids.shape[1], perm, inverse, seg, mask)
 
 
 # ----------------------------------------------------------------------------- attention
@@ -233,12 +251,9 @@ def region_attention(q: Tensor, k: Tensor, v: Tensor, plan: RegionPlan, scale: f
         raise ValueError(
             f"plan is for {plan.batch} x {plan.tokens} tokens, got q of shape {tuple(q.shape)}"
         )
-    if plan.block_mask is not None:
+    if isinstance(plan, FlexPlan):
         return _flex_attention(q, k, v, plan, scale)
-    qb, kb, vb = (_to_blocks(x, plan) for x in (q, k, v))
-    out = _BlockSparseAttention.apply(qb, kb, vb, plan.seg, plan.q_block, plan.k_block,
-                                      plan.chunks, scale)
-    return _from_blocks(out, plan, q.shape)
+    return _sparse_attention(q, k, v, plan, scale)
 
 
 def dense_region_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float) -> Tensor:
@@ -247,117 +262,18 @@ def dense_region_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale:
     return attn.softmax(dim=-1) @ v
 
 
-def _sorted_tokens(x: Tensor, plan: BlockPlan) -> Tensor:
-    """(B, H, N, d) -> (Tp, H, d) in (image, region) order, zero rows as padding."""
-    b, h, n, d = x.shape
-    t = x.permute(0, 2, 1, 3).reshape(b * n, h, d)[plan.perm]
-    return F.pad(t, (0, 0, 0, 0, 0, plan.padded - b * n))
-
-
-def _to_blocks(x: Tensor, plan: BlockPlan) -> Tensor:
-    """(B, H, N, d) -> (n_blocks, H, block, d)."""
-    h, d = x.shape[1], x.shape[3]
-    t = _sorted_tokens(x, plan)
-    return t.view(-1, plan.block, h, d).transpose(1, 2).contiguous()
-
-
-def _from_blocks(y: Tensor, plan: BlockPlan, shape: torch.Size) -> Tensor:
-    """(n_blocks, H, block, d) -> (B, H, N, d) in the original token order."""
-    b, h, n, d = shape
-    t = y.transpose(1, 2).reshape(plan.padded, h, d)[plan.inverse]
-    return t.view(b, n, h, d).permute(0, 2, 1, 3)
-
-
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-
-
-# Index operations on 2-D views (rows of H * b * d values): on CPU, index_select / index_add_ /
-# index_reduce_ along dim 0 of a 4-D tensor fall back to element-wise scatter/gather kernels
-# that are 10-300x slower than the row-wise kernels used for 2-D inputs.
-
-
-def _take(x: Tensor, idx: Tensor) -> Tensor:
-    """Rows ``idx`` of x (n, ...) -> (len(idx), ...)."""
-    return x.reshape(x.shape[0], -1).index_select(0, idx).view(-1, *x.shape[1:])
-
-
-def _add_rows(out: Tensor, idx: Tensor, src: Tensor) -> None:
-    """out[idx[i]] += src[i], duplicates summed; out contiguous (n, ...)."""
-    out.view(out.shape[0], -1).index_add_(0, idx, src.reshape(src.shape[0], -1).to(out.dtype))
-
-
-def _max_rows(out: Tensor, idx: Tensor, src: Tensor) -> None:
-    """out[idx[i]] = max(out[idx[i]], src[i]); out contiguous (n, ...)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="index_reduce", category=UserWarning)
-        out.view(out.shape[0], -1).index_reduce_(0, idx, src.reshape(src.shape[0], -1), "amax")
-
-
-def _masked_scores(qs: Tensor, k: Tensor, segb: Tensor, qi: Tensor, kj: Tensor) -> Tensor:
-    """Scores of block pairs (qi, kj): (P, H, b, b) in the accumulation dtype, -inf across regions.
-
-    qs, k: (n_blocks, H, b, d); segb: (n_blocks, b) region number of each sorted token.
-    """
-    s = torch.matmul(_take(qs, qi), _take(k, kj).transpose(-1, -2)).to(_acc_dtype(qs.dtype))
-    other = _take(segb, qi).unsqueeze(-1) != _take(segb, kj).unsqueeze(-2)  # (P, b, b)
-    return s.masked_fill_(other.unsqueeze(1), float("-inf"))
-
-
-class _BlockSparseAttention(torch.autograd.Function):
-    """Exact within-region attention on sorted blocks, recomputing scores in backward.
-
-    q, k, v: (n_blocks, H, b, d). Saves only q, k, v, the output and the per-query log-sum-exp,
-    so memory is O(T * H * d) plus one chunk of (pairs, H, b, b) scores at a time.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, seg: Tensor, q_block: Tensor,
-                k_block: Tensor, chunks: tuple, scale: float) -> Tensor:
-        acc = _acc_dtype(q.dtype)
-        nb, h, b, d = q.shape
-        qs = q * scale
-        segb = seg.view(nb, b)
-        out = torch.empty(nb, h, b, d, dtype=acc, device=q.device)
-        lse = torch.empty(nb, h, b, dtype=acc, device=q.device)
-        for qa, qe, pa, pe in chunks:
-            qi, kj = q_block[pa:pe], k_block[pa:pe]
-            local = qi - qa
-            s = _masked_scores(qs, k, segb, qi, kj)  # (P, H, b, b)
-            m = torch.full((qe - qa, h, b), float("-inf"), dtype=acc, device=q.device)
-            _max_rows(m, local, s.amax(dim=-1))  # row max over all key blocks of the query block
-            p = s.sub_(_take(m, local).unsqueeze(-1)).exp_()
-            l = torch.zeros_like(m)
-            _add_rows(l, local, p.sum(dim=-1))
-            o = torch.zeros(qe - qa, h, b, d, dtype=acc, device=q.device)
-            _add_rows(o, local, torch.matmul(p.to(v.dtype), _take(v, kj)))
-            out[qa:qe] = o / l.unsqueeze(-1)
-            lse[qa:qe] = m + l.log()
-        out = out.to(q.dtype)
-        ctx.save_for_backward(qs, k, v, out, lse, segb, q_block, k_block)
-        ctx.chunks, ctx.scale = chunks, scale
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        qs, k, v, out, lse, segb, q_block, k_block = ctx.saved_tensors
-        acc = lse.dtype
-        grad = grad.contiguous()
-        delta = (grad.to(acc) * out.to(acc)).sum(dim=-1)  # (nb, H, b)
-        dqs = torch.zeros(qs.shape, dtype=acc, device=qs.device)
-        dk = torch.zeros_like(dqs)
-        dv = torch.zeros_like(dqs)
-        for _, _, pa, pe in ctx.chunks:
-            qi, kj = q_block[pa:pe], k_block[pa:pe]
-            p = _masked_scores(qs, k, segb, qi, kj).sub_(_take(lse, qi).unsqueeze(-1)).exp_()
-            g = _take(grad, qi)  # (P, H, b, d)
-            _add_rows(dv, kj, torch.matmul(p.transpose(-1, -2).to(g.dtype), g))
-            ds = torch.matmul(g, _take(v, kj).transpose(-1, -2)).to(acc)
-            ds = ds.sub_(_take(delta, qi).unsqueeze(-1)).mul_(p).to(qs.dtype)  # softmax backward
-            _add_rows(dqs, qi, torch.matmul(ds, _take(k, kj)))
-            _add_rows(dk, kj, torch.matmul(ds.transpose(-1, -2), _take(qs, qi)))
-        dq = (dqs * ctx.scale).to(qs.dtype)
-        return dq, dk.to(k.dtype), dv.to(v.dtype), None, None, None, None, None
+def _sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: SparsePlan, scale: float) -> Tensor:
+    b, h, n, d = q.shape
+    qkv = torch.stack([q, k, v], dim=2)  # (B, H, 3, N, d)
+    qkv = qkv.permute(0, 3, 2, 1, 4).reshape(b * n, 3 * h * d)  # a row per token
+    out = []
+    for c in plan.classes:
+        x = qkv.index_select(0, c.index).view(c.regions, c.length, 3, h, d)
+        x = x.permute(2, 0, 3, 1, 4)  # (3, regions, H, length, d)
+        y = F.scaled_dot_product_attention(x[0], x[1], x[2], attn_mask=c.mask, scale=scale)
+        out.append(y.transpose(1, 2).reshape(-1, h * d).index_select(0, c.keep))
+    y = torch.cat(out).index_select(0, plan.order)  # (T, H * d) in token order
+    return y.view(b, n, h, d).permute(0, 2, 1, 3)
 
 
 @functools.cache
@@ -365,16 +281,22 @@ def _compiled_flex() -> Any:
     return torch.compile(_flex_module().flex_attention, dynamic=False)
 
 
-def _flex_attention(q: Tensor, k: Tensor, v: Tensor, plan: BlockPlan, scale: float) -> Tensor:
+def _flex_attention(q: Tensor, k: Tensor, v: Tensor, plan: FlexPlan, scale: float) -> Tensor:
     if q.device.type != "cuda" and torch.is_grad_enabled() and any(
         x.requires_grad for x in (q, k, v)
     ):
         raise ValueError(
             "the 'flex' backend has no backward pass on CPU in PyTorch; use 'sparse' for training"
         )
-    qs, ks, vs = (_sorted_tokens(x, plan).transpose(0, 1).unsqueeze(0) for x in (q, k, v))
-    out = _compiled_flex()(qs, ks, vs, block_mask=plan.block_mask, scale=scale)  # (1, H, Tp, d)
     b, h, n, d = q.shape
+    pad = plan.seg.numel() - b * n
+
+    def sorted_tokens(x: Tensor) -> Tensor:  # (B, H, N, d) -> (1, H, Tp, d)
+        t = x.permute(0, 2, 1, 3).reshape(b * n, h, d)[plan.perm]
+        return F.pad(t, (0, 0, 0, 0, 0, pad)).transpose(0, 1).unsqueeze(0)
+
+    out = _compiled_flex()(sorted_tokens(q), sorted_tokens(k), sorted_tokens(v),
+                           block_mask=plan.block_mask, scale=scale)  # (1, H, Tp, d)
     t = out[0].transpose(0, 1)[plan.inverse]  # (T, H, d)
     return t.view(b, n, h, d).permute(0, 2, 1, 3)
 
