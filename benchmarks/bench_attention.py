@@ -95,8 +95,7 @@ def _layer_run(spec: dict, device: torch.device, dtype: torch.dtype):
     size, backend = spec["size"], spec["backend"]
     torch.manual_seed(0)
     layer = RegionAttention(256, heads=8).to(device, dtype)
-    _, labels = photo_and_labels(spec["map"], size)
-    labels = torch.from_numpy(labels).to(device)
+    labels = torch.from_numpy(np.load(spec["labels"])).to(device)
     x = torch.randn(1, 256, size // 4, size // 4, generator=torch.Generator().manual_seed(1))
     x = x.to(device, dtype).requires_grad_()
     upstream = torch.randn(x.shape, generator=torch.Generator().manual_seed(2)).to(device, dtype)
@@ -126,21 +125,20 @@ def _step_run(spec: dict, device: torch.device, dtype: torch.dtype):
     from rat.training.loss import focal_region_loss
     from rat.training.model import RAT
 
-    size = spec["size"]
     torch.manual_seed(0)
     model = RAT(backend=spec["backend"], checkpoint=spec.get("checkpoint", False))
     model = model.to(device, dtype)
-    img, labels = photo_and_labels(spec["map"], size)
-    target = torch.from_numpy(img)[None, None]
+    target = torch.from_numpy(np.load(spec["image"]))[None, None]
     noisy = target + 0.05 * torch.randn(target.shape, generator=torch.Generator().manual_seed(1))
     target, noisy = target.to(device, dtype), noisy.to(device, dtype)
-    labels = torch.from_numpy(labels)[None].to(device)
+    labels = torch.from_numpy(np.load(spec["labels"]))[None].to(device)
 
     def run():
         model.zero_grad(set_to_none=True)
         out = model(noisy, labels)
         focal_region_loss(out, target, labels).backward()
-        return out.detach(), model.intro.weight.grad
+        # lambda_ra's gradient depends on the region attention output (zero-initialised scale)
+        return out.detach(), model.middle_blks[0].layers[0].lambda_ra.grad
 
     return run
 
@@ -237,6 +235,9 @@ def main() -> None:
         kind, size = CASES[case]
         for map_name in args.maps.split(","):
             print(f"\n== {case}: {describe_map(map_name, size)}")
+            image, labels = photo_and_labels(map_name, size)  # workers load them: no skimage
+            np.save(tmp / "image.npy", image)
+            np.save(tmp / "labels.npy", labels)
             entries = contenders(kind, size, args.device, args.extra)
             results: dict[str, list[dict]] = {e["name"]: [] for e in entries}
             for _ in range(args.repeats):
@@ -244,7 +245,8 @@ def main() -> None:
                     save = tmp / f"{case}_{map_name}_{len(results[e['name']])}_{e['name']}.pt"
                     spec = {**e, "kind": kind, "size": size, "map": map_name,
                             "threads": args.threads, "device": args.device,
-                            "dtype": args.dtype, "warmup": args.warmup, "save": str(save)}
+                            "dtype": args.dtype, "warmup": args.warmup, "save": str(save),
+                            "image": str(tmp / "image.npy"), "labels": str(tmp / "labels.npy")}
                     results[e["name"]].append({**spawn(spec), "save": save})
             report(results, entries[0]["name"], args.device)
 

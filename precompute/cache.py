@@ -14,7 +14,6 @@ else float32. Nothing is ever squeezed to 8 bit. Only the process that caches an
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -23,7 +22,8 @@ from typing import Any
 import numpy as np
 import zarr
 
-from rat.precompute.runner import Outcome, _one_line, source_sha256
+from rat.precompute.runner import Outcome, _one_line, run_each, source_sha256
+from rat.precompute.runner import summarize as runner_summarize
 from rat.shared import store as st
 from rat.shared.io import ImageReadError
 from rat.shared.manifest import Entry, read_hq, read_lq
@@ -142,32 +142,12 @@ def cache_images(entries: Iterable[Entry], root: str | Path, store_url: str | Pa
 
     The store must exist (StoreError otherwise). Chunk edge: the store's provenance "chunk".
     """
-    from tqdm import tqdm
-
     entries = list(entries)
     group = open_for_cache(store_url)
     chunk = _chunk_edge(group)
-    outcomes: list[Outcome] = []
-    counts = {"done": 0, "skipped": 0, "failed": 0}
-    bar = tqdm(entries, desc="image cache", unit="img", disable=not progress, dynamic_ncols=True,
-               mininterval=0.5)
-    for entry in bar:
-        outcome = cache_entry(entry, root, group, overwrite, chunk)
-        outcomes.append(outcome)
-        counts[outcome.status] += 1
-        if outcome.status == "failed" and progress:
-            bar.write(f"failed: {outcome.reason}")
-        bar.set_postfix(counts, refresh=False)
-    return outcomes
+    return run_each(entries, lambda e: cache_entry(e, root, group, overwrite, chunk), "image cache", progress)
 
 
 def summarize(outcomes: Sequence[Outcome]) -> str:
     """Multi-line summary: counts and median time, then one line per failure."""
-    by = {s: [o for o in outcomes if o.status == s] for s in ("done", "skipped", "failed")}
-    lines = [f"{len(by['done'])} cached, {len(by['skipped'])} skipped (already cached), "
-             f"{len(by['failed'])} failed"]
-    if by["done"]:
-        secs = sorted(o.seconds for o in by["done"])
-        lines.append(f"  median {secs[len(secs) // 2]:.2f} s/image")
-    lines += [f"  FAILED {o.image_id}: {o.reason}" for o in by["failed"]]
-    return os.linesep.join(lines)
+    return runner_summarize(outcomes, done="cached", skipped="skipped (already cached)")

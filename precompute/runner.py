@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -117,17 +117,23 @@ def run_masks(ds: DatasetDef, entries: Iterable[Entry], root: Path, out: str | P
               generator: Generator, overwrite: bool = False, chunk: int = st.DEFAULT_CHUNK,
               progress: bool = True) -> list[Outcome]:
     """Label maps for `entries` into the store at `out` (created or resumed). One Outcome per entry."""
-    from tqdm import tqdm
-
     entries = list(entries)
     prov = st.make_provenance(ds.name, generator.provenance(), sam_windows(ds), chunk)
     group = st.init_store(out, prov, overwrite=overwrite)
+    return run_each(entries, lambda e: process_entry(e, root, ds, generator, group, overwrite, chunk),
+                    "label maps", progress)
+
+
+def run_each(entries: Sequence[Entry], work: Callable[[Entry], Outcome], desc: str,
+             progress: bool = True) -> list[Outcome]:
+    """`work` on every entry in order, with a progress bar of done/skipped/failed counts."""
+    from tqdm import tqdm
+
     outcomes: list[Outcome] = []
     counts = {"done": 0, "skipped": 0, "failed": 0}
-    bar = tqdm(entries, desc="label maps", unit="img", disable=not progress,
-               dynamic_ncols=True, mininterval=0.5)
+    bar = tqdm(entries, desc=desc, unit="img", disable=not progress, dynamic_ncols=True, mininterval=0.5)
     for entry in bar:
-        outcome = process_entry(entry, root, ds, generator, group, overwrite, chunk)
+        outcome = work(entry)
         outcomes.append(outcome)
         counts[outcome.status] += 1
         if outcome.status == "failed" and progress:
@@ -136,16 +142,18 @@ def run_masks(ds: DatasetDef, entries: Iterable[Entry], root: Path, out: str | P
     return outcomes
 
 
-def summarize(outcomes: Sequence[Outcome]) -> str:
-    """Multi-line summary: counts, then one line per failure."""
+def summarize(outcomes: Sequence[Outcome], done: str = "done",
+              skipped: str = "skipped (already complete)") -> str:
+    """Multi-line summary: counts, median time (and regions), then one line per failure."""
     by = {s: [o for o in outcomes if o.status == s] for s in ("done", "skipped", "failed")}
-    done = by["done"]
-    lines = [f"{len(done)} done, {len(by['skipped'])} skipped (already complete), "
-             f"{len(by['failed'])} failed"]
-    if done:
-        secs = sorted(o.seconds for o in done)
-        regions = sorted(o.regions for o in done)
-        lines.append(f"  median {secs[len(secs) // 2]:.2f} s/image, regions per image "
-                     f"min {regions[0]} / median {regions[len(regions) // 2]} / max {regions[-1]}")
+    lines = [f"{len(by['done'])} {done}, {len(by['skipped'])} {skipped}, {len(by['failed'])} failed"]
+    if by["done"]:
+        secs = sorted(o.seconds for o in by["done"])
+        line = f"  median {secs[len(secs) // 2]:.2f} s/image"
+        regions = sorted(o.regions for o in by["done"])
+        if regions[-1]:
+            line += (f", regions per image min {regions[0]} / median {regions[len(regions) // 2]} "
+                     f"/ max {regions[-1]}")
+        lines.append(line)
     lines += [f"  FAILED {o.image_id}: {o.reason}" for o in by["failed"]]
     return os.linesep.join(lines)

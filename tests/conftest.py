@@ -30,6 +30,30 @@ def sample_copy(sample_root, tmp_path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def sample_store(sample_root, tmp_path_factory) -> Path:
+    """Superpixel label maps of every sample image (no image cache). Read-only: copy it to change it."""
+    from rat.precompute.generators import build_generator
+    from rat.precompute.runner import run_masks
+    from rat.shared.manifest import load_dataset, load_index
+
+    ds = load_dataset("sample")
+    out = tmp_path_factory.mktemp("store") / "s.zarr"
+    outcomes = run_masks(ds, load_index(ds, sample_root), sample_root, out, build_generator("superpixels"),
+                         progress=False)
+    assert all(o.status == "done" for o in outcomes)
+    return out
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models: one torch thread is fastest, and immune to other processes competing for the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
 def tiny_sam_checkpoint(tmp_path_factory) -> Path:
     """A SAM built from segment_anything's modules with random weights, saved like a real checkpoint."""
     from rat.precompute.sam import build_sam_tiny

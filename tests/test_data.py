@@ -1,15 +1,12 @@
 """Patch dataset, loader, store check and normalisation (rat.training.data)."""
 
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 from rat.precompute.cache import cache_images, write_images
-from rat.precompute.cli import main
 from rat.shared import store as st
 from rat.shared.manifest import Entry, load_dataset, load_index, read_hq, read_lq
 from rat.training.data import (
@@ -144,15 +141,6 @@ def test_store_check_lists_other_pixels_and_missing_maps(coords, tmp_path):
         PatchDataset(out, entries, replace(group, name="ct"))
     with pytest.raises(ValueError, match="a: 3 channel"):
         PatchDataset(out, entries, replace(group, channels=1))
-
-
-@pytest.fixture(scope="module")
-def sample_store(sample_root, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("sample") / "s.zarr"
-    result = CliRunner().invoke(main, ["masks", "--dataset", "sample", "--root", str(sample_root), "--out",
-                                       str(out), "--generator", "superpixels", "--no-progress"])
-    assert result.exit_code == 0, result.output
-    return out
 
 
 def test_sample_store_without_cache_decodes_sources_and_equals_the_cache(sample_root, sample_store, tmp_path):

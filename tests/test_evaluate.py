@@ -11,8 +11,6 @@ from click.testing import CliRunner
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch import nn
 
-from rat.precompute.generators import build_generator
-from rat.precompute.runner import run_masks
 from rat.shared.io import read_image
 from rat.shared.manifest import load_dataset, load_index
 from rat.shared.store import open_store
@@ -33,21 +31,12 @@ from rat.training.model import build_model
 SAMPLE = load_dataset("sample")
 CT, PATHOLOGY = SAMPLE.groups["ct"], SAMPLE.groups["pathology"]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def store(sample_root, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("store") / "s.zarr"
-    run_masks(SAMPLE, load_index(SAMPLE, sample_root), sample_root, out, build_generator("superpixels"),
-              progress=False)
-    return out
+@pytest.fixture
+def store(sample_store) -> Path:
+    return sample_store
 
 
 class Pointwise(nn.Module):

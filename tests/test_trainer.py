@@ -32,25 +32,12 @@ from rat.training.trainer import (
 TINY = dict(dataset="sample", group="ct", model="rat-small", width=8, patch_size=32, batch_size=2,
             workers=0, val_limit=1, eval_every=100, save_every=100, log_every=1, progress=False)
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is fastest, and immune to other processes competing for the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def store(sample_root, tmp_path_factory) -> Path:
-    """Superpixel label maps of every sample image."""
-    ds = load_dataset("sample")
-    out = tmp_path_factory.mktemp("store") / "s.zarr"
-    outcomes = run_masks(ds, load_index(ds, sample_root), sample_root, out, build_generator("superpixels"),
-                         progress=False)
-    assert all(o.status == "done" for o in outcomes)
-    return out
+@pytest.fixture
+def store(sample_store) -> Path:
+    return sample_store
 
 
 def cfg(store, root, out, **kw) -> TrainConfig:

@@ -8,9 +8,36 @@ authors' RAT implementation so that their checkpoints load unchanged.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+
+class _ChannelNorm(torch.autograd.Function):
+    """LayerNorm over dim 1 of (B, C, H, W) in place, without moving channels last.
+
+    Saves the normalised input and 1/std only; backward is the LayerNorm gradient
+    g_x = rstd * (g' - mean_C(g') - y * mean_C(g' * y)) with g' = g * weight.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
+        mu = x.mean(1, keepdim=True)
+        xc = x - mu
+        rstd = torch.rsqrt(xc.square().mean(1, keepdim=True) + eps)  # (B, 1, H, W)
+        y = xc.mul_(rstd)
+        ctx.save_for_backward(y, rstd, weight)
+        return torch.addcmul(bias.view(1, -1, 1, 1), y, weight.view(1, -1, 1, 1))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, Tensor, None]:
+        y, rstd, weight = ctx.saved_tensors
+        g = grad * weight.view(1, -1, 1, 1)
+        gx = g - g.mean(1, keepdim=True) - y * (g * y).mean(1, keepdim=True)
+        return gx.mul_(rstd), (grad * y).sum((0, 2, 3)), grad.sum((0, 2, 3)), None
 
 
 class LayerNorm2d(nn.Module):
@@ -24,8 +51,7 @@ class LayerNorm2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, C, H, W), normalised per pixel over C."""
-        y = F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], self.weight, self.bias, self.eps)
-        return y.permute(0, 3, 1, 2)
+        return _ChannelNorm.apply(x, self.weight, self.bias, self.eps)
 
 
 class SimpleGate(nn.Module):
