@@ -104,20 +104,34 @@ def _picked(kwargs: dict, prefix: str) -> dict:
             if k.startswith(prefix) and v is not None}
 
 
+def _dataset_options(func):
+    """--dataset, --root and --index: which images, found through the dataset's index."""
+    func = click.option("--index", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                        help="Per-image index file (default: the place `rat-precompute manifest` writes it)."
+                        )(func)
+    func = click.option("--root", required=True, type=click.Path(file_okay=False, path_type=Path),
+                        help="Data root the dataset's paths are relative to.")(func)
+    return click.option("--dataset", required=True,
+                        help="Dataset name (tma, aapm, pet, sample) or path to a .toml.")(func)
+
+
+def _selection_options(func):
+    """--split, --limit and --shard: a subset of the index."""
+    func = click.option("--shard", default=None,
+                        help="i/n: this process takes every n-th image from the i-th.")(func)
+    func = click.option("--limit", type=int, default=None,
+                        help="At most N images (after --split and --shard).")(func)
+    return click.option("--split", default=None, help="Only this split (train, test); default all.")(func)
+
+
 def _fail(message: str) -> None:
     raise click.ClickException(message)
 
 
 @main.command("masks")
-@click.option("--dataset", required=True, help="Dataset name (tma, aapm, pet, sample) or path to a .toml.")
-@click.option("--root", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Data root the dataset's paths are relative to.")
-@click.option("--index", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Per-image index file (default: the place `rat-precompute manifest` writes it).")
+@_dataset_options
 @click.option("--out", required=True, help="Store to write: a directory (store.zarr) or fsspec URL.")
-@click.option("--split", default=None, help="Only this split (train, test); default all.")
-@click.option("--limit", type=int, default=None, help="At most N images (after --split and --shard).")
-@click.option("--shard", default=None, help="i/n: this process takes every n-th image from the i-th.")
+@_selection_options
 @click.option("--generator", "generator_name", type=click.Choice(["sam", "superpixels"]),
               default="sam", show_default=True, help="Region source.")
 @click.option("--checkpoint", envvar="RAT_SAM_CHECKPOINT", type=click.Path(path_type=Path),
@@ -314,15 +328,9 @@ def show_cmd(store, image_id, dataset, root, index, out):
 
 
 @main.command("cache")
-@click.option("--dataset", required=True, help="Dataset name (tma, aapm, pet, sample) or path to a .toml.")
-@click.option("--root", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Data root the dataset's paths are relative to.")
-@click.option("--index", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Per-image index file (default: the place `rat-precompute manifest` writes it).")
+@_dataset_options
 @click.option("--out", required=True, help="Existing store (from `rat-precompute masks`) to add images to.")
-@click.option("--split", default=None, help="Only this split (train, test); default all.")
-@click.option("--limit", type=int, default=None, help="At most N images (after --split and --shard).")
-@click.option("--shard", default=None, help="i/n: this process takes every n-th image from the i-th.")
+@_selection_options
 @click.option("--overwrite", is_flag=True, help="Rewrite images already cached.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 def cache_cmd(dataset, root, index, out, split, limit, shard, overwrite, progress):
