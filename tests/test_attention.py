@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
@@ -21,13 +23,7 @@ TOL = 1e-4
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors run faster on one thread, and far faster on a shared, loaded CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -174,6 +170,8 @@ def test_flex_on_cpu_refuses_training():
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                    reason="torch.compile on CPU needs a C++ compiler")
 def test_flex_forward_on_cpu_equals_dense():
     pytest.importorskip("torch.nn.attention.flex_attention")
     labels = _blocky(2, 16, 16, seed=8)

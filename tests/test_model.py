@@ -17,13 +17,7 @@ from rat.training.nafblock import LayerNorm2d, NAFBlock
 DATA = Path(__file__).parent / "data"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convolutions run faster on one thread, and far faster on a shared, loaded CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _reference(channels: int) -> tuple[list[tuple[str, tuple[int, ...]]], int, int]:
