@@ -126,22 +126,16 @@ def test_endpoint_from_fsspec_config_env(s3, s3_store):
     assert "16 complete" in done.stdout
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_training_reads_the_store_from_s3(s3, s3_store, sample_root, tmp_path):
-    import torch
-
     from rat.training.cli import main as train_main
 
     before = objects(s3, "team/sample.zarr/")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        result = CliRunner().invoke(train_main, [str(a) for a in (
-            "--masks", s3_store, "--dataset", "sample", "--root", sample_root, "--group", "ct",
-            "--out", tmp_path / "run", "--model", "rat-small", "--width", "8", "--patch-size", "32",
-            "--batch-size", "2", "--iters", "3", "--eval-every", "3", "--val-limit", "1", "--workers", "2",
-            "--no-progress")])
-    finally:
-        torch.set_num_threads(threads)
+    result = CliRunner().invoke(train_main, [str(a) for a in (
+        "--masks", s3_store, "--dataset", "sample", "--root", sample_root, "--group", "ct",
+        "--out", tmp_path / "run", "--model", "rat-small", "--width", "8", "--patch-size", "32",
+        "--batch-size", "2", "--iters", "3", "--eval-every", "3", "--val-limit", "1", "--workers", "2",
+        "--no-progress")])
     assert result.exit_code == 0, result.output
     assert "done: 3 steps" in result.output
     assert (tmp_path / "run" / "last.pt").is_file()

@@ -137,24 +137,18 @@ def test_merge_refuses_duplicates_with_other_content_naming_them(tmp_path):
     assert not (tmp_path / "m.zarr").exists()
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_training_reads_an_exported_zip(stores, sample_root, tmp_path):
-    import torch
-
     from rat.training.cli import main as train_main
 
     z = tmp_path / "hand.zip"
     export_zip(stores / "full.zarr", z)
     before = z.read_bytes()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        result = CliRunner().invoke(train_main, [str(a) for a in (
-            "--masks", z, "--dataset", "sample", "--root", sample_root, "--group", "pathology",
-            "--out", tmp_path / "run", "--model", "rat-small", "--width", "8", "--patch-size", "32",
-            "--batch-size", "2", "--iters", "2", "--eval-every", "2", "--val-limit", "1", "--workers", "1",
-            "--no-progress")])
-    finally:
-        torch.set_num_threads(threads)
+    result = CliRunner().invoke(train_main, [str(a) for a in (
+        "--masks", z, "--dataset", "sample", "--root", sample_root, "--group", "pathology",
+        "--out", tmp_path / "run", "--model", "rat-small", "--width", "8", "--patch-size", "32",
+        "--batch-size", "2", "--iters", "2", "--eval-every", "2", "--val-limit", "1", "--workers", "1",
+        "--no-progress")])
     assert result.exit_code == 0, result.output
     assert "done: 2 steps" in result.output
     assert z.read_bytes() == before
