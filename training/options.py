@@ -1,0 +1,20 @@
+"""Allowed values and shared defaults of the training side, defined once.
+
+Torch-free on purpose: the command line's help imports this module, and it must stay instant.
+"""
+
+#: Attention of the latent layers: region (the paper's R-MSA), and the Table 4 ablations.
+ATTENTIONS = ("rmsa", "wmsa", "msa")
+#: How region attention is computed (all exact): see :mod:`rat.training.attention`.
+BACKENDS = ("auto", "dense", "sparse", "flex")
+#: Model builders of :mod:`rat.training.model`.
+MODEL_NAMES = ("rat", "rat-small")
+#: Training loss: focal region loss or plain L1.
+LOSSES = ("fr", "l1")
+PRECISIONS = ("auto", "bf16", "fp32")
+DEVICES = ("auto", "cpu", "cuda")
+METRICS_FORMATS = ("jsonl", "csv")
+
+#: Whole-image inference: tile edge and overlap of neighbouring tiles (pixels).
+TILE = 512
+OVERLAP = 32
