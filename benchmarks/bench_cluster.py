@@ -33,11 +33,12 @@ def main() -> None:
     from distributed import Client
 
     from rat.precompute.cluster import generator_spec, local_cluster, run_masks_distributed
-    from rat.precompute.generators import build_generator
     from rat.precompute.runner import run_masks
-    from rat.precompute.sam import build_sam_tiny
     from rat.precompute.sample_data import make_sample_data
-    from rat.shared.manifest import build_index, load_dataset
+    from rat.shared.datasets import load_dataset
+    from rat.shared.manifest import build_index
+    from rat.shared.regions import build_generator
+    from rat.shared.regions.sam import build_sam_tiny
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_cluster_"))
     root = tmp / "data"

@@ -53,12 +53,12 @@ def _pathology_png(tmp: Path, size: int) -> Path:
 
 
 def time_phases(ckpt: Path, image: Path, repeats: int, points_per_side: int) -> dict[str, list[float]]:
-    from rat.precompute.labels import resolve_rle_masks
-    from rat.precompute.sam import SamGenerator
-    from rat.precompute.window import render_for_sam
     from rat.shared import store as st
+    from rat.shared.datasets import Window
     from rat.shared.io import read_image, sha256_file
-    from rat.shared.manifest import Window
+    from rat.shared.regions.labels import resolve_rle_masks
+    from rat.shared.regions.sam import SamGenerator
+    from rat.shared.regions.window import render_for_sam
 
     # Random weights give near-identical masks that NMS would collapse to one; without the thresholds and
     # NMS every prompt's masks survive, so resolution sees more masks than a trained SAM gives (~50-150).
@@ -91,8 +91,8 @@ def store_bytes() -> list[tuple[str, int, int, int, int]]:
     import skimage
     from skimage.segmentation import felzenszwalb
 
-    from rat.precompute.labels import compact
     from rat.shared import store as st
+    from rat.shared.regions.labels import compact
 
     rows = []
     data = Path(skimage.__file__).parent / "data"
@@ -124,10 +124,11 @@ def peak_memory_child(ckpt: str, image: str, points_per_batch: int) -> None:
     import segment_anything  # noqa: F401 - imports counted in the baseline
 
     from rat.precompute.runner import compute_labels
-    from rat.precompute.sam import SamGenerator
     from rat.shared import store as st
+    from rat.shared.datasets import DatasetDef, Group, Split, Window
+    from rat.shared.index import Entry
     from rat.shared.io import sha256_file
-    from rat.shared.manifest import DatasetDef, Entry, Group, Split, Window
+    from rat.shared.regions.sam import SamGenerator
 
     before = _vm_hwm()
     gen = SamGenerator(ckpt, model_type="vit_b", device="cpu", points_per_side=8,

@@ -32,23 +32,22 @@ from typing import Any
 import numpy as np
 from distributed import Client, WorkerPlugin, as_completed, get_worker
 
-from rat.precompute.generators import GENERATORS, Generator, build_generator
-from rat.precompute.runner import Outcome, process_entry, sam_windows
+from rat.precompute.runner import process_entry
 from rat.shared import store as st
+from rat.shared.batch import Outcome, Reporter
+from rat.shared.datasets import DatasetDef
+from rat.shared.errors import ParamError, RatError, one_line
+from rat.shared.index import Entry
 from rat.shared.io import sha256_file
-from rat.shared.manifest import DatasetDef, Entry
+from rat.shared.regions import GENERATORS, Generator, build_generator
+from rat.shared.regions.window import sam_windows
 
-#: What `--cluster` accepts.
+#: Kinds of cluster this module starts itself.
 CLUSTERS = ("local",)
 
 
-class ClusterError(RuntimeError):
+class ClusterError(RatError, RuntimeError):
     """A one-line problem with the cluster (scheduler unreachable, workers cannot build the generator)."""
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
 
 
 def _plain(value: Any) -> Any:
@@ -86,10 +85,10 @@ def generator_spec(name: str, **kwargs: Any) -> GeneratorSpec:
     same place, and its SHA-256 is computed here once; workers check that they loaded those bytes.
     """
     if name not in GENERATORS:
-        raise ValueError(f"unknown generator {name!r}; choose one of {', '.join(GENERATORS)}")
+        raise ParamError("name", f"unknown generator {name!r}; choose one of {', '.join(GENERATORS)}")
     expect: dict[str, Any] = {}
     if name == "sam":
-        from rat.precompute.sam import resolve_checkpoint
+        from rat.shared.regions.sam import resolve_checkpoint
 
         path = resolve_checkpoint(kwargs.get("checkpoint")).resolve()
         kwargs = {**kwargs, "checkpoint": str(path)}
@@ -134,7 +133,7 @@ class GeneratorPlugin(WorkerPlugin):
             # in a thread: loading SAM takes seconds, the worker's event loop keeps answering heartbeats
             gen = await asyncio.to_thread(build_generator, self.spec.name, **self.spec.kwargs)
         except Exception as err:  # noqa: BLE001 - reported by the client as one line
-            self.error = f"worker {worker.address}: {_one_line(err)}"
+            self.error = f"worker {worker.address}: {one_line(err)}"
             return
         prov = _plain(gen.provenance())
         wrong = {k: (prov.get(k), v) for k, v in self.spec.expect.items() if prov.get(k) != v}
@@ -211,7 +210,7 @@ def process_on_worker(entry: Entry, root: str, ds: DatasetDef, url: str, plugin_
     except Exception as err:  # noqa: BLE001 - every failure is one line in the summary
         hint = " (is the store reachable from every worker at the same URL/path?)" \
             if isinstance(err, st.StoreError) else ""
-        return Outcome(entry.id, "failed", _one_line(err) + hint)
+        return Outcome(entry.id, "failed", one_line(err) + hint)
 
 
 def _lost(entry: Entry, future: Any) -> Outcome:
@@ -226,7 +225,7 @@ def _lost(entry: Entry, future: Any) -> Outcome:
         reason = (f"its worker died on each of {err.allowed_failures + 1} attempts, the last "
                   f"{err.last_worker.address} (out of memory? see the worker logs)")
     else:
-        reason = _one_line(err) if err is not None else f"task {future.status}"
+        reason = one_line(err) if err is not None else f"task {future.status}"
     return Outcome(entry.id, "failed", reason)
 
 
@@ -238,8 +237,6 @@ def run_masks_distributed(ds: DatasetDef, entries: Iterable[Entry], root: str | 
     `root` and `out` must be reachable from every worker at the same path or URL (shared file system or
     object storage). Results are the bytes a single-process `run_masks` writes.
     """
-    from tqdm import tqdm
-
     entries = list(entries)
     plugin = GeneratorPlugin(spec)
     if not client.scheduler_info().get("workers"):
@@ -262,20 +259,12 @@ def run_masks_distributed(ds: DatasetDef, entries: Iterable[Entry], root: str | 
                              overwrite=overwrite, chunk=chunk)
         by_key = {f.key: (i, e) for i, (f, e) in enumerate(zip(futures, entries, strict=True))}
         outcomes: list[Outcome | None] = [None] * len(entries)
-        counts = {"done": 0, "skipped": 0, "failed": 0}
-        bar = tqdm(total=len(entries), desc="label maps", unit="img", disable=not progress,
-                   dynamic_ncols=True, mininterval=0.5)
-        for future in as_completed(futures):
-            i, entry = by_key[future.key]
-            outcome = future.result() if future.status == "finished" else _lost(entry, future)
-            future.release()
-            outcomes[i] = outcome
-            counts[outcome.status] += 1
-            if outcome.status == "failed" and progress:
-                bar.write(f"failed: {outcome.reason}")
-            bar.set_postfix(counts, refresh=False)
-            bar.update()
-        bar.close()
+        with Reporter(len(entries), "label maps", progress) as reporter:
+            for future in as_completed(futures):
+                i, entry = by_key[future.key]
+                outcome = future.result() if future.status == "finished" else _lost(entry, future)
+                future.release()
+                outcomes[i] = reporter.add(outcome)
     finally:
         try:
             client.unregister_worker_plugin(plugin.name)
@@ -323,7 +312,7 @@ def local_cluster(n_workers: int | None = None, gpus: Sequence[str] | None = Non
     gpus = visible_gpus() if gpus is None else list(gpus)
     n = n_workers if n_workers is not None else max(1, len(gpus))
     if n < 1:
-        raise ValueError(f"--workers {n}: need at least one worker")
+        raise ParamError("n_workers", f"{n}: need at least one worker")
     if gpus and n <= len(gpus):
         try:
             from dask_cuda import LocalCUDACluster
@@ -352,21 +341,21 @@ def connect(scheduler: str | None = None, cluster: str | None = None, workers: i
     `scheduler` is an address (tcp://host:8786) or the JSON file `dask scheduler --scheduler-file` writes.
     """
     if scheduler and cluster:
-        raise ValueError("--scheduler and --cluster exclude each other")
+        raise ParamError("scheduler", "an existing scheduler and a new cluster exclude each other")
     if scheduler:
         if workers is not None:
-            raise ValueError("--workers applies to --cluster local; an existing cluster has its own workers")
+            raise ParamError("workers", "applies to a new local cluster; an existing one has its own workers")
         try:
             client = (Client(scheduler_file=scheduler, timeout=timeout) if Path(scheduler).is_file()
                       else Client(scheduler, timeout=timeout))
         except (OSError, TimeoutError, ValueError) as err:
-            raise ClusterError(f"{scheduler}: cannot reach a dask scheduler ({_one_line(err)})") from None
+            raise ClusterError(f"{scheduler}: cannot reach a dask scheduler ({one_line(err)})") from None
         with client:
             yield client
         return
     if cluster is None:
-        raise ValueError("--workers applies to --cluster local; add --cluster local")
+        raise ParamError("workers", "applies to a new local cluster: add cluster='local'")
     if cluster not in CLUSTERS:
-        raise ValueError(f"--cluster {cluster!r}: choose one of {', '.join(CLUSTERS)}")
+        raise ParamError("cluster", f"{cluster!r}: choose one of {', '.join(CLUSTERS)}")
     with local_cluster(workers) as local, Client(local) as client:
         yield client

@@ -21,9 +21,10 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from rat.shared import store as st
+from rat.shared.cache import image_record
 
 #: Record fields that must agree when two stores hold the same item (equal fields = equal bytes).
-IDENTITY = {"labels": ("source_sha256", "labels_sha256", "dtype", "shape"),
+ITEM_IDENTITY_FIELDS = {"labels": ("source_sha256", "labels_sha256", "dtype", "shape"),
             "images": ("source_sha256", "hq_sha256", "shape", "lq_dtype", "hq_dtype")}
 #: Concurrent key copies (object stores answer many small requests best in parallel).
 CONCURRENCY = 32
@@ -42,7 +43,7 @@ class Item:
         return f"{self.kind}/{st.image_key(self.image_id)}"
 
     def identity(self) -> tuple[Any, ...]:
-        return tuple(str(self.record.get(k)) for k in IDENTITY[self.kind])
+        return tuple(str(self.record.get(k)) for k in ITEM_IDENTITY_FIELDS[self.kind])
 
 
 @dataclass
@@ -54,7 +55,7 @@ class ShareReport:
     duplicates: int = 0                              # identical items found in several stores, copied once
     incomplete: list[str] = field(default_factory=list)  # label maps left out: no complete record
 
-    def summary(self) -> str:
+    def summarize(self) -> str:
         text = f"{self.label_maps} label maps, {self.images} image caches"
         if self.duplicates:
             text += f", {self.duplicates} identical duplicates copied once"
@@ -69,8 +70,6 @@ def _names(ids: Sequence[str], most: int = 5) -> str:
 
 def complete_items(group: zarr.Group) -> tuple[list[Item], list[str]]:
     """The complete items of a store (label maps, then image caches) and the ids of incomplete label maps."""
-    from rat.precompute.cache import image_record
-
     items, incomplete = [], []
     for image_id in st.label_ids(group):
         rec = st.record(group, image_id)
@@ -91,7 +90,7 @@ async def _keys_by_item(store: zarr.abc.store.Store) -> dict[str, list[str]]:
     grouped: dict[str, list[str]] = defaultdict(list)
     async for key in store.list():
         parts = key.split("/")
-        if len(parts) > 2 and parts[0] in IDENTITY:
+        if len(parts) > 2 and parts[0] in ITEM_IDENTITY_FIELDS:
             grouped[f"{parts[0]}/{parts[1]}"].append(key)
     return grouped
 
@@ -138,7 +137,7 @@ def export_zip(url: str | Path, zip_path: str | Path, overwrite: bool = False) -
     if zip_path.suffix != ".zip":
         raise st.StoreError(f"{zip_path}: name the file *.zip (readers recognise zip stores by the suffix)")
     if zip_path.exists() and not overwrite:
-        raise st.StoreError(f"{zip_path}: exists; pass --overwrite to replace it")
+        raise st.StoreError(f"{zip_path}: exists; pass `overwrite` to replace it")
     group = st.open_store(url, mode="r")
     st.provenance(group)
     items, incomplete = complete_items(group)
@@ -146,7 +145,7 @@ def export_zip(url: str | Path, zip_path: str | Path, overwrite: bool = False) -
     zip_path.parent.mkdir(parents=True, exist_ok=True)
     dst = zarr.storage.ZipStore(partial, mode="w")
     try:
-        top = ["zarr.json"] + [f"{k}/zarr.json" for k in IDENTITY if k in group]
+        top = ["zarr.json"] + [f"{k}/zarr.json" for k in ITEM_IDENTITY_FIELDS if k in group]
         sync(_copy_keys(group.store, dst, top))
         sync(_copy_items([(group.store, item) for item in items], dst))
     except BaseException:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rat.shared.degrade import DERIVE_METHODS
+from rat.shared.errors import ParamError, RatError
 from rat.shared.patterns import FIELD, pattern_fields
 
 __all__ = [
@@ -33,7 +34,7 @@ __all__ = [
 _NAME_OK = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
-class ManifestError(ValueError):
+class ManifestError(RatError, ValueError):
     """A bad dataset definition or index; ``str(err)`` is one line naming the file (and key)."""
 
 
@@ -402,3 +403,15 @@ def split_units(split: Split, units: Iterable[str]) -> dict[str, str]:
     test = set(split.test)
     train = set(split.train) if split.train is not None else set(units) - test
     return {u: "test" if u in test else "train" for u in units if u in test | train}
+
+
+def pick_group(ds: DatasetDef, name: str | None = None) -> Group:
+    """The group ``name`` of a dataset, or its only group; ParamError naming the groups otherwise."""
+    names = ", ".join(sorted(ds.groups))
+    if name is None:
+        if len(ds.groups) > 1:
+            raise ParamError("group", f"dataset {ds.name} has several groups ({names}): pass `group`")
+        return next(iter(ds.groups.values()))
+    if name not in ds.groups:
+        raise ParamError("group", f"{name!r} is not a group of {ds.name} ({names})")
+    return ds.groups[name]

@@ -32,8 +32,6 @@ from collections.abc import Callable
 from functools import partial
 
 import numpy as np
-from PIL import Image
-from skimage.transform import iradon, radon
 
 MU_WATER_PER_MM: float = 0.0192
 
@@ -44,6 +42,8 @@ def bicubic_down_up(image: np.ndarray, factor: int = 4) -> np.ndarray:
     image: (H, W) or (H, W, C) array, any real dtype. Returns float32 of the same shape. The small
     size is ``max(1, round(H / factor)) x max(1, round(W / factor))``.
     """
+    from PIL import Image
+
     if factor < 1:
         raise ValueError(f"factor must be >= 1, got {factor}")
     planes = image[..., None] if image.ndim == 2 else image
@@ -101,6 +101,8 @@ def simulate_low_dose_ct(
     pixel_mm: pixel size in mm. n_angles: views over 180 degrees (default max(H, W)).
     Returns float32 (H, W) in HU, same geometry as ``hu``.
     """
+    from skimage.transform import iradon, radon
+
     if hu.ndim != 2:
         raise ValueError(f"expected a 2-D slice, got shape {hu.shape}")
     h, w = hu.shape

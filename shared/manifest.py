@@ -1,22 +1,14 @@
-"""The per-image index of a dataset: find, pair, check and split its images; write and read it.
+"""Building the per-image index of a dataset: find, pair, check and split its images.
 
-The dataset definitions it is built from (TOML, :func:`load_dataset`, :class:`DatasetDef`) are in
-:mod:`rat.shared.datasets` and the file patterns in :mod:`rat.shared.patterns`; their public names
-are re-exported here.
-
-The index (:func:`build_index`) has one :class:`Entry` per 2-D image (one per kept slice for
-volume groups), sorted by id and written as CSV (:func:`write_index`) with the columns
-``id, group, split, lq, hq, slice, sha256, shape, axis``; by default at ``<root>/.rat/<name>.csv``
-(:func:`index_path`), with the files left out and why in ``<root>/.rat/<name>.problems.csv``.
-Derived LQ images are written once under ``<root>/.rat/derived/<name>/`` in the HQ file's format
-(PNG for JPEG) and the index points at them.
+The dataset definitions it is built from (TOML, :func:`rat.shared.datasets.load_dataset`) are in
+:mod:`rat.shared.datasets`, the file patterns in :mod:`rat.shared.patterns`, and the index itself (entries,
+CSV, selection) in :mod:`rat.shared.index`. Derived LQ images are written once under
+``<root>/.rat/derived/<name>/`` in the HQ file's format (PNG for JPEG) and the index points at them.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
@@ -25,79 +17,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from rat.shared.datasets import (
-    DatasetDef,
-    Group,
-    ManifestError,
-    Split,
-    Volume,
-    Window,
-    builtin_datasets,
-    load_dataset,
-    split_units,
-)
+from rat.shared.datasets import DatasetDef, Group, ManifestError, split_units
 from rat.shared.degrade import derive_lq
-from rat.shared.io import (
-    ImageMeta,
-    ImageReadError,
-    read_image,
-    read_volume,
-    sha256_file,
-    write_image,
-)
+from rat.shared.index import STATE_DIR, Entry, Problem, fmt_shape
+from rat.shared.io import ImageReadError, read_image, read_volume, sha256_file, write_image
 from rat.shared.patterns import FIELD, fill_pattern, match_files
 
-__all__ = [  # the index, then the definitions re-exported from rat.shared.datasets
-    "INDEX_COLUMNS", "PROBLEM_COLUMNS", "SPLITS", "STATE_DIR", "Entry", "Problem", "build_index",
-    "derived_dir", "index_path", "load_index", "problems_path", "read_hq", "read_index", "read_lq",
-    "summarize", "write_index", "write_problems",
-    "DatasetDef", "Group", "ManifestError", "Split", "Volume", "Window", "builtin_datasets", "load_dataset",
-    "split_units",
-]
-
-STATE_DIR = ".rat"
-"""Folder under the data root that holds the index, its problems and derived LQ images."""
-
-INDEX_COLUMNS = ("id", "group", "split", "lq", "hq", "slice", "sha256", "shape", "axis")
-PROBLEM_COLUMNS = ("path", "reason")
-SPLITS = ("train", "test")
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One 2-D image of the index. lq/hq are posix paths relative to the data root; for volumes,
-    slice is the index along axis ``axis`` of the volume (both None for 2-D images); sha256 is
-    that of the LQ file; shape is the LQ image's (H, W) or (H, W, C)."""
-
-    id: str
-    group: str
-    split: str
-    lq: str
-    hq: str
-    slice: int | None
-    sha256: str
-    shape: tuple[int, ...]
-    axis: int | None = None
-
-
-@dataclass(frozen=True)
-class Problem:
-    """A file left out of the index, and why (path relative to the data root where possible)."""
-
-    path: str
-    reason: str
-
-
-def index_path(ds: DatasetDef, root: str | Path) -> Path:
-    """Default index location: ``<root>/.rat/<name>.csv``."""
-    return Path(root) / STATE_DIR / f"{ds.name}.csv"
-
-
-def problems_path(index: str | Path) -> Path:
-    """Where the problems of an index are written: ``<index stem>.problems.csv`` beside it."""
-    index = Path(index)
-    return index.with_name(f"{index.stem}.problems.csv")
 
 
 def derived_dir(ds: DatasetDef, root: str | Path) -> Path:
@@ -207,8 +133,8 @@ def _check_channels(group: Group, rel: str, shape: tuple[int, ...]) -> None:
 
 def _check_same_shape(pair: _Pair, lq_shape: tuple[int, ...], hq_shape: tuple[int, ...]) -> None:
     if hq_shape != lq_shape:
-        raise _PairProblem(pair.lq, f"shape {_fmt_shape(lq_shape)} differs from HQ "
-                           f"{pair.hq} {_fmt_shape(hq_shape)}")
+        raise _PairProblem(pair.lq, f"shape {fmt_shape(lq_shape)} differs from HQ "
+                           f"{pair.hq} {fmt_shape(hq_shape)}")
 
 
 def _check_volume_pair(root: Path, pair: _Pair, base_id: str) -> list[Entry]:
@@ -219,7 +145,7 @@ def _check_volume_pair(root: Path, pair: _Pair, base_id: str) -> list[Entry]:
     _check_same_shape(pair, lq.shape, hq.shape)
     if pair.group.channels != 1 or hq.ndim != 3:
         raise _PairProblem(pair.hq, f"volume groups need 1-channel 3-D volumes, got "
-                           f"{_fmt_shape(hq.shape)}")
+                           f"{fmt_shape(hq.shape)}")
     axis = vol.slice_axis % 3
     other = tuple(a for a in range(3) if a != axis)
     above = (hq > vol.air_threshold).mean(axis=other)  # (n_slices,) fraction of non-air voxels
@@ -313,98 +239,3 @@ def _dedupe_ids(entries: list[Entry], problems: list[Problem]) -> list[Entry]:
     return [e for e in entries if counts[e.id] == 1]
 
 
-def _fmt_shape(shape: tuple[int, ...]) -> str:
-    return "x".join(str(int(s)) for s in shape)
-
-
-def write_index(entries: list[Entry], path: str | Path) -> None:
-    """Write entries as CSV (columns INDEX_COLUMNS, "\\n" line ends, sorted by id)."""
-    rows = [(e.id, e.group, e.split, e.lq, e.hq, "" if e.slice is None else e.slice, e.sha256,
-             _fmt_shape(e.shape), "" if e.axis is None else e.axis)
-            for e in sorted(entries, key=lambda e: e.id)]
-    _write_csv(path, INDEX_COLUMNS, rows)
-
-
-def write_problems(problems: list[Problem], path: str | Path) -> None:
-    """Write problems as CSV (columns path, reason)."""
-    _write_csv(path, PROBLEM_COLUMNS, [(p.path, p.reason) for p in problems])
-
-
-def _write_csv(path: str | Path, header: tuple[str, ...], rows: list[tuple]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".partial-{os.getpid()}-{path.name}")
-    with partial.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
-    os.replace(partial, path)
-
-
-def read_index(path: str | Path) -> list[Entry]:
-    """Read an index CSV written by write_index; errors name the file and line."""
-    path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise ManifestError(f"{path}: cannot read index ({e})") from None
-    if not rows or tuple(rows[0]) != INDEX_COLUMNS:
-        raise ManifestError(f"{path}: not an index (header must be {','.join(INDEX_COLUMNS)})")
-    entries = []
-    for line, row in enumerate(rows[1:], start=2):
-        try:
-            id_, group, split, lq, hq, slc, sha, shape, axis = row
-            if split not in SPLITS:
-                raise ValueError(f"split {split!r} is not train or test")
-            if (slc == "") != (axis == ""):
-                raise ValueError("slice and axis are both set (volumes) or both empty")
-            entries.append(Entry(id_, group, split, lq, hq, int(slc) if slc else None, sha,
-                                 tuple(int(s) for s in shape.split("x")),
-                                 int(axis) if axis else None))
-        except ValueError as e:
-            raise ManifestError(f"{path}: line {line}: bad row ({e})") from None
-    return entries
-
-
-def load_index(ds: DatasetDef, root: str | Path, index: str | Path | None = None) -> list[Entry]:
-    """Read the dataset's index (default :func:`index_path`); its groups must be ds's."""
-    path = Path(index) if index is not None else index_path(ds, root)
-    if not path.is_file():
-        dataset = ds.name if ds.builtin else str(ds.source)
-        hint = "" if index is None else f" --index {path}"
-        raise ManifestError(f"{path}: no index; run `rat-precompute manifest --dataset {dataset} "
-                            f"--root {root}{hint}` first")
-    entries = read_index(path)
-    unknown = sorted({e.group for e in entries} - set(ds.groups))
-    if unknown:
-        raise ManifestError(f"{path}: group {unknown[0]!r} is not in dataset {ds.name!r} "
-                            f"({ds.source}); rebuild the index")
-    return entries
-
-
-def read_lq(entry: Entry, root: str | Path) -> tuple[np.ndarray, ImageMeta]:
-    """The entry's LQ image (float32 (H, W) or (H, W, C); a slice for volumes) and its ImageMeta."""
-    return _read(Path(root) / entry.lq, entry)
-
-
-def read_hq(entry: Entry, root: str | Path) -> tuple[np.ndarray, ImageMeta]:
-    """The entry's HQ image (float32 (H, W) or (H, W, C); a slice for volumes) and its ImageMeta."""
-    return _read(Path(root) / entry.hq, entry)
-
-
-def _read(path: Path, entry: Entry) -> tuple[np.ndarray, ImageMeta]:
-    if entry.slice is None:
-        return read_image(path)
-    return read_image(path, index=entry.slice, axis=entry.axis)
-
-
-def summarize(entries: list[Entry], problems: list[Problem]) -> str:
-    """Counts per group and split, then the problems, as printable lines."""
-    counts = Counter((e.group, e.split) for e in entries)
-    lines = [f"{len(entries)} images indexed, {len(problems)} problem(s)"]
-    for group in sorted({g for g, _ in counts}):
-        parts = ", ".join(f"{s} {counts[(group, s)]}" for s in SPLITS)
-        lines.append(f"  {group}: {parts}")
-    lines += [f"  problem: {p.path}: {p.reason}" for p in problems]
-    return "\n".join(lines)

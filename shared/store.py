@@ -29,6 +29,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.group import GroupMetadata
 
 from rat.shared import __version__
+from rat.shared.errors import RatError
 
 SCHEMA_VERSION = 1
 DEFAULT_CHUNK = 256
@@ -38,7 +39,7 @@ ATTR = "rat"
 IDENTITY_FIELDS = ("schema", "dataset", "generator", "windows")
 
 
-class StoreError(RuntimeError):
+class StoreError(RatError, RuntimeError):
     """A one-line problem with a store (missing, incompatible, incomplete, tampered)."""
 
 
@@ -148,7 +149,7 @@ def init_store(url: str | Path, prov: dict[str, Any], overwrite: bool = False) -
         if not overwrite:
             raise StoreError(
                 f"{url}: made with another configuration ({describe_difference(have, prov)}); "
-                "use another --out, or --overwrite to recompute every image")
+                "use another store, or `overwrite` to recompute every image")
         group.attrs[ATTR] = prov
     for sub in ("labels", "images"):
         _create_if_absent(store, sub, {})
@@ -211,44 +212,58 @@ def label_ids(group: zarr.Group) -> Iterator[str]:
     return iter(sorted(image_id(k) for k in labels.array_keys()))
 
 
+def label_problem(group: zarr.Group, entry: Any) -> str | None:
+    """Why the label map of an index entry cannot be used (one line), or None.
+
+    It must exist with a complete record made under the store's configuration, from the entry's LQ bytes
+    (the index's SHA-256), with the entry's (H, W).
+    """
+    rec = record(group, entry.id)
+    if rec is None:
+        return f"{entry.id}: missing or incomplete label map"
+    if rec["source_sha256"] != entry.sha256:
+        return f"{entry.id}: label map made from other LQ bytes than the index's {entry.lq}"
+    if list(rec["shape"]) != list(entry.shape[:2]):
+        return f"{entry.id}: label map shape {rec['shape']} != image shape {list(entry.shape[:2])}"
+    return None
+
+
+def checked_labels(group: zarr.Group, entry: Any) -> zarr.Array:
+    """The label array of an index entry; StoreError naming the problem of :func:`label_problem`."""
+    problem = label_problem(group, entry)
+    if problem is not None:
+        raise StoreError(problem)
+    return group[f"labels/{image_key(entry.id)}"]
+
+
 def verify(group: zarr.Group, entries: Iterator[Any] | list[Any], root: str | Path | None = None,
            hash_labels: bool = True) -> list[str]:
     """Problems of the store against index entries (one line each; empty when all is well).
 
-    Every entry must have a complete label map made under the store's configuration from the same LQ
-    bytes (the index's SHA-256; with `root`, the file on disk is hashed too), of the right shape, and
-    (with `hash_labels`) whose bytes still match their recorded SHA-256.
+    Each entry's label map must pass :func:`label_problem`; with `root`, the LQ file on disk is hashed too;
+    with `hash_labels`, the label bytes must still match their recorded SHA-256.
     """
     from rat.shared.io import sha256_file
 
     problems = []
     for entry in entries:
-        rec = record(group, entry.id)
-        if rec is None:
-            problems.append(f"{entry.id}: missing or incomplete label map")
-            continue
-        if rec["source_sha256"] != entry.sha256:
-            problems.append(f"{entry.id}: label map made from other LQ bytes than the index's {entry.lq}")
-            continue
-        if root is not None:
+        problem = label_problem(group, entry)
+        if problem is None and root is not None:
             path = Path(root) / entry.lq
             if not path.exists():
-                problems.append(f"{entry.id}: LQ file {path} not found")
-                continue
-            if sha256_file(path) != rec["source_sha256"]:
-                problems.append(f"{entry.id}: LQ file {path} differs from the label map's source")
-                continue
-        if list(rec["shape"]) != list(entry.shape[:2]):
-            problems.append(f"{entry.id}: label map shape {rec['shape']} != image shape {entry.shape[:2]}")
-            continue
-        if hash_labels:
+                problem = f"{entry.id}: LQ file {path} not found"
+            elif sha256_file(path) != entry.sha256:
+                problem = f"{entry.id}: LQ file {path} differs from the label map's source"
+        if problem is None and hash_labels:
             labels = group[f"labels/{image_key(entry.id)}"][...]
-            if labels_sha256(labels) != rec["labels_sha256"]:
-                problems.append(f"{entry.id}: label bytes do not match their recorded SHA-256")
+            if labels_sha256(labels) != record(group, entry.id)["labels_sha256"]:
+                problem = f"{entry.id}: label bytes do not match their recorded SHA-256"
+        if problem is not None:
+            problems.append(problem)
     return problems
 
 
-def summary(group: zarr.Group) -> dict[str, Any]:
+def summarize(group: zarr.Group) -> dict[str, Any]:
     """Provenance, counts and region statistics of a store."""
     prov = provenance(group)
     ids = list(label_ids(group))

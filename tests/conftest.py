@@ -12,7 +12,9 @@ import torch
 def sample_root(tmp_path_factory) -> Path:
     """The sample dataset with its index, built once. Read-only for tests: copy it to change it."""
     from rat.precompute.sample_data import make_sample_data
-    from rat.shared.manifest import build_index, index_path, load_dataset, write_index
+    from rat.shared.datasets import load_dataset
+    from rat.shared.index import index_path, write_index
+    from rat.shared.manifest import build_index
 
     root = tmp_path_factory.mktemp("sample") / "data"
     make_sample_data(root)
@@ -32,9 +34,10 @@ def sample_copy(sample_root, tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def sample_store(sample_root, tmp_path_factory) -> Path:
     """Superpixel label maps of every sample image (no image cache). Read-only: copy it to change it."""
-    from rat.precompute.generators import build_generator
     from rat.precompute.runner import run_masks
-    from rat.shared.manifest import load_dataset, load_index
+    from rat.shared.datasets import load_dataset
+    from rat.shared.index import load_index
+    from rat.shared.regions import build_generator
 
     ds = load_dataset("sample")
     out = tmp_path_factory.mktemp("store") / "s.zarr"
@@ -56,7 +59,7 @@ def one_thread():
 @pytest.fixture(scope="session")
 def tiny_sam_checkpoint(tmp_path_factory) -> Path:
     """A SAM built from segment_anything's modules with random weights, saved like a real checkpoint."""
-    from rat.precompute.sam import build_sam_tiny
+    from rat.shared.regions.sam import build_sam_tiny
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("sam") / "sam_tiny.pth"

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from rat.precompute.cache import cache_images, exact_dtype, image_record, summarize, write_images
 from rat.precompute.cli import main
 from rat.shared import store as st
-from rat.shared.manifest import load_dataset, load_index, read_hq, read_lq
+from rat.shared.batch import summarize
+from rat.shared.cache import cache_images, exact_dtype, image_record, write_images
+from rat.shared.datasets import load_dataset
+from rat.shared.index import load_index, read_hq, read_lq
 
 
 def run(*args):
@@ -84,7 +86,7 @@ def test_bad_items_are_reported_and_the_rest_cached(sample_copy, tmp_path):
     assert entries[0].hq in outcomes[0].reason and "file not found" in outcomes[0].reason
     assert entries[1].lq in outcomes[1].reason and "SHA-256" in outcomes[1].reason
     assert image_record(st.open_store(out), entries[0].id) is None
-    text = summarize(outcomes)
+    text = summarize(outcomes, done="cached", skipped="skipped (already cached)")
     assert "1 cached, 0 skipped (already cached), 2 failed" in text and f"FAILED {entries[1].id}" in text
 
 

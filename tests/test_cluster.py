@@ -13,10 +13,11 @@ from click.testing import CliRunner
 
 from rat.precompute import cluster as cl
 from rat.precompute.cli import main
-from rat.precompute.generators import build_generator
 from rat.precompute.runner import run_masks
 from rat.shared import store as st
-from rat.shared.manifest import Entry, load_dataset, load_index
+from rat.shared.datasets import load_dataset
+from rat.shared.index import Entry, load_index
+from rat.shared.regions import build_generator
 
 SAM_FAST = {"model_type": "vit_tiny", "device": "cpu", "points_per_side": 4, "pred_iou_thresh": 0.0,
             "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}
@@ -95,7 +96,7 @@ def test_scheduler_option_reports_bad_images_and_goes_on(client, sample_copy, tm
     assert code == 1, text
     assert "15 done, 0 skipped (already complete), 1 failed" in text
     assert f"FAILED {bad.id}: {bad.lq}: changed since the index was written" in text
-    assert st.summary(st.open_store(out))["complete"] == 15
+    assert st.summarize(st.open_store(out))["complete"] == 15
     code, text = run("masks", "--dataset", "sample", "--root", sample_copy, "--out", out,
                      "--generator", "superpixels", "--scheduler", client.scheduler.address, "--workers", "2")
     assert code != 0 and "--workers applies to --cluster local" in text
@@ -149,7 +150,7 @@ def test_images_whose_workers_keep_dying_are_reported():
 
 def _complete(url):
     try:
-        return st.summary(st.open_store(url))["complete"]
+        return st.summarize(st.open_store(url))["complete"]
     except (st.StoreError, KeyError, ValueError, OSError):
         return 0
 

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from rat.precompute.cache import cache_images, write_images
 from rat.shared import store as st
-from rat.shared.manifest import Entry, load_dataset, load_index, read_hq, read_lq
+from rat.shared.cache import cache_images, write_images
+from rat.shared.datasets import load_dataset
+from rat.shared.index import Entry, load_index, read_hq, read_lq
 from rat.training.data import (
     PatchDataset,
     check_store,

@@ -11,21 +11,21 @@ from click.testing import CliRunner
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch import nn
 
+from rat.shared.datasets import load_dataset
+from rat.shared.index import load_index
 from rat.shared.io import read_image
-from rat.shared.manifest import load_dataset, load_index
 from rat.shared.store import open_store
 from rat.training.cli import main
 from rat.training.data import load_full
-from rat.training.evaluate import (
+from rat.training.inference.scores import (
     Score,
     format_table,
-    predict,
     score_image,
-    summarise,
-    tile_starts,
+    summarize,
     to_source,
     write_scores_csv,
 )
+from rat.training.inference.tiling import predict, tile_starts
 from rat.training.model import build_model
 
 SAMPLE = load_dataset("sample")
@@ -115,7 +115,7 @@ def test_metrics_equal_scikit_image_in_source_units(group):
 
 def test_tables_report_mean_and_std_over_images(tmp_path):
     scores = [Score("a", 30.0, 0.8, 25.0, 0.7), Score("b", 34.0, 0.9, 27.0, 0.75)]
-    s = summarise(scores)
+    s = summarize(scores)
     assert s["restored"] == {"psnr": 32.0, "psnr_std": 2.0, "ssim": pytest.approx(0.85),
                              "ssim_std": pytest.approx(0.05)}
     assert s["lq"]["psnr"] == 26.0 and s["lq"]["psnr_std"] == 1.0
@@ -125,7 +125,7 @@ def test_tables_report_mean_and_std_over_images(tmp_path):
     assert [r["id"] for r in rows] == ["a", "b", "mean", "std"]
     assert float(rows[2]["psnr"]) == 32.0 and float(rows[3]["lq_psnr"]) == 1.0
     with pytest.raises(ValueError, match="no images"):
-        summarise([])
+        summarize([])
 
 
 def bare_checkpoint(tmp_path, channels):

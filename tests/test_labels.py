@@ -6,7 +6,7 @@ import torch
 from segment_anything.utils.amg import area_from_rle, mask_to_rle_pytorch
 from segment_anything.utils.amg import rle_to_mask as sam_rle_to_mask
 
-from rat.precompute.labels import (
+from rat.shared.regions.labels import (
     compact,
     label_dtype,
     paint_ranks,

@@ -11,22 +11,13 @@ import numpy as np
 import pydicom
 import pytest
 
-from rat.shared import manifest as mf
+from rat.shared import datasets as mf
+from rat.shared import manifest
+from rat.shared.datasets import ManifestError, Split, load_dataset, split_units
 from rat.shared.degrade import bicubic_down_up, derive_lq
+from rat.shared.index import Entry, load_index, read_hq, read_index, read_lq, write_index
 from rat.shared.io import read_image, write_image
-from rat.shared.manifest import (
-    Entry,
-    ManifestError,
-    Split,
-    build_index,
-    load_dataset,
-    load_index,
-    read_hq,
-    read_index,
-    read_lq,
-    split_units,
-    write_index,
-)
+from rat.shared.manifest import build_index
 
 CT_SMALL = Path(pydicom.__file__).parent / "data" / "test_files" / "CT_small.dcm"
 
@@ -165,12 +156,12 @@ def test_tma_derived_lq_written_once_and_equal_to_degrade(tmp_path, monkeypatch)
     assert [e.split for e in entries].count("test") == 1
 
     written = []
-    real_write = mf.write_image
+    real_write = write_image
     def counting_write(path, *args, **kwargs):
         written.append(path)
         real_write(path, *args, **kwargs)
 
-    monkeypatch.setattr(mf, "write_image", counting_write)
+    monkeypatch.setattr(manifest, "write_image", counting_write)
     again, _ = build_index(ds, root, progress=False)
     assert again == entries and written == []  # up to date: nothing derived again
     write_image(root / "HQ" / "core1.png", np.zeros((40, 48, 3)), dtype="uint8")  # HQ changed

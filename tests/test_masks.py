@@ -16,8 +16,9 @@ from conftest import console_script
 
 from rat.precompute.cli import main
 from rat.shared import store as st
+from rat.shared.datasets import load_dataset
+from rat.shared.index import Entry, index_path, load_index, write_index
 from rat.shared.io import sha256_file
-from rat.shared.manifest import Entry, index_path, load_dataset, load_index, write_index
 
 SAM_FAST = ["--points-per-side", "4", "--pred-iou-thresh", "0", "--stability-score-thresh", "0",
             "--box-nms-thresh", "1.0"]
@@ -68,7 +69,7 @@ def test_other_configuration_is_refused_and_nothing_is_lost(sample_root, tmp_pat
     assert run(*base)[0] == 0
     code, text = run(*base, "--sp-n-segments", "9")
     assert code != 0 and "n_segments: 64 -> 9" in text and "--overwrite" in text
-    assert st.summary(st.open_store(out))["complete"] == 3
+    assert st.summarize(st.open_store(out))["complete"] == 3
     code, text = run(*base, "--sp-n-segments", "9", "--overwrite")
     assert code == 0 and "3 done" in text
 
@@ -82,7 +83,7 @@ def test_selection_split_shard_limit(sample_root, tmp_path):
     assert list(st.label_ids(st.open_store(out))) == tests[1::2]
     code, text = run("masks", "--dataset", "sample", "--root", sample_root, "--out", out, "--shard", "2/2",
                      "--generator", "superpixels")
-    assert code != 0 and "--shard '2/2'" in text
+    assert code != 0 and "--shard: '2/2'" in text
 
 
 def test_bad_items_are_skipped_and_reported(sample_copy, tmp_path):
@@ -122,7 +123,7 @@ def _masks_cmd(root, out, ckpt, *extra, pps="4"):
 
 def _complete(out):
     try:
-        return st.summary(st.open_store(out))["complete"]
+        return st.summarize(st.open_store(out))["complete"]
     except (st.StoreError, KeyError, ValueError, OSError):
         return 0
 

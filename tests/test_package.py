@@ -17,9 +17,12 @@ def test_wheel_maps_folders_under_the_rat_namespace(tmp_path):
                     "-w", str(tmp_path), str(REPO)], check=True, capture_output=True)
     (wheel,) = tmp_path.glob("rat-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for expected in ("rat/shared/io.py", "rat/precompute/cli.py", "rat/training/__init__.py",
+    for expected in ("rat/shared/io/__init__.py", "rat/precompute/cli.py", "rat/training/__init__.py",
                      "rat/data_manifests/tma.toml", "rat/data_manifests/sample.toml"):
         assert expected in names
+    for folder in ("precompute", "shared", "training", "data_manifests"):  # subpackages included
+        for source in (REPO / folder).rglob("*.py"):
+            assert f"rat/{source.relative_to(REPO).as_posix()}" in names, source
     assert not any(n.startswith(("shared/", "training/", "precompute/")) for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
@@ -52,3 +55,42 @@ def test_every_command_documents_every_option():
             for p in cmd.params:
                 if isinstance(p, click.Option) and p.name not in ("help", "version"):
                     assert p.help, f"{cmd.name} --{p.name} has no help text"
+
+
+@pytest.mark.parametrize("module, args", [
+    ("rat.precompute.cli", ["--help"]),
+    ("rat.training.cli", ["--help"]),
+    ("rat.training.cli", ["restore", "--help"]),
+    ("rat.training.cli", ["eval", "--help"]),
+])
+def test_help_imports_neither_torch_nor_segment_anything(module, args):
+    """Help is instant: heavy modules are imported by the commands that run, not by the help."""
+    code = (f"import sys; from {module} import main\n"
+            f"try:\n    main({args!r})\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n"
+            "heavy = [m for m in ('torch', 'segment_anything', 'zarr', 'distributed') if m in sys.modules]\n"
+            "print('HEAVY', heavy)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "Usage:" in done.stdout
+    assert done.stdout.strip().splitlines()[-1] == "HEAVY []", done.stdout[-300:]
+
+
+def test_layering_training_and_precompute_never_import_each_other():
+    """shared/ imports neither side; training/ never imports precompute/; precompute/ never training/."""
+    import ast
+
+    forbidden = {"shared": ("rat.precompute", "rat.training"), "training": ("rat.precompute",),
+                 "precompute": ("rat.training",)}
+    for folder, banned in forbidden.items():
+        for source in (REPO / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(source.read_text())):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                for name in names:
+                    assert not name.startswith(banned), f"{source.relative_to(REPO)} imports {name}"
+
+
+def test_no_module_is_long():
+    for folder in ("precompute", "shared", "training"):
+        for source in (REPO / folder).rglob("*.py"):
+            lines = len(source.read_text().splitlines())
+            assert lines <= 450, f"{source.relative_to(REPO)} has {lines} lines"

@@ -12,7 +12,8 @@ from conftest import console_script
 
 from rat.precompute.cli import main
 from rat.shared import store as st
-from rat.shared.manifest import load_dataset, load_index
+from rat.shared.datasets import load_dataset
+from rat.shared.index import load_index
 
 moto_server = pytest.importorskip("moto.server")
 boto3 = pytest.importorskip("boto3")

@@ -5,8 +5,8 @@ import pytest
 import torch
 from segment_anything import SamAutomaticMaskGenerator
 
-from rat.precompute import sam as S
-from rat.precompute.labels import resolve_masks
+from rat.shared.regions import sam as S
+from rat.shared.regions.labels import resolve_masks
 
 FAST = {"points_per_side": 6, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0,
         "box_nms_thresh": 1.0}
@@ -22,6 +22,18 @@ def test_generator_defaults_come_from_sam():
     assert d["points_per_side"] == 32 and d["points_per_batch"] == 64
     assert d["pred_iou_thresh"] == 0.88 and d["stability_score_thresh"] == 0.95
     assert "model" not in d and "output_mode" not in d
+
+
+def test_generator_defaults_equal_the_imported_signature():
+    """Read from the source without importing; the same as inspect.signature of the imported class."""
+    import inspect
+
+    from segment_anything import SamAutomaticMaskGenerator
+
+    sig = inspect.signature(SamAutomaticMaskGenerator.__init__).parameters
+    expected = {n: p.default for n, p in sig.items()
+                if n not in ("self", "model", "point_grids", "output_mode")}
+    assert S.generator_defaults() == expected
 
 
 def test_checkpoint_loads_and_is_hashed(tiny_ckpt):
@@ -82,5 +94,8 @@ def test_unknown_parameter_and_device():
     with pytest.raises(S.SamError, match="points_per_sid"):
         S.SamGenerator("x.pth", points_per_sid=3)
     if not torch.cuda.is_available():
-        with pytest.raises(S.SamError, match="no CUDA"):
-            S.pick_device("cuda")
+        from rat.shared.devices import pick_device
+        from rat.shared.errors import ParamError
+
+        with pytest.raises(ParamError, match="device: cuda asked, but torch sees no CUDA"):
+            pick_device("cuda")

@@ -12,20 +12,19 @@ from click.testing import CliRunner
 
 from rat.precompute.cli import main
 from rat.precompute.sample_data import ct_small_path, make_sample_data
+from rat.shared.datasets import load_dataset, split_units
 from rat.shared.degrade import derive_lq
-from rat.shared.io import read_image, sha256_file
-from rat.shared.manifest import (
-    build_index,
+from rat.shared.index import (
     index_path,
-    load_dataset,
     load_index,
     problems_path,
     read_hq,
     read_lq,
-    split_units,
     write_index,
     write_problems,
 )
+from rat.shared.io import read_image, sha256_file
+from rat.shared.manifest import build_index
 
 CT_RMSE_HU = (15.0, 100.0)  # documented range of the simulated low-dose noise (degrade.py)
 

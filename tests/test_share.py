@@ -8,13 +8,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from rat.precompute.cache import cache_images, image_record
 from rat.precompute.cli import main
-from rat.precompute.generators import build_generator
-from rat.precompute.runner import run_masks, sam_windows
+from rat.precompute.runner import run_masks
 from rat.precompute.share import export_zip, merge_stores
 from rat.shared import store as st
-from rat.shared.manifest import load_dataset, load_index
+from rat.shared.cache import cache_images, image_record
+from rat.shared.datasets import load_dataset
+from rat.shared.index import load_index
+from rat.shared.regions import build_generator
+from rat.shared.regions.window import sam_windows
 
 
 def run(*args):

@@ -30,7 +30,7 @@ def test_write_then_read_with_record(tmp_path):
     arr = r["labels/p1~slice3"]
     assert arr.chunks == (4, 4) and arr.dtype == np.uint16
     assert st.verify(r, [entry("p1/slice3")]) == []
-    info = st.summary(r)
+    info = st.summarize(r)
     assert info["complete"] == 1 and info["regions"]["max"] == 3
     assert info["provenance"]["generator"]["params"]["n_segments"] == 8
 
@@ -60,7 +60,7 @@ def test_other_configuration_is_refused_unless_overwrite(tmp_path):
     url = tmp_path / "s.zarr"
     g = st.init_store(url, prov())
     st.write_labels(g, "x", np.ones((5, 7), np.uint16), "a" * 64)
-    with pytest.raises(st.StoreError, match=r"n_segments: 8 -> 9.*--overwrite"):
+    with pytest.raises(st.StoreError, match=r"n_segments: 8 -> 9.*`overwrite`"):
         st.init_store(url, prov(n_segments=9))
     g2 = st.init_store(url, prov(n_segments=9), overwrite=True)
     assert st.record(g2, "x") is None                # made under the old configuration: not done

@@ -12,22 +12,18 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from rat.precompute.generators import build_generator
 from rat.precompute.runner import run_masks
+from rat.shared.datasets import load_dataset
+from rat.shared.index import index_path, load_index, write_index
 from rat.shared.io import read_image, write_image
-from rat.shared.manifest import build_index, index_path, load_dataset, load_index, write_index
+from rat.shared.manifest import build_index
+from rat.shared.regions import build_generator
 from rat.shared.store import StoreError
+from rat.training.checkpoint import load_checkpoint, model_from_checkpoint
 from rat.training.cli import main
+from rat.training.config import TrainConfig, TrainError, make_config
 from rat.training.model import build_model
-from rat.training.trainer import (
-    TrainConfig,
-    TrainError,
-    load_checkpoint,
-    lr_at,
-    make_config,
-    model_from_checkpoint,
-    train,
-)
+from rat.training.trainer import lr_at, train
 
 TINY = dict(dataset="sample", group="ct", model="rat-small", width=8, patch_size=32, batch_size=2,
             workers=0, val_limit=1, eval_every=100, save_every=100, log_every=1, progress=False)
@@ -84,7 +80,7 @@ def test_resume_equals_uninterrupted(store, sample_root, tmp_path):
 
 def test_resume_refuses_other_settings(store, sample_root, tmp_path):
     train(cfg(store, sample_root, tmp_path / "r", iters=2, stop_at=1))
-    with pytest.raises(TrainError, match="--lr 0.001"):
+    with pytest.raises(TrainError, match="`lr` 0.001"):
         make_config({**TINY, "masks": str(store), "root": str(sample_root), "out": str(tmp_path / "r"),
                      "resume": True, "iters": 2, "lr": 1e-3})
 
@@ -182,7 +178,8 @@ def test_ddp_two_processes_keep_identical_parameters(store, sample_root, tmp_pat
     script = tmp_path / "run_ddp.py"
     script.write_text(
         "import json, os, sys, torch\n"
-        "from rat.training.trainer import TrainConfig, train\n"
+        "from rat.training.config import TrainConfig\n"
+        "from rat.training.trainer import train\n"
         "summary = train(TrainConfig(**json.loads(sys.argv[1])))\n"
         "rank = os.environ['RANK']\n"
         "torch.save(summary['model'].state_dict(), os.path.join(summary['out'], f'rank{rank}.pt'))\n")

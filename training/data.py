@@ -1,7 +1,7 @@
 """Training data: normalisation, the store check, whole images, and random aligned patches.
 
 Patches come from the label store (:mod:`rat.shared.store`): the label map from ``labels/<key>`` and, when
-``rat-precompute cache`` has added them, LQ and HQ from ``images/<key>/lq|hq`` (:mod:`rat.precompute.cache`).
+``rat-precompute cache`` has added them, LQ and HQ from ``images/<key>/lq|hq`` (:mod:`rat.shared.cache`).
 Only the patch window is read from these chunked arrays. Without an image cache the dataset decodes the
 whole LQ and HQ source files for every patch: correct, but slow for large images (see
 ``benchmarks/bench_patches.py``).
@@ -22,9 +22,10 @@ import torch
 import zarr
 from torch.utils.data import DataLoader, Dataset
 
-from rat.precompute.cache import image_record
 from rat.shared import store as st
-from rat.shared.manifest import Entry, Group, read_hq, read_lq
+from rat.shared.cache import image_record
+from rat.shared.datasets import Group
+from rat.shared.index import Entry, read_hq, read_lq
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
@@ -109,15 +110,6 @@ def _check_channels(entry: Entry, group: Group) -> None:
         raise ValueError(f"{entry.id}: {channels} channel(s), but group {group.name!r} has {group.channels}")
 
 
-def _labels_checked(store: zarr.Group, entry: Entry) -> zarr.Array:
-    rec = st.record(store, entry.id)
-    if rec is None:
-        raise st.StoreError(f"{entry.id}: no complete label map in the store")
-    if rec["source_sha256"] != entry.sha256:
-        raise st.StoreError(f"{entry.id}: label map made from other LQ bytes than the index's {entry.lq}")
-    return store[f"labels/{st.image_key(entry.id)}"]
-
-
 def load_full(store: zarr.Group, entry: Entry, root: str | Path | None, group: Group
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One whole image: lq (C, H, W) and hq (C, H, W) float32 normalised, labels (H, W) int64.
@@ -126,7 +118,7 @@ def load_full(store: zarr.Group, entry: Entry, root: str | Path | None, group: G
     `root`; labels always from the store, and only when made from the entry's LQ bytes (else StoreError).
     """
     _check_channels(entry, group)
-    labels = _labels_checked(store, entry)[...].astype(np.int64)
+    labels = st.checked_labels(store, entry)[...].astype(np.int64)
     if _cache_valid(image_record(store, entry.id), entry):
         node = store[f"images/{st.image_key(entry.id)}"]
         lq, hq = node["lq"][...], node["hq"][...]
@@ -195,7 +187,7 @@ class PatchDataset(Dataset):
             self._store, self._arrays, self._pid = st.open_store(self.store_url), {}, os.getpid()
         entry = self.entries[j]
         if entry.id not in self._arrays:
-            labels = _labels_checked(self._store, entry)
+            labels = st.checked_labels(self._store, entry)
             if not self.cached[j]:  # slow fallback: not kept, decoded again for every patch
                 return read_lq(entry, self.root)[0], read_hq(entry, self.root)[0], labels
             node = self._store[f"images/{st.image_key(entry.id)}"]

@@ -12,7 +12,6 @@ MODEL_NAMES = ("rat", "rat-small")
 #: Training loss: focal region loss or plain L1.
 LOSSES = ("fr", "l1")
 PRECISIONS = ("auto", "bf16", "fp32")
-DEVICES = ("auto", "cpu", "cuda")
 METRICS_FORMATS = ("jsonl", "csv")
 
 #: Whole-image inference: tile edge and overlap of neighbouring tiles (pixels).

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rat.shared.imagebase import ImageReadError, PathLike, Source, one_line
+from rat.shared.errors import one_line
+from rat.shared.io.base import ImageReadError, PathLike, Source
 
 
 def take_slice(

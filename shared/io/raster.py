@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rat.shared.imagebase import ImageReadError, Source
+from rat.shared.io.base import ImageReadError, Source
 
 # ----------------------------------------------------------------------------- PNG / JPEG
 

@@ -21,8 +21,8 @@ volume counts). Every failure is an :class:`ImageReadError` whose message is one
 ``"<path>: <reason>"``.
 
 This module holds the entry points and the format dispatch; the formats live in
-:mod:`rat.shared.raster` (PNG, JPEG, TIFF), :mod:`rat.shared.dicom` (files, series, writing) and
-:mod:`rat.shared.volumes` (NIfTI, slicing), the shared error and records in :mod:`rat.shared.imagebase`.
+:mod:`rat.shared.io.raster` (PNG, JPEG, TIFF), :mod:`rat.shared.io.dicom` (files, series, writing) and
+:mod:`rat.shared.io.volumes` (NIfTI, slicing), the shared error and records in :mod:`rat.shared.io.base`.
 """
 
 from __future__ import annotations
@@ -35,8 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rat.shared.dicom import DICOM_SUFFIXES, open_dicom, open_series, series_files, write_dicom
-from rat.shared.imagebase import (
+from rat.shared.io.base import (
     DEFAULT_MAX_PIXELS,
     ImageMeta,
     ImageReadError,
@@ -44,8 +43,9 @@ from rat.shared.imagebase import (
     Source,
     reading,
 )
-from rat.shared.raster import open_pillow, open_tiff, to_dtype, write_raster
-from rat.shared.volumes import open_nifti, take_slice
+from rat.shared.io.dicom import DICOM_SUFFIXES, open_dicom, open_series, series_files, write_dicom
+from rat.shared.io.raster import open_pillow, open_tiff, to_dtype, write_raster
+from rat.shared.io.volumes import open_nifti, take_slice
 
 __all__ = [
     "DEFAULT_MAX_PIXELS", "ImageMeta", "ImageReadError", "PathLike", "read_image", "read_volume",

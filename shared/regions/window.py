@@ -7,7 +7,7 @@ Window kinds (from the dataset definition): `fixed` maps [low, high] in source u
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -44,3 +44,9 @@ def render_for_sam(image: np.ndarray, window: WindowLike) -> np.ndarray:
     if out.ndim != 3 or out.shape[-1] != 3:
         raise ValueError(f"cannot render an image of shape {image.shape} as RGB")
     return np.ascontiguousarray(out)
+
+
+def sam_windows(ds: Any) -> dict[str, dict[str, Any]]:
+    """The SAM window of every group of a dataset definition, as stores and checkpoints record them."""
+    return {name: {"kind": g.sam_window.kind, "low": g.sam_window.low, "high": g.sam_window.high}
+            for name, g in sorted(ds.groups.items())}

@@ -9,7 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from rat.precompute.labels import compact
+from rat.shared.errors import ParamError
+from rat.shared.regions import SUPERPIXEL_METHODS
+from rat.shared.regions.labels import compact
 
 
 class SuperpixelGenerator:
@@ -19,8 +21,9 @@ class SuperpixelGenerator:
 
     def __init__(self, method: str = "slic", n_segments: int = 64, compactness: float = 10.0,
                  sigma: float = 1.0, scale: float = 100.0, min_size: int = 50) -> None:
-        if method not in ("slic", "felzenszwalb"):
-            raise ValueError(f"unknown superpixel method {method!r} (slic, felzenszwalb)")
+        if method not in SUPERPIXEL_METHODS:
+            known = ", ".join(SUPERPIXEL_METHODS)
+            raise ParamError("method", f"unknown superpixel method {method!r} ({known})")
         self.params: dict[str, Any] = {"method": method, "n_segments": n_segments,
                                        "compactness": compactness, "sigma": sigma}
         if method == "felzenszwalb":

@@ -15,18 +15,19 @@ else float32. Nothing is ever squeezed to 8 bit. Only the process that caches an
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
 
-from rat.precompute.runner import Outcome, _one_line, run_each, source_sha256
-from rat.precompute.runner import summarize as runner_summarize
 from rat.shared import store as st
+from rat.shared.batch import Outcome, run_each
+from rat.shared.errors import one_line
+from rat.shared.hashes import source_sha256
+from rat.shared.index import Entry, checked_lq, read_hq, read_lq
 from rat.shared.io import ImageReadError
-from rat.shared.manifest import Entry, read_hq, read_lq
 
 _WIDER_INTS = ("int16", "int32")
 
@@ -103,17 +104,14 @@ def cache_entry(entry: Entry, root: str | Path, group: zarr.Group, overwrite: bo
     """
     start = time.perf_counter()
     try:
-        lq_path, hq_path = Path(root) / entry.lq, Path(root) / entry.hq
-        for path in (lq_path, hq_path):
-            if not path.exists():
-                raise ImageReadError(path, "file not found")
+        hq_path = Path(root) / entry.hq
+        if not hq_path.exists():
+            raise ImageReadError(hq_path, "file not found")
         hq_sha = source_sha256(hq_path)
         rec = None if overwrite else image_record(group, entry.id)
         if rec is not None and rec.get("source_sha256") == entry.sha256 and rec.get("hq_sha256") == hq_sha:
             return Outcome(entry.id, "skipped")
-        if source_sha256(lq_path) != entry.sha256:
-            raise ImageReadError(lq_path, "changed since the index was written (SHA-256 differs): "
-                                 "rerun `rat-precompute manifest`")
+        checked_lq(entry, root)
         lq, lq_meta = read_lq(entry, root)
         hq, hq_meta = read_hq(entry, root)
         if lq.shape != hq.shape:
@@ -123,7 +121,7 @@ def cache_entry(entry: Entry, root: str | Path, group: zarr.Group, overwrite: bo
         write_images(group, entry.id, lq, hq, entry.sha256, hq_sha, lq_meta.source_dtype,
                      hq_meta.source_dtype, chunk or _chunk_edge(group))
     except (ImageReadError, st.StoreError, ValueError, RuntimeError, OSError) as err:
-        return Outcome(entry.id, "failed", _one_line(err), time.perf_counter() - start)
+        return Outcome(entry.id, "failed", one_line(err), time.perf_counter() - start)
     return Outcome(entry.id, "done", seconds=time.perf_counter() - start)
 
 
@@ -146,8 +144,3 @@ def cache_images(entries: Iterable[Entry], root: str | Path, store_url: str | Pa
     group = open_for_cache(store_url)
     chunk = _chunk_edge(group)
     return run_each(entries, lambda e: cache_entry(e, root, group, overwrite, chunk), "image cache", progress)
-
-
-def summarize(outcomes: Sequence[Outcome]) -> str:
-    """Multi-line summary: counts and median time, then one line per failure."""
-    return runner_summarize(outcomes, done="cached", skipped="skipped (already cached)")

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rat.shared.imagebase import ImageReadError, Source, one_line
+from rat.shared.errors import one_line
+from rat.shared.io.base import ImageReadError, Source
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 

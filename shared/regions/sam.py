@@ -7,7 +7,6 @@ and recorded in the store, and so that a wrong file fails with one line instead 
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Callable
 from functools import partial
@@ -17,8 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from rat.precompute.labels import resolve_rle_masks
+from rat.shared.devices import pick_device
+from rat.shared.errors import RatError, one_line
 from rat.shared.io import sha256_file
+from rat.shared.regions import SAM_MODEL_TYPES
+from rat.shared.regions.labels import resolve_rle_masks
+from rat.shared.regions.sam_params import generator_defaults
 
 CHECKPOINT_ENV = "RAT_SAM_CHECKPOINT"
 #: Published checkpoints: file name -> SHA-256. A file with one of these names and another hash is refused.
@@ -30,11 +33,9 @@ CHECKPOINT_HELP = (
     f"on a machine with internet, then pass --checkpoint FILE or set {CHECKPOINT_ENV}; "
     "`--generator superpixels` needs no weights"
 )
-#: Generator arguments that are not user parameters.
-_NOT_PARAMS = {"model", "point_grids", "output_mode"}
 
 
-class SamError(RuntimeError):
+class SamError(RatError, RuntimeError):
     """A one-line problem with SAM's checkpoint or configuration."""
 
 
@@ -73,25 +74,13 @@ def build_sam_tiny() -> torch.nn.Module:
     ).eval()
 
 
-def _model_types() -> dict[str, Callable[[], torch.nn.Module]]:
+def _builders() -> dict[str, Callable[[], torch.nn.Module]]:
     from segment_anything import sam_model_registry
 
-    types = {name: partial(sam_model_registry[name], checkpoint=None)
-             for name in ("vit_b", "vit_l", "vit_h")}
-    types["vit_tiny"] = build_sam_tiny
-    return types
-
-
-MODEL_TYPES = ("vit_b", "vit_l", "vit_h", "vit_tiny")
-
-
-def generator_defaults() -> dict[str, Any]:
-    """SAM's own defaults for every `SamAutomaticMaskGenerator` parameter (read from its signature)."""
-    from segment_anything import SamAutomaticMaskGenerator
-
-    sig = inspect.signature(SamAutomaticMaskGenerator.__init__)
-    return {name: p.default for name, p in sig.parameters.items()
-            if name != "self" and name not in _NOT_PARAMS}
+    builders = {name: partial(sam_model_registry[name], checkpoint=None)
+                for name in SAM_MODEL_TYPES if name in sam_model_registry}
+    builders["vit_tiny"] = build_sam_tiny
+    return builders
 
 
 def resolve_checkpoint(checkpoint: str | Path | None) -> Path:
@@ -108,8 +97,8 @@ def resolve_checkpoint(checkpoint: str | Path | None) -> Path:
 def load_sam(checkpoint: str | Path, model_type: str = "vit_b") -> tuple[torch.nn.Module, str]:
     """Build `model_type` and load `checkpoint` into it. Returns (model in eval mode, SHA-256 of the file)."""
     path = Path(checkpoint)
-    if model_type not in MODEL_TYPES:
-        raise SamError(f"unknown SAM model type {model_type!r}; choose one of {', '.join(MODEL_TYPES)}")
+    if model_type not in SAM_MODEL_TYPES:
+        raise SamError(f"unknown SAM model type {model_type!r}; choose one of {', '.join(SAM_MODEL_TYPES)}")
     digest = sha256_file(path)
     expected = PUBLISHED_SHA256.get(path.name)
     if expected is not None and digest != expected:
@@ -121,21 +110,12 @@ def load_sam(checkpoint: str | Path, model_type: str = "vit_b") -> tuple[torch.n
         raise SamError(f"{path}: not a loadable PyTorch state dict ({type(err).__name__})") from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
-    model = _model_types()[model_type]()
+    model = _builders()[model_type]()
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise SamError(f"{path}: not a SAM {model_type} checkpoint ({first})") from None
+        raise SamError(f"{path}: not a SAM {model_type} checkpoint ({one_line(err)})") from None
     return model.eval(), digest
-
-
-def pick_device(device: str = "auto") -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SamError("--device cuda asked, but torch sees no CUDA device")
-    return device
 
 
 class SamGenerator:

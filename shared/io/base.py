@@ -1,6 +1,6 @@
 """What every image reader shares: the error, the metadata record, the opened-source record.
 
-The format modules (:mod:`rat.shared.raster`, :mod:`rat.shared.dicom`, :mod:`rat.shared.volumes`)
+The format modules (:mod:`rat.shared.io.raster`, :mod:`rat.shared.io.dicom`, :mod:`rat.shared.io.volumes`)
 open a file into a :class:`Source` (header only; pixels decoded on demand); :mod:`rat.shared.io`
 dispatches on the format and turns a Source into an array and its :class:`ImageMeta`. Every
 failure is an :class:`ImageReadError` whose message is one line ``"<path>: <reason>"``.
@@ -15,21 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rat.shared.errors import RatError, one_line
+
 DEFAULT_MAX_PIXELS: int = 400_000_000
 """Largest number of pixels (voxels for volumes) a reader decodes unless told otherwise."""
 
 PathLike = str | os.PathLike
 
-_MAX_REASON = 240
-
-
-def one_line(text: object) -> str:
-    """Collapse whitespace (newlines included) and cap the length of an error reason."""
-    line = " ".join(str(text).split())
-    return line if len(line) <= _MAX_REASON else line[: _MAX_REASON - 3] + "..."
-
-
-class ImageReadError(ValueError):
+class ImageReadError(RatError, ValueError):
     """An image could not be read (or written); ``str(err)`` is one line ``"<path>: <reason>"``."""
 
     def __init__(self, path: PathLike, reason: str) -> None:

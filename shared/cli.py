@@ -1,0 +1,118 @@
+"""What both command lines share: option sets, the error handler, the exit status of batch jobs.
+
+Library functions raise one-line errors and :class:`~rat.shared.errors.ParamError` naming their
+parameters; :func:`cli_errors` turns them into click errors, naming flags instead. Heavy modules (torch,
+segment_anything, zarr, dask) are imported by the commands that use them, never here: help stays instant.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from rat.shared.datasets import builtin_datasets
+from rat.shared.errors import ParamError, RatError
+from rat.shared.index import SPLITS
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def fail(message: str) -> None:
+    """Stop the command with ``message`` (exit status 1)."""
+    raise click.ClickException(message)
+
+
+def flag(param: str, flags: Mapping[str, str] | None = None) -> str:
+    """The command-line flag of a library parameter: ``batch_size`` -> ``--batch-size``."""
+    return (flags or {}).get(param) or f"--{param.replace('_', '-')}"
+
+
+#: How library messages refer to a parameter: its name in backticks, e.g. "pass `overwrite` to ...".
+_PARAM_REF = re.compile(r"`([a-z][a-z0-9_]*)`")
+
+
+def with_flags(text: str, flags: Mapping[str, str] | None = None) -> str:
+    """A library message with its parameter references (`name`) written as flags (--name)."""
+    return _PARAM_REF.sub(lambda m: flag(m.group(1), flags), text)
+
+
+@contextmanager
+def cli_errors(flags: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Turn the package's one-line errors into click errors that name flags instead of parameters: a
+    ParamError's parameter, and parameters referred to as `name` in any message (``flags`` maps names
+    whose flag is spelled otherwise, e.g. ``{"n_workers": "--workers"}``)."""
+    try:
+        yield
+    except ParamError as err:
+        fail(with_flags(f"{flag(err.param, flags)}: {err.reason}", flags))
+    except (RatError, ValueError, OSError) as err:
+        fail(with_flags(str(err), flags))
+
+
+class LazyHelp(click.Option):
+    """An option whose help text is a function, called only when the help is read: it may import what it
+    names (a default held by a heavy module) without slowing every start of the command."""
+
+    def __init__(self, *args, help: Callable[[], str], **kwargs) -> None:
+        self._make_help: Callable[[], str] | None = help
+        super().__init__(*args, **kwargs)
+
+    @property
+    def help(self) -> str | None:
+        if self._make_help is not None:
+            self._help, self._make_help = self._make_help(), None
+        return self._help
+
+    @help.setter
+    def help(self, value: str | None) -> None:
+        self._help = value
+
+
+def _stack(func: Callable, options: list[Callable]) -> Callable:
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def dataset_options(required: bool = True, root_required: bool = True) -> Callable:
+    """--dataset, --root and --index: which images, found through the dataset's index."""
+    names = ", ".join(builtin_datasets())
+    return lambda func: _stack(func, [
+        click.option("--dataset", required=required,
+                     help=f"Builtin dataset ({names}) or path to a dataset definition .toml."),
+        click.option("--root", required=root_required, type=click.Path(file_okay=False, path_type=Path),
+                     help="Data root that the definition's file patterns are relative to."),
+        click.option("--index", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="Per-image index file (default: <root>/.rat/<name>.csv)."),
+    ])
+
+
+def selection_options(split_default: str | None = None) -> Callable:
+    """--split, --limit and --shard: a subset of the index."""
+    shown = f" (default {split_default})" if split_default else " (default all)"
+    return lambda func: _stack(func, [
+        click.option("--split", type=click.Choice([*SPLITS, "all"]), default=split_default,
+                     help=f"Only this split{shown}."),
+        click.option("--limit", type=click.IntRange(min=0), default=None,
+                     help="At most N images (first by id, after --split and --shard)."),
+        click.option("--shard", default=None, help="i/n: this process takes every n-th image from the i-th."),
+    ])
+
+
+def masks_option(*aliases: str, required: bool = True, help: str) -> Callable:
+    """--masks STORE: the label store (directory, .zip or fsspec URL); ``aliases`` are older spellings."""
+    return click.option("--masks", *aliases, "masks", required=required, metavar="STORE", help=help)
+
+
+def progress_option(func: Callable) -> Callable:
+    return click.option("--progress/--no-progress", default=True, help="Show a progress bar.")(func)
+
+
+def exit_status(any_failed: bool) -> None:
+    """Batch jobs exit with status 1 when any item failed (the others were kept)."""
+    if any_failed:
+        raise SystemExit(1)

@@ -1,0 +1,202 @@
+"""The per-image index of a dataset: its entries, the CSV they are kept in, and selecting among them.
+
+The index has one :class:`Entry` per 2-D image (one per kept slice for volume groups), sorted by id and
+written as CSV (:func:`write_index`) with the columns ``id, group, split, lq, hq, slice, sha256, shape,
+axis``; by default at ``<root>/.rat/<name>.csv`` (:func:`index_path`), with the files left out and why in
+``<root>/.rat/<name>.problems.csv``. It is built from a dataset definition by
+:func:`rat.shared.manifest.build_index`. :func:`select` picks a split, a shard and a count of entries.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rat.shared.datasets import DatasetDef, ManifestError
+from rat.shared.errors import ParamError
+from rat.shared.hashes import source_sha256
+from rat.shared.io import ImageMeta, ImageReadError, read_image
+
+STATE_DIR = ".rat"
+"""Folder under the data root that holds the index, its problems and derived LQ images."""
+
+INDEX_COLUMNS = ("id", "group", "split", "lq", "hq", "slice", "sha256", "shape", "axis")
+PROBLEM_COLUMNS = ("path", "reason")
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One 2-D image of the index. lq/hq are posix paths relative to the data root; for volumes,
+    slice is the index along axis ``axis`` of the volume (both None for 2-D images); sha256 is
+    that of the LQ file; shape is the LQ image's (H, W) or (H, W, C)."""
+
+    id: str
+    group: str
+    split: str
+    lq: str
+    hq: str
+    slice: int | None
+    sha256: str
+    shape: tuple[int, ...]
+    axis: int | None = None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A file left out of the index, and why (path relative to the data root where possible)."""
+
+    path: str
+    reason: str
+
+
+def index_path(ds: DatasetDef, root: str | Path) -> Path:
+    """Default index location: ``<root>/.rat/<name>.csv``."""
+    return Path(root) / STATE_DIR / f"{ds.name}.csv"
+
+
+def problems_path(index: str | Path) -> Path:
+    """Where the problems of an index are written: ``<index stem>.problems.csv`` beside it."""
+    index = Path(index)
+    return index.with_name(f"{index.stem}.problems.csv")
+
+
+def fmt_shape(shape: tuple[int, ...]) -> str:
+    return "x".join(str(int(s)) for s in shape)
+
+
+def write_index(entries: list[Entry], path: str | Path) -> None:
+    """Write entries as CSV (columns INDEX_COLUMNS, "\\n" line ends, sorted by id)."""
+    rows = [(e.id, e.group, e.split, e.lq, e.hq, "" if e.slice is None else e.slice, e.sha256,
+             fmt_shape(e.shape), "" if e.axis is None else e.axis)
+            for e in sorted(entries, key=lambda e: e.id)]
+    _write_csv(path, INDEX_COLUMNS, rows)
+
+
+def write_problems(problems: list[Problem], path: str | Path) -> None:
+    """Write problems as CSV (columns path, reason)."""
+    _write_csv(path, PROBLEM_COLUMNS, [(p.path, p.reason) for p in problems])
+
+
+def _write_csv(path: str | Path, header: tuple[str, ...], rows: list[tuple]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".partial-{os.getpid()}-{path.name}")
+    with partial.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+    os.replace(partial, path)
+
+
+def read_index(path: str | Path) -> list[Entry]:
+    """Read an index CSV written by write_index; errors name the file and line."""
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise ManifestError(f"{path}: cannot read index ({e})") from None
+    if not rows or tuple(rows[0]) != INDEX_COLUMNS:
+        raise ManifestError(f"{path}: not an index (header must be {','.join(INDEX_COLUMNS)})")
+    entries = []
+    for line, row in enumerate(rows[1:], start=2):
+        try:
+            id_, group, split, lq, hq, slc, sha, shape, axis = row
+            if split not in SPLITS:
+                raise ValueError(f"split {split!r} is not train or test")
+            if (slc == "") != (axis == ""):
+                raise ValueError("slice and axis are both set (volumes) or both empty")
+            entries.append(Entry(id_, group, split, lq, hq, int(slc) if slc else None, sha,
+                                 tuple(int(s) for s in shape.split("x")),
+                                 int(axis) if axis else None))
+        except ValueError as e:
+            raise ManifestError(f"{path}: line {line}: bad row ({e})") from None
+    return entries
+
+
+def load_index(ds: DatasetDef, root: str | Path, index: str | Path | None = None) -> list[Entry]:
+    """Read the dataset's index (default :func:`index_path`); its groups must be ds's."""
+    path = Path(index) if index is not None else index_path(ds, root)
+    if not path.is_file():
+        dataset = ds.name if ds.builtin else str(ds.source)
+        hint = "" if index is None else f" --index {path}"
+        raise ManifestError(f"{path}: no index; run `rat-precompute manifest --dataset {dataset} "
+                            f"--root {root}{hint}` first")
+    entries = read_index(path)
+    unknown = sorted({e.group for e in entries} - set(ds.groups))
+    if unknown:
+        raise ManifestError(f"{path}: group {unknown[0]!r} is not in dataset {ds.name!r} "
+                            f"({ds.source}); rebuild the index")
+    return entries
+
+
+def read_lq(entry: Entry, root: str | Path) -> tuple[np.ndarray, ImageMeta]:
+    """The entry's LQ image (float32 (H, W) or (H, W, C); a slice for volumes) and its ImageMeta."""
+    return _read(Path(root) / entry.lq, entry)
+
+
+def read_hq(entry: Entry, root: str | Path) -> tuple[np.ndarray, ImageMeta]:
+    """The entry's HQ image (float32 (H, W) or (H, W, C); a slice for volumes) and its ImageMeta."""
+    return _read(Path(root) / entry.hq, entry)
+
+
+def _read(path: Path, entry: Entry) -> tuple[np.ndarray, ImageMeta]:
+    if entry.slice is None:
+        return read_image(path)
+    return read_image(path, index=entry.slice, axis=entry.axis)
+
+
+def summarize(entries: list[Entry], problems: list[Problem]) -> str:
+    """Counts per group and split, then the problems, as printable lines."""
+    counts = Counter((e.group, e.split) for e in entries)
+    lines = [f"{len(entries)} images indexed, {len(problems)} problem(s)"]
+    for group in sorted({g for g, _ in counts}):
+        parts = ", ".join(f"{s} {counts[(group, s)]}" for s in SPLITS)
+        lines.append(f"  {group}: {parts}")
+    lines += [f"  problem: {p.path}: {p.reason}" for p in problems]
+    return "\n".join(lines)
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """"i/n" -> (i, n) with 0 <= i < n; None for no sharding."""
+    if not text:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ParamError("shard", f"{text!r}: expected i/n, e.g. 0/4") from None
+    if not 0 <= i < n:
+        raise ParamError("shard", f"{text!r}: need 0 <= i < n")
+    return i, n
+
+
+def select(entries: Sequence[Entry], split: str | None = None, shard: tuple[int, int] | None = None,
+           limit: int | None = None) -> list[Entry]:
+    """Entries of one split ("all" or None: every split), one shard (every n-th by sorted id, from i),
+    at most ``limit`` of them."""
+    if split not in (None, "all", *SPLITS):
+        raise ParamError("split", f"{split!r} is not one of {', '.join(SPLITS)} or all")
+    chosen = sorted((e for e in entries if split in (None, "all", e.split)), key=lambda e: e.id)
+    if shard is not None:
+        i, n = shard
+        chosen = chosen[i::n]
+    return chosen[:limit] if limit is not None else chosen
+
+
+def checked_lq(entry: Entry, root: str | Path) -> Path:
+    """The entry's LQ file under ``root``; ImageReadError (naming the file as the index does, relative to
+    the root) when it is missing or no longer the indexed bytes."""
+    path = Path(root) / entry.lq
+    if not path.exists():
+        raise ImageReadError(entry.lq, "file not found")
+    if source_sha256(path) != entry.sha256:
+        raise ImageReadError(entry.lq, "changed since the index was written (SHA-256 differs): "
+                             "rerun `rat-precompute manifest`")
+    return path

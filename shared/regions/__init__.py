@@ -1,0 +1,57 @@
+"""Region generators: where label maps come from (SAM, superpixels), one registry.
+
+A generator is built from keyword arguments, maps an (H, W, 3) uint8 RGB image to an (H, W) label map
+(0 = no region, 1..L) and describes itself with :meth:`Generator.provenance`, which the store and the
+training checkpoints record. Its input is rendered by :func:`rat.shared.regions.window.render_for_sam`;
+overlapping masks are resolved into one label map by :mod:`rat.shared.regions.labels`.
+
+This module is torch-free (the command line's help reads the names below).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+
+from rat.shared.errors import ParamError
+
+#: Generator names, as the store records them.
+GENERATOR_NAMES = ("sam", "superpixels")
+#: SAM model types: segment-anything's registry, and a tiny random-weight model for tests.
+SAM_MODEL_TYPES = ("vit_b", "vit_l", "vit_h", "vit_tiny")
+#: scikit-image superpixel methods.
+SUPERPIXEL_METHODS = ("slic", "felzenszwalb")
+
+
+class Generator(Protocol):
+    name: str
+    params: dict[str, Any]
+
+    def provenance(self) -> dict[str, Any]: ...
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray: ...
+
+
+def _sam(**kwargs: Any) -> Generator:
+    from rat.shared.regions.sam import SamGenerator
+
+    return SamGenerator(**kwargs)
+
+
+def _superpixels(**kwargs: Any) -> Generator:
+    from rat.shared.regions.superpixels import SuperpixelGenerator
+
+    return SuperpixelGenerator(**kwargs)
+
+
+GENERATORS: dict[str, Callable[..., Generator]] = {"sam": _sam, "superpixels": _superpixels}
+assert tuple(GENERATORS) == GENERATOR_NAMES
+
+
+def build_generator(name: str, **kwargs: Any) -> Generator:
+    """The generator ``name`` built with ``kwargs`` (SAM: checkpoint, model_type, device, its parameters)."""
+    if name not in GENERATORS:
+        raise ParamError("name", f"unknown generator {name!r}; choose one of {', '.join(GENERATORS)}")
+    return GENERATORS[name](**kwargs)

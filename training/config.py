@@ -1,0 +1,157 @@
+"""The settings of a training run: one dataclass, its checks, and resuming with the run's own settings.
+
+Every default lives in :class:`TrainConfig` and nowhere else; each field carries its help text, from which
+`rat-train` builds one option per field (passing on only what the user set). Torch-free: `rat-train --help`
+imports this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from rat.shared.devices import DEVICES
+from rat.shared.errors import ParamError, RatError
+from rat.training.options import (
+    ATTENTIONS,
+    BACKENDS,
+    LOSSES,
+    METRICS_FORMATS,
+    MODEL_NAMES,
+    OVERLAP,
+    PRECISIONS,
+    TILE,
+)
+
+LAST, BEST = "last.pt", "best.pt"
+
+
+class TrainError(RatError, RuntimeError):
+    """A one-line problem with a training run's set-up (run directory, checkpoint, data)."""
+
+
+def _setting(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run; the defaults here are the only ones (the CLI passes what the user set)."""
+
+    # data
+    masks: str = _setting("", "Label store made by `rat-precompute masks` (directory, .zip or fsspec URL).")
+    dataset: str = _setting("", "Dataset name or path to a definition .toml.")
+    root: str = _setting("", "Data root the dataset's paths are relative to.")
+    out: str = _setting("runs/rat", "Run directory: checkpoints, metrics, curves.")
+    index: str | None = _setting(None, "Per-image index file (default: <root>/.rat/<name>.csv).")
+    group: str | None = _setting(None, "Image group to train on (required when the dataset has several).")
+    patch_size: int | None = _setting(None, "Training patch edge in pixels (default: the group's).")
+    val_split: str = _setting("test", "Split validated on whole images.")
+    val_limit: int | None = _setting(None, "Validate on the first N images of the split (by id); default all")
+    # model
+    model: str = _setting("rat", "Model: rat (the paper's) or rat-small (CPU demos).")
+    width: int | None = _setting(None, "Override the model's width (channels of its first level).")
+    attention: str = _setting("rmsa", "Attention of the latent layers: rmsa (region), or the wmsa/msa "
+                                      "ablations.")
+    backend: str = _setting("auto", "Region attention kernel (all give the same result): auto, dense, "
+                                    "sparse, flex.")
+    init: str | None = _setting(None, "Start from these weights: a rat-train checkpoint or a bare state dict "
+                                      "(the authors' code).")
+    # loss
+    loss: str = _setting("fr", "Loss: fr (focal region) or l1.")
+    gamma: float = _setting(1e-3, "Focal region loss gamma (weight of the worst regions).")
+    delta: float = _setting(1.0, "Focal region loss delta (exponent of the region error).")
+    # optimisation
+    iters: int = _setting(200_000, "Training steps (the cosine schedule spans them).")
+    batch_size: int = _setting(8, "Patches per step and process.")
+    lr: float = _setting(2e-4, "Initial learning rate (Adam).")
+    min_lr: float = _setting(1e-6, "Final learning rate of the cosine schedule.")
+    beta1: float = _setting(0.5, "Adam beta1.")
+    beta2: float = _setting(0.999, "Adam beta2.")
+    grad_clip: float = _setting(0.0, "Clip the gradient norm to this value (0: off).")
+    precision: str = _setting("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32.")
+    seed: int = _setting(0, "Seed of the model initialisation and of the patch stream.")
+    # system
+    device: str = _setting("auto", "auto, cpu or cuda.")
+    workers: int = _setting(4, "DataLoader worker processes per GPU/process.")
+    # logging, validation, checkpoints
+    log_every: int = _setting(50, "Log the mean training loss every N steps.")
+    eval_every: int = _setting(1000, "Validate on whole images every N steps (and keep the best checkpoint).")
+    save_every: int = _setting(1000, "Write <out>/last.pt every N steps.")
+    tile: int = _setting(TILE, "Tile edge for whole-image inference.")
+    overlap: int = _setting(OVERLAP, "Overlap of neighbouring tiles.")
+    metrics_format: str = _setting("jsonl", "Metrics file: jsonl or csv.")
+    progress: bool = _setting(True, "Show a progress bar.")
+    resume: bool = _setting(False, "Continue the run in --out from its last.pt, exactly where it stopped "
+                                   "(fresh if none).")
+    stop_at: int | None = _setting(None, "Save and stop after this step (time-limited jobs); continue later "
+                                         "with --resume.")
+
+
+#: Allowed values of the settings that have a fixed set.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model": MODEL_NAMES, "attention": ATTENTIONS, "backend": BACKENDS, "loss": LOSSES,
+    "precision": PRECISIONS, "device": DEVICES, "metrics_format": METRICS_FORMATS,
+}
+#: Settings that may differ when a run is resumed (they do not change what is computed).
+RUNTIME_KEYS = frozenset({"masks", "root", "index", "out", "device", "workers", "log_every", "eval_every",
+                          "save_every", "val_limit", "tile", "overlap", "progress", "resume", "backend",
+                          "metrics_format", "stop_at"})
+#: Settings of one session only, never taken over from the run being resumed.
+SESSION_KEYS = frozenset({"resume", "stop_at"})
+_AT_LEAST_ONE = ("iters", "batch_size", "log_every", "eval_every", "save_every", "tile")
+
+
+def help_text(name: str) -> str:
+    """The help of setting ``name`` (the one source of the CLI's help)."""
+    return next(f for f in fields(TrainConfig) if f.name == name).metadata["help"]
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Check values that would otherwise fail deep inside the run (ParamError naming the setting)."""
+    for key in ("masks", "dataset", "root"):
+        if not getattr(cfg, key):
+            raise ParamError(key, "is required")
+    for key, allowed in CHOICES.items():
+        if getattr(cfg, key) not in allowed:
+            raise ParamError(key, f"{getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
+    for key in _AT_LEAST_ONE:
+        if getattr(cfg, key) < 1:
+            raise ParamError(key, f"must be >= 1, got {getattr(cfg, key)}")
+    if not 0 <= cfg.overlap < cfg.tile:
+        raise ParamError("overlap", f"must be in 0..tile-1, got {cfg.overlap}")
+    for key in ("workers", "grad_clip"):
+        if getattr(cfg, key) < 0:
+            raise ParamError(key, f"must be >= 0, got {getattr(cfg, key)}")
+    return cfg
+
+
+def make_config(overrides: Mapping[str, Any]) -> TrainConfig:
+    """The config of a run from the settings the user gave.
+
+    A fresh run: the defaults updated by ``overrides``. With ``resume`` and a checkpoint in the run
+    directory: the checkpoint's config (less :data:`SESSION_KEYS`), updated by the overrides that may
+    change on resume (:data:`RUNTIME_KEYS`); overriding any other setting with another value is refused.
+    """
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ParamError(unknown[0], "unknown setting")
+    cfg = TrainConfig(**overrides)
+    last = Path(cfg.out) / LAST
+    if not cfg.resume or not last.is_file():
+        return validate(cfg)
+    from rat.training.checkpoint import load_checkpoint
+
+    saved = load_checkpoint(last)
+    if saved.get("bare"):
+        raise TrainError(f"{last}: not a checkpoint of this trainer")
+    base = {k: v for k, v in saved["config"].items() if k in known and k not in SESSION_KEYS}
+    clash = [f"`{k}` {v!r} (run has {base.get(k)!r})" for k, v in overrides.items()
+             if k not in RUNTIME_KEYS and base.get(k) != v]
+    if clash:
+        raise TrainError(f"{last}: cannot resume with other settings: {', '.join(clash)}; "
+                         "start a new run (another `out`) instead")
+    return validate(TrainConfig(**{**base, **{k: v for k, v in overrides.items() if k in RUNTIME_KEYS}}))

@@ -1,0 +1,1 @@
+"""Whole-image inference: tiling, scores, evaluation and restoration."""
