@@ -10,6 +10,16 @@ from pathlib import Path
 
 import click
 
+from rat.precompute.cli_store import (
+    FLAGS,
+    _selected,
+    export_cmd,
+    info_cmd,
+    merge_cmd,
+    show_cmd,
+    upgrade_cmd,
+    verify_cmd,
+)
 from rat.shared.cli import (
     CONTEXT,
     LazyHelp,
@@ -23,9 +33,6 @@ from rat.shared.cli import (
 )
 from rat.shared.regions import GENERATOR_NAMES, SAM_MODEL_TYPES, SUPERPIXEL_METHODS
 from rat.shared.regions.sam_params import generator_defaults
-
-#: Library parameter names whose flag is spelled otherwise.
-FLAGS = {"n_workers": "--workers", "name": "--generator", "url": "--masks", "out": "--masks"}
 
 
 @click.group(context_settings=CONTEXT)
@@ -53,42 +60,50 @@ def sample_data_cmd(out_dir, seed):
 
 
 @main.command("manifest")
-@dataset_options()
+@dataset_options(root_required=False)
+@click.option("--refresh", is_flag=True,
+              help="Read only new and changed files (what masks and cache do); default: read every file.")
 @progress_option
-def manifest_cmd(dataset, root, index, progress):
-    """Find, pair, check and split the dataset's images under --root; write the per-image index.
+def manifest_cmd(dataset, root, index, refresh, progress):
+    """Find, pair, check and split the dataset's images under the data root; write the per-image index.
 
-    Derived LQ images (e.g. TMA's bicubic x4) are written once under <root>/.rat/derived/.
-    Unpaired or unreadable files are printed and listed in the problems file (<index stem>.problems.csv
-    beside the index), not indexed.
+    The root: --root, else $RAT_DATA_ROOT/<dataset>, else the definition's `root`. Derived LQ images
+    (e.g. TMA's bicubic x4) are written once under <root>/.rat/derived/. Unpaired or unreadable files are
+    printed and listed in the problems file (<index stem>.problems.csv beside the index), not indexed.
+    `masks` and `cache` build and refresh the index themselves; this command is for inspecting it.
     """
     from rat.shared.datasets import load_dataset
-    from rat.shared.index import index_path, problems_path, summarize, write_index, write_problems
-    from rat.shared.manifest import build_index
+    from rat.shared.index import index_path, problems_path, summarize
+    from rat.shared.locate import resolve_root
+    from rat.shared.manifest import ensure_index
 
     with cli_errors():
         ds = load_dataset(dataset)
-        entries, problems = build_index(ds, root, progress=progress)
-        out = index if index is not None else index_path(ds, root)
-        write_index(entries, out)
-        write_problems(problems, problems_path(out))
+        root = resolve_root(ds, root)
+        entries, problems = ensure_index(ds, root, index, rebuild=not refresh, progress=progress)
+    out = index if index is not None else index_path(ds, root)
     click.echo(summarize(entries, problems))
     click.echo(f"index: {out}" + (f"  problems: {problems_path(out)}" if problems else ""))
     if not entries:
         fail(f"no image pairs found under {root} for dataset {ds.name}")
 
 
-def _selected(dataset, root, index, split=None, limit=None, shard=None):
-    """(definition, entries of the index selected by split, shard and limit)."""
-    from rat.shared.datasets import load_dataset
-    from rat.shared.index import load_index, parse_shard, select
-
-    ds = load_dataset(dataset)
-    return ds, select(load_index(ds, root, index), split, parse_shard(shard), limit)
-
-
 # ---------------------------------------------------------------------------------------------------
 # label maps: masks, cache
+
+
+def _report_problems(ds, root) -> None:
+    """Say which files the index left out (unpaired, unreadable, ...), and where the full list is."""
+    from rat.shared.index import index_path, problems_path, read_problems
+
+    path = problems_path(index_path(ds, root))
+    problems = read_problems(path)
+    if problems:
+        click.echo(f"index: {len(problems)} file(s) left out, listed in {path}:")
+        for p in problems[:10]:
+            click.echo(f"  {p.path}: {p.reason}")
+        if len(problems) > 10:
+            click.echo(f"  ... and {len(problems) - 10} more")
 
 
 def _generator_options(func):
@@ -129,8 +144,10 @@ def _cluster_help() -> str:
 
 
 @main.command("masks")
-@dataset_options()
-@masks_option("--out", help="Store to write: a directory (store.zarr) or fsspec URL (--out: older spelling).")
+@dataset_options(root_required=False)
+@masks_option("--out", required=False,
+              help="Store to write: a directory or fsspec URL (default ./<dataset>.zarr; --out: older "
+                   "spelling).")
 @selection_options()
 @click.option("--generator", "generator_name", type=click.Choice(GENERATOR_NAMES), default="sam",
               show_default=True, help="Region source.")
@@ -155,10 +172,21 @@ def masks_cmd(dataset, root, index, masks, split, limit, shard, generator_name, 
               model_type, device, chunk, overwrite, progress, scheduler, cluster, workers, **params):
     """Run SAM (or superpixels) once over every LQ image and store non-overlapping label maps.
 
+    `rat-precompute masks --dataset tma` needs nothing else once the data root (--root, else
+    $RAT_DATA_ROOT/<dataset>, else the definition's `root`) and the SAM checkpoint (--checkpoint or
+    RAT_SAM_CHECKPOINT) are known: the index is built or brought up to date, and the store (default
+    ./<dataset>.zarr) records the dataset's definition, index and root, so that it is all a colleague needs.
     Resumable: a rerun skips images already complete for the same source and configuration.
     Exits non-zero if any image failed; the others are kept.
+
+    --overwrite is safe while other --shard processes write into the same store: each label map records
+    the configuration it was computed under, and maps of a replaced configuration are never read.
     """
     from rat.shared.batch import failed, summarize
+    from rat.shared.datasets import load_dataset
+    from rat.shared.index import parse_shard, select
+    from rat.shared.locate import default_store, resolve_root
+    from rat.shared.manifest import index_entries
 
     if workers is not None and scheduler:
         fail("--workers applies to --cluster local; an existing cluster has its own workers")
@@ -169,9 +197,16 @@ def masks_cmd(dataset, root, index, masks, split, limit, shard, generator_name, 
                       **_picked(params, "sam_")}
     else:
         gen_kwargs = _picked(params, "sp_")
-    store_kwargs = {"overwrite": overwrite, "progress": progress, **({"chunk": chunk} if chunk else {})}
     with cli_errors(FLAGS):
-        ds, entries = _selected(dataset, root, index, split, limit, shard)
+        ds = load_dataset(dataset)
+        root = resolve_root(ds, root)
+        full = index_entries(ds, root, index, progress)
+        if index is None:
+            _report_problems(ds, root)
+        entries = select(full, split, parse_shard(shard), limit)
+        masks = masks or str(default_store(ds))
+        store_kwargs = {"overwrite": overwrite, "progress": progress, "index": full,
+                        **({"chunk": chunk} if chunk else {})}
         if scheduler or cluster:
             from rat.precompute.cluster import connect, generator_spec, run_masks_distributed
 
@@ -185,160 +220,42 @@ def masks_cmd(dataset, root, index, masks, split, limit, shard, generator_name, 
             gen = build_generator(generator_name, **gen_kwargs)
             outcomes = run_masks(ds, entries, root, masks, gen, **store_kwargs)
     click.echo(summarize(outcomes))
+    click.echo(f"store: {Path(masks).resolve() if '://' not in masks else masks}")
+    if not failed(outcomes):
+        click.echo(f"next:  rat-train --masks {masks} --out runs/{ds.name}")
     exit_status(failed(outcomes))
 
 
 @main.command("cache")
-@dataset_options()
-@masks_option("--out", help="Existing store (from `rat-precompute masks`) to add images to (--out: older "
-                            "spelling).")
+@dataset_options(required=False, root_required=False)
+@masks_option("--out", required=False,
+              help="A label store whose dataset and index to cache (instead of --dataset; --out: older "
+                   "spelling).")
 @selection_options()
-@click.option("--overwrite", is_flag=True, help="Rewrite images already cached.")
+@click.option("--cache", "cache_folder", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Image cache folder (default: $RAT_CACHE_DIR, else ~/.cache/rat).")
+@click.option("--chunk", type=click.IntRange(min=1), default=None, cls=LazyHelp, help=_chunk_help)
 @progress_option
-def cache_cmd(dataset, root, index, masks, split, limit, shard, overwrite, progress):
-    """Add the LQ and HQ images to the store, chunked like the labels, for fast training patches.
+def cache_cmd(dataset, root, index, masks, split, limit, shard, cache_folder, chunk, progress):
+    """Put the LQ and HQ images into the local image cache, chunked like the labels, for fast training.
 
-    Values and dtype are kept exactly (never squeezed to 8 bit). Resumable: a rerun skips images cached from
-    the same LQ and HQ files. Exits non-zero if any image failed; the others are kept.
+    `rat-train` fills the cache itself on first use; this command does it ahead of time (e.g. on a data
+    node). Values and dtype are kept exactly (never squeezed to 8 bit). The cache is keyed by the files'
+    SHA-256, shared safely by several runs or ranks of one machine, and resumable. Exits non-zero if any
+    image failed; the others are kept.
     """
     from rat.shared.batch import failed, summarize
     from rat.shared.cache import cache_images
 
+    if not dataset and not masks:
+        fail("name the images: --dataset NAME (and its data root) or --masks STORE")
     with cli_errors(FLAGS):
-        _, entries = _selected(dataset, root, index, split, limit, shard)
-        outcomes = cache_images(entries, root, masks, overwrite=overwrite, progress=progress)
+        _, entries, root = _selected(dataset, root, index, split, limit, shard, masks, progress)
+        outcomes = cache_images(entries, root, cache_folder, progress=progress,
+                                **({"chunk": chunk} if chunk else {}))
     click.echo(summarize(outcomes, done="cached", skipped="skipped (already cached)"))
     exit_status(failed(outcomes))
 
 
-# ---------------------------------------------------------------------------------------------------
-# sharing: export, merge
-
-
-def _store_argument(func):
-    """The store as a positional STORE or as --masks STORE (the name rat-train uses)."""
-    func = masks_option(required=False, help="The label store (instead of the STORE argument).")(func)
-    return click.argument("store", required=False)(func)
-
-
-def _the_store(store: str | None, masks: str | None) -> str:
-    if bool(store) == bool(masks):
-        fail("name the store once: as the STORE argument or as --masks STORE")
-    return store or masks
-
-
-@main.command("export")
-@_store_argument
-@click.option("--zip", "zip_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Zip file to write (*.zip); rat-train, info, verify and show read it directly.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing zip file.")
-def export_cmd(store, masks, zip_file, overwrite):
-    """Write STORE (directory or URL) into one zip file to hand over: complete label maps and image
-    caches, bytes copied as stored."""
-    from rat.precompute.share import export_zip
-
-    with cli_errors(FLAGS):
-        report = export_zip(_the_store(store, masks), zip_file, overwrite=overwrite)
-    click.echo(f"wrote {zip_file}: {report.summarize()}")
-
-
-@main.command("merge")
-@click.argument("stores", nargs=-1, required=True)
-@click.option("--out", required=True, help="Store to write (directory or URL); may exist with the same "
-                                           "configuration, and then gains the others' label maps.")
-def merge_cmd(stores, out):
-    """Combine STORES made for parts of one dataset (by other people or nodes) into one store.
-
-    Refuses stores made with another generator, parameters, checkpoint or windows, and images present in
-    several stores with different content; nothing is written then.
-    """
-    from rat.precompute.share import merge_stores
-
-    with cli_errors(FLAGS):
-        report = merge_stores(stores, out)
-    click.echo(f"merged {len(stores)} stores into {out}: {report.summarize()}")
-
-
-# ---------------------------------------------------------------------------------------------------
-# looking at a store: info, verify, show
-
-
-@main.command("info")
-@_store_argument
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def info_cmd(store, masks, as_json):
-    """Provenance, image count, completeness and region-count statistics of a STORE."""
-    import json
-
-    from rat.shared.store import open_store, summarize
-
-    store = _the_store(store, masks)
-    with cli_errors(FLAGS):
-        s = summarize(open_store(store))
-    if as_json:
-        click.echo(json.dumps(s, indent=2, default=str))
-        return
-    prov = s["provenance"]
-    gen = prov["generator"]
-    click.echo(f"store      {store}")
-    click.echo(f"dataset    {prov['dataset']}  (schema {prov['schema']}, rat {prov['package_version']})")
-    click.echo(f"generator  {gen['name']}" + (f"  model {gen['model_type']}  checkpoint sha256 "
-                                             f"{gen['checkpoint_sha256']}" if "model_type" in gen else ""))
-    click.echo("params     " + ", ".join(f"{k}={v}" for k, v in sorted(gen["params"].items())))
-    click.echo("windows    " + "; ".join(f"{g}: {w['kind']} [{w['low']}, {w['high']}]"
-                                         for g, w in prov["windows"].items()))
-    click.echo(f"label maps {s['label_maps']} ({s['complete']} complete, "
-               f"{len(s['incomplete'])} incomplete)")
-    if s["regions"]:
-        r = s["regions"]
-        click.echo(f"regions    min {r['min']}  median {r['median']:g}  mean {r['mean']:.1f}  max {r['max']}")
-    for i in s["incomplete"]:
-        click.echo(f"  incomplete: {i}")
-
-
-@main.command("verify")
-@_store_argument
-@dataset_options()
-@click.option("--split", type=click.Choice(["train", "test", "all"]), default=None,
-              help="Only this split (default all).")
-def verify_cmd(store, masks, dataset, root, index, split):
-    """Check that every image of the index has a complete, intact label map made from its LQ file
-    (LQ files under --root are hashed against the store's records)."""
-    from rat.shared.store import open_store, verify
-
-    with cli_errors(FLAGS):
-        _, entries = _selected(dataset, root, index, split)
-        problems = verify(open_store(_the_store(store, masks)), entries, root)
-    for p in problems:
-        click.echo(p)
-    if problems:
-        click.echo(f"{len(problems)} of {len(entries)} images have problems")
-        exit_status(True)
-    click.echo(f"ok: {len(entries)} label maps complete and intact")
-
-
-@main.command("show")
-@click.argument("args", nargs=-1, required=True, metavar="[STORE] IMAGE_ID")
-@masks_option(required=False, help="The label store (instead of the STORE argument).")
-@dataset_options()
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="PNG to write: the LQ image beside a coloured overlay of its regions.")
-def show_cmd(args, masks, dataset, root, index, out):
-    """Write a picture of IMAGE_ID's regions."""
-    from rat.precompute.overlay import save_side_by_side
-    from rat.shared.index import read_lq
-    from rat.shared.regions.window import render_for_sam
-    from rat.shared.store import open_store, read_labels
-
-    if len(args) > 2:
-        fail("expected [STORE] IMAGE_ID")
-    store, image_id = (None, args[0]) if len(args) == 1 else args
-    with cli_errors(FLAGS):
-        ds, entries = _selected(dataset, root, index)
-        entry = {e.id: e for e in entries}.get(image_id)
-        if entry is None:
-            fail(f"{image_id}: not in the index of {ds.name}")
-        labels = read_labels(open_store(_the_store(store, masks)), image_id)
-        image, _ = read_lq(entry, root)
-        save_side_by_side(render_for_sam(image, ds.groups[entry.group].sam_window), labels, out)
-    click.echo(f"wrote {out}")
+for command in (export_cmd, merge_cmd, info_cmd, verify_cmd, show_cmd, upgrade_cmd):
+    main.add_command(command)

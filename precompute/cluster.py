@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from distributed import Client, WorkerPlugin, as_completed, get_worker
 
-from rat.precompute.runner import process_entry
+from rat.precompute.runner import open_run_store, process_entry
 from rat.shared import store as st
 from rat.shared.batch import Outcome, Reporter
 from rat.shared.datasets import DatasetDef
@@ -40,7 +40,7 @@ from rat.shared.errors import ParamError, RatError, one_line
 from rat.shared.index import Entry
 from rat.shared.io import sha256_file
 from rat.shared.regions import GENERATORS, Generator, build_generator
-from rat.shared.regions.window import sam_windows
+from rat.shared.store_dataset import refresh_labels_list
 
 #: Kinds of cluster this module starts itself.
 CLUSTERS = ("local",)
@@ -206,7 +206,7 @@ def process_on_worker(entry: Entry, root: str, ds: DatasetDef, url: str, plugin_
         group = st.open_store(url, mode="r+")
         if st.provenance(group).get("fingerprint") != fingerprint:
             return Outcome(entry.id, "failed", f"{url}: the store's configuration changed during the run")
-        return process_entry(entry, Path(root), ds, plugin.generator, group, overwrite, chunk)
+        return process_entry(entry, Path(root), ds, plugin.generator, group, overwrite, chunk, fingerprint)
     except Exception as err:  # noqa: BLE001 - every failure is one line in the summary
         hint = " (is the store reachable from every worker at the same URL/path?)" \
             if isinstance(err, st.StoreError) else ""
@@ -231,11 +231,13 @@ def _lost(entry: Entry, future: Any) -> Outcome:
 
 def run_masks_distributed(ds: DatasetDef, entries: Iterable[Entry], root: str | Path, out: str | Path,
                           spec: GeneratorSpec, client: Client, overwrite: bool = False,
-                          chunk: int = st.DEFAULT_CHUNK, progress: bool = True) -> list[Outcome]:
+                          chunk: int = st.DEFAULT_CHUNK, progress: bool = True,
+                          index: list[Entry] | None = None) -> list[Outcome]:
     """Label maps for `entries` into the store at `out` on the workers of `client`; one Outcome per entry.
 
     `root` and `out` must be reachable from every worker at the same path or URL (shared file system or
-    object storage). Results are the bytes a single-process `run_masks` writes.
+    object storage). Results are the bytes a single-process `run_masks` writes. ``index``: the whole index
+    the entries were selected from (recorded in the store; default `entries`).
     """
     entries = list(entries)
     plugin = GeneratorPlugin(spec)
@@ -246,11 +248,11 @@ def run_masks_distributed(ds: DatasetDef, entries: Iterable[Entry], root: str | 
     client.register_plugin(plugin, name=plugin.name)
     try:
         gen_prov = agreed_provenance(worker_states(client, plugin.name))
-        prov = st.make_provenance(ds.name, gen_prov, sam_windows(ds), chunk)
         url = str(out)
         if "://" not in url:
             url = str(Path(url).resolve())
-        st.init_store(url, prov, overwrite=overwrite)
+        group, prov = open_run_store(ds, index if index is not None else entries, Path(root), url, gen_prov,
+                                     overwrite, chunk)
         run = uuid.uuid4().hex[:8]
         keys = [f"rat-masks-{run}-{st.image_key(e.id)}" for e in entries]
         futures = client.map(process_on_worker, entries, key=keys, pure=False,
@@ -265,6 +267,7 @@ def run_masks_distributed(ds: DatasetDef, entries: Iterable[Entry], root: str | 
                 outcome = future.result() if future.status == "finished" else _lost(entry, future)
                 future.release()
                 outcomes[i] = reporter.add(outcome)
+        refresh_labels_list(group)
     finally:
         try:
             client.unregister_worker_plugin(plugin.name)

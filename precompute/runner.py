@@ -20,45 +20,72 @@ from rat.shared.datasets import DatasetDef
 from rat.shared.errors import one_line
 from rat.shared.index import Entry, checked_lq, read_lq
 from rat.shared.io import ImageReadError
+from rat.shared.manifest import derivation_versions
 from rat.shared.regions import Generator
 from rat.shared.regions.window import render_for_sam, sam_windows
+from rat.shared.store_dataset import record_dataset, refresh_labels_list
 
 
-def compute_labels(entry: Entry, root: Path, ds: DatasetDef, generator: Generator) -> np.ndarray:
-    """Read the LQ image of `entry`, check it is the indexed one, render it for SAM, make its label map."""
+def compute_labels(entry: Entry, root: Path, ds: DatasetDef, generator: Generator
+                   ) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """Read the LQ image of `entry`, check it is the indexed one, render it for SAM, make its label map.
+
+    Returns the (H, W) label map and the image's (row, col) pixel spacing in mm (None when unknown).
+    """
     checked_lq(entry, root)
-    image, _ = read_lq(entry, root)
+    image, meta = read_lq(entry, root)
     rgb = render_for_sam(image, ds.groups[entry.group].sam_window)
     labels = generator(rgb)
     if labels.shape != image.shape[:2]:
         raise ValueError(f"{entry.id}: generator returned {labels.shape} for an image of "
                          f"{image.shape[:2]}")
-    return labels
+    spacing = tuple(meta.spacing[:2]) if meta.spacing is not None else None
+    return labels, spacing
 
 
 def process_entry(entry: Entry, root: Path, ds: DatasetDef, generator: Generator,
                   group: zarr.Group, overwrite: bool = False,
-                  chunk: int = st.DEFAULT_CHUNK) -> Outcome:
-    """Make and store the label map of one image unless it is already there; never raises for bad items."""
+                  chunk: int = st.DEFAULT_CHUNK, fingerprint: str | None = None) -> Outcome:
+    """Make and store the label map of one image unless it is already there; never raises for bad items.
+
+    ``fingerprint``: of the configuration this process computes under (default: the store's).
+    """
     start = time.perf_counter()
     try:
         rec = None if overwrite else st.record(group, entry.id)
         if rec is not None and rec.get("source_sha256") == entry.sha256:
             return Outcome(entry.id, "skipped", regions=int(rec.get("regions", 0)))
-        labels = compute_labels(entry, Path(root), ds, generator)
-        rec = st.write_labels(group, entry.id, labels, entry.sha256, chunk=chunk)
+        labels, spacing = compute_labels(entry, Path(root), ds, generator)
+        rec = st.write_labels(group, entry.id, labels, entry.sha256, chunk=chunk, fingerprint=fingerprint,
+                              spacing=spacing)
     except (ImageReadError, st.StoreError, ValueError, RuntimeError, OSError) as err:
         return Outcome(entry.id, "failed", one_line(err), time.perf_counter() - start)
     return Outcome(entry.id, "done", seconds=time.perf_counter() - start,
                    regions=int(rec["regions"]))
 
 
+def open_run_store(ds: DatasetDef, index: list[Entry], root: Path, out: str | Path,
+                   generator_provenance: dict, overwrite: bool = False, chunk: int = st.DEFAULT_CHUNK
+                   ) -> tuple[zarr.Group, dict]:
+    """The coordinator's part before any label map is made: create or check the store's configuration and
+    record the dataset it belongs to (definition, full index, root). Returns (store, provenance)."""
+    prov = st.make_provenance(ds.name, generator_provenance, sam_windows(ds), chunk)
+    group = st.init_store(out, prov, overwrite=overwrite)
+    record_dataset(group, ds, index, root, derivation_versions(root, index))
+    return group, prov
+
+
 def run_masks(ds: DatasetDef, entries: Iterable[Entry], root: Path, out: str | Path,
               generator: Generator, overwrite: bool = False, chunk: int = st.DEFAULT_CHUNK,
-              progress: bool = True) -> list[Outcome]:
-    """Label maps for `entries` into the store at `out` (created or resumed). One Outcome per entry."""
+              progress: bool = True, index: list[Entry] | None = None) -> list[Outcome]:
+    """Label maps for `entries` into the store at `out` (created or resumed). One Outcome per entry.
+
+    ``index``: the whole index the entries were selected from (recorded in the store; default `entries`).
+    """
     entries = list(entries)
-    prov = st.make_provenance(ds.name, generator.provenance(), sam_windows(ds), chunk)
-    group = st.init_store(out, prov, overwrite=overwrite)
-    return run_each(entries, lambda e: process_entry(e, root, ds, generator, group, overwrite, chunk),
-                    "label maps", progress)
+    group, prov = open_run_store(ds, index if index is not None else entries, root, out,
+                                 generator.provenance(), overwrite, chunk)
+    outcomes = run_each(entries, lambda e: process_entry(e, root, ds, generator, group, overwrite, chunk,
+                                                         prov["fingerprint"]), "label maps", progress)
+    refresh_labels_list(group)
+    return outcomes

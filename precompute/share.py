@@ -1,9 +1,10 @@
 """Sharing label stores: one zip file to hand over (`export_zip`), one store from several (`merge_stores`).
 
 Both copy raw keys - chunk and metadata bytes as stored, nothing recomputed or recompressed - of the items
-readers see: label maps with a complete record and image caches with a complete record. Within an item the
-chunks go first and its metadata (which carries the record) last, so an interrupted merge never shows a
-complete record without its chunks. Sources are opened read-only and never modified.
+readers see: label maps with a complete record, the store's dataset record (definition, index, root) and,
+only when asked, the image caches that schema-1 stores held. Within an item the chunks go first and its
+metadata (which carries the record) last, so an interrupted merge never shows a complete record without its
+chunks. Sources are opened read-only and never modified.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from zarr.core.sync import sync
 
 from rat.shared import store as st
 from rat.shared.cache import image_record
+from rat.shared.store_dataset import refresh_labels_list
 
 #: Record fields that must agree when two stores hold the same item (equal fields = equal bytes).
 ITEM_IDENTITY_FIELDS = {"labels": ("source_sha256", "labels_sha256", "dtype", "shape"),
@@ -68,8 +70,9 @@ def _names(ids: Sequence[str], most: int = 5) -> str:
     return ", ".join(ids[:most]) + (f" (and {len(ids) - most} more)" if len(ids) > most else "")
 
 
-def complete_items(group: zarr.Group) -> tuple[list[Item], list[str]]:
-    """The complete items of a store (label maps, then image caches) and the ids of incomplete label maps."""
+def complete_items(group: zarr.Group, with_images: bool = False) -> tuple[list[Item], list[str]]:
+    """The complete items of a store (label maps, then with `with_images` image caches) and the ids of
+    incomplete label maps."""
     items, incomplete = [], []
     for image_id in st.label_ids(group):
         rec = st.record(group, image_id)
@@ -77,7 +80,7 @@ def complete_items(group: zarr.Group) -> tuple[list[Item], list[str]]:
             incomplete.append(image_id)
         else:
             items.append(Item("labels", image_id, rec))
-    if "images" in group:
+    if with_images and "images" in group:
         for key in sorted(group["images"].group_keys()):
             rec = image_record(group, st.image_id(key))
             if rec is not None:
@@ -118,18 +121,28 @@ async def _copy_items(jobs: Sequence[tuple[zarr.abc.store.Store, Item]], dst: za
     await asyncio.gather(*(copy_item(src, item) for src, item in jobs))
 
 
-async def _copy_keys(src: zarr.abc.store.Store, dst: zarr.abc.store.Store, keys: Sequence[str]) -> None:
+async def _copy_keys(src: zarr.abc.store.Store, dst: zarr.abc.store.Store, keys: Sequence[str],
+                     prefixes: Sequence[str] = ()) -> None:
+    """Copy `keys`, and every key under `prefixes` (data before metadata), from src to dst."""
     prototype = default_buffer_prototype()
-    for key in keys:
+    found = [k async for k in src.list() if any(k.startswith(f"{p}/") for p in prefixes)]
+    for key in sorted(found, key=lambda k: k.endswith("zarr.json")) + list(keys):
         buf = await src.get(key, prototype=prototype)
         if buf is not None:
             await dst.set(key, buf)
 
 
-def export_zip(url: str | Path, zip_path: str | Path, overwrite: bool = False) -> ShareReport:
+def _index_array(prov: dict[str, Any]) -> list[str]:
+    """The node holding the store's index (schema 2), as a list of prefixes to copy."""
+    return [prov["index"]["array"]] if prov.get("index") else []
+
+
+def export_zip(url: str | Path, zip_path: str | Path, overwrite: bool = False,
+               with_images: bool = False) -> ShareReport:
     """Write the store at `url` (any location `open_store` reads) into one zip file, read-only for readers.
 
-    Complete items only (incomplete label maps are listed in the report). The zip is written beside
+    Complete label maps and the dataset record (incomplete label maps are listed in the report; a schema-1
+    store's image caches only `with_images`). The zip is written beside
     `zip_path` under a temporary name and renamed at the end, so `zip_path` is either whole or absent.
     Entries are stored uncompressed (ZIP_STORED): chunks are zstd-compressed already and stay seekable.
     """
@@ -139,14 +152,15 @@ def export_zip(url: str | Path, zip_path: str | Path, overwrite: bool = False) -
     if zip_path.exists() and not overwrite:
         raise st.StoreError(f"{zip_path}: exists; pass `overwrite` to replace it")
     group = st.open_store(url, mode="r")
-    st.provenance(group)
-    items, incomplete = complete_items(group)
+    prov = st.provenance(group)
+    items, incomplete = complete_items(group, with_images)
     partial = zip_path.with_name(zip_path.name + ".partial")
     zip_path.parent.mkdir(parents=True, exist_ok=True)
     dst = zarr.storage.ZipStore(partial, mode="w")
     try:
-        top = ["zarr.json"] + [f"{k}/zarr.json" for k in ITEM_IDENTITY_FIELDS if k in group]
-        sync(_copy_keys(group.store, dst, top))
+        top = ["zarr.json"] + [f"{k}/zarr.json" for k in ITEM_IDENTITY_FIELDS
+                               if k in group and (k == "labels" or with_images)]
+        sync(_copy_keys(group.store, dst, top, _index_array(prov)))
         sync(_copy_items([(group.store, item) for item in items], dst))
     except BaseException:
         dst.close()
@@ -166,14 +180,15 @@ def _existing(url: str | Path) -> zarr.Group | None:
         return None
 
 
-def merge_stores(sources: Sequence[str | Path], out: str | Path) -> ShareReport:
+def merge_stores(sources: Sequence[str | Path], out: str | Path, with_images: bool = False) -> ShareReport:
     """Combine label stores made for (possibly overlapping) parts of one dataset into the store at `out`.
 
     Every source (and `out`, if it exists) must have the same fingerprint: same dataset, generator,
     parameters, checkpoint SHA-256 and SAM windows; otherwise StoreError names the differing fields. An
     image in several stores must have identical content (same labels SHA-256 and source SHA-256), or the
     merge is refused naming the images. Both checks run before anything is written. `out` is created
-    (or extended) with the first source's root record; items it already holds are not copied again.
+    (or extended) with the first store's root record, dataset record and index; items it already holds are
+    not copied again. Schema-1 stores must be upgraded first (`rat-precompute upgrade`).
     """
     if not sources:
         raise ValueError("merge needs at least one source store")
@@ -183,6 +198,9 @@ def merge_stores(sources: Sequence[str | Path], out: str | Path) -> ShareReport:
     named = [(str(s), g, p) for s, g, p in zip(sources, groups, provs, strict=True)]
     if target is not None:
         named.insert(0, (str(out), target, st.provenance(target)))
+    for name, _, prov in named:
+        if prov["schema"] != st.SCHEMA_VERSION:
+            raise st.StoreError(f"{st.upgrade_hint(name)}; nothing merged")
     first_name, _, first = named[0]
     for name, _, prov in named[1:]:
         if prov["fingerprint"] != first["fingerprint"]:
@@ -192,7 +210,7 @@ def merge_stores(sources: Sequence[str | Path], out: str | Path) -> ShareReport:
     conflicts: list[str] = []
     report = ShareReport()
     for n, (name, group, _) in enumerate(named):
-        items, incomplete = complete_items(group)
+        items, incomplete = complete_items(group, with_images)
         report.incomplete += [f"{i} ({name})" for i in incomplete]
         for item in items:
             have = chosen.get((item.kind, item.image_id))
@@ -207,8 +225,11 @@ def merge_stores(sources: Sequence[str | Path], out: str | Path) -> ShareReport:
                             "nothing merged")
     offset = 1 if target is not None else 0
     jobs = [(groups[n - offset].store, item) for n, item in chosen.values() if n >= offset]
+    if target is None:  # the first store's dataset record comes with its root record: copy its index too
+        sync(_copy_keys(groups[0].store, st._store(out, read_only=False), [], _index_array(provs[0])))
     dst = st.init_store(out, dict(provs[0]))
     sync(_copy_items(jobs, dst.store))
+    refresh_labels_list(dst)
     report.label_maps = sum(item.kind == "labels" for _, item in jobs)
     report.images = sum(item.kind == "images" for _, item in jobs)
     return report

@@ -1,20 +1,29 @@
-"""The image cache: LQ and HQ images in the label store, chunked like the labels, for fast patch reads.
+"""The training image cache: LQ and HQ images chunked like the labels, in a local folder, for fast patches.
 
-Layout (beside ``labels/<key>``, see :mod:`rat.shared.store`)::
+Layout (under :func:`rat.shared.locate.cache_dir`, never inside a label store, so shared stores stay small)::
 
-    images/<key>/lq, images/<key>/hq   (H, W) or (H, W, C) arrays, chunks (chunk, chunk[, C]), zstd
-    images/<key>                       group attributes {"rat": record}, written last
+    images/<key>.zarr/lq, /hq   (H, W) or (H, W, C) arrays, chunks (chunk, chunk[, C]), zstd
+    images/<key>.zarr           group attributes {"rat": record}
 
-The record is ``{"source_sha256": LQ file SHA-256 (the index's), "hq_sha256": HQ file SHA-256, "shape",
-"lq_dtype", "hq_dtype", "complete": True}``; a cache without a complete record does not exist for readers.
+``<key>`` hashes the LQ and HQ SHA-256 (and the slice of a volume): the cache holds the pixels of the files,
+whatever dataset, root or store names them. The record is ``{"source_sha256": LQ SHA-256, "hq_sha256",
+"shape", "lq_dtype", "hq_dtype", "complete": True}``. An image is written into a temporary folder that is
+renamed into place when complete, so several ranks or runs on one machine can fill one cache at once: the
+first to finish wins and nobody ever reads half an image.
+
 Values are exactly what :func:`rat.shared.io.read_image` returns, stored in the smallest exact dtype
 (:func:`exact_dtype`): the source dtype when it holds them (8/16-bit PNG, int16 HU), else a wider integer,
-else float32. Nothing is ever squeezed to 8 bit. Only the process that caches an image writes its key.
+else float32. Nothing is ever squeezed to 8 bit. Label stores of schema 1 may hold such a cache under
+``images/<key>``; it is still read (:func:`store_images`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 import time
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -28,6 +37,7 @@ from rat.shared.errors import one_line
 from rat.shared.hashes import source_sha256
 from rat.shared.index import Entry, checked_lq, read_hq, read_lq
 from rat.shared.io import ImageReadError
+from rat.shared.locate import cache_dir, source_path
 
 _WIDER_INTS = ("int16", "int32")
 
@@ -55,92 +65,117 @@ def exact_dtype(values: np.ndarray, source_dtype: str) -> np.dtype:
     return np.dtype("float32")
 
 
-def image_record(group: zarr.Group, image_id: str) -> dict[str, Any] | None:
-    """The complete image-cache record of `image_id`, else None (missing, partial or unreadable)."""
-    try:
-        rec = group[f"images/{st.image_key(image_id)}"].attrs.get(st.ATTR)
-    except Exception:  # noqa: BLE001 - a missing or half-written node is simply not there
-        return None
-    return rec if isinstance(rec, dict) and rec.get("complete") else None
-
-
-def _chunk_edge(group: zarr.Group) -> int:
-    chunk = st.provenance(group).get("chunk", [st.DEFAULT_CHUNK])
-    return int(chunk[0])
-
-
-def write_images(group: zarr.Group, image_id: str, lq: np.ndarray, hq: np.ndarray, source_sha256: str,
-                 hq_sha256: str, lq_dtype: str, hq_dtype: str, chunk: int = st.DEFAULT_CHUNK
-                 ) -> dict[str, Any]:
-    """Write one image pair (float values as read_image returns them) and its record, the record last.
+def write_images(group: zarr.Group, lq: np.ndarray, hq: np.ndarray, source_sha256: str, hq_sha256: str,
+                 lq_dtype: str, hq_dtype: str, chunk: int = st.DEFAULT_CHUNK) -> dict[str, Any]:
+    """Write one image pair (float values as read_image returns them) into ``group``, its record last.
 
     lq, hq: (H, W) or (H, W, C) of the same shape; stored in exact_dtype of their source dtypes.
-    Replaces whatever was at ``images/<key>`` (partial or stale).
     """
     if lq.shape != hq.shape or lq.ndim not in (2, 3):
-        raise ValueError(f"{image_id}: LQ {lq.shape} and HQ {hq.shape} must be equal (H, W[, C]) shapes")
-    key = f"images/{st.image_key(image_id)}"
-    node = group.create_group(key, overwrite=True)  # no attributes yet: incomplete for readers
+        raise ValueError(f"LQ {lq.shape} and HQ {hq.shape} must be equal (H, W[, C]) shapes")
     chunks = (min(chunk, lq.shape[0]), min(chunk, lq.shape[1]), *lq.shape[2:])
     dtypes = {}
     for name, values, source in (("lq", lq, lq_dtype), ("hq", hq, hq_dtype)):
         dtype = exact_dtype(values, source)
-        arr = node.create_array(name, shape=values.shape, dtype=dtype, chunks=chunks,
-                                compressors=zarr.codecs.ZstdCodec(level=st.ZSTD_LEVEL), fill_value=0,
-                                overwrite=True)
+        arr = group.create_array(name, shape=values.shape, dtype=dtype, chunks=chunks,
+                                 compressors=zarr.codecs.ZstdCodec(level=st.ZSTD_LEVEL), fill_value=0,
+                                 overwrite=True)
         arr[...] = values.astype(dtype)
         dtypes[name] = str(dtype)
     rec = {"source_sha256": source_sha256, "hq_sha256": hq_sha256, "shape": list(lq.shape),
            "lq_dtype": dtypes["lq"], "hq_dtype": dtypes["hq"], "complete": True}
-    node.attrs[st.ATTR] = rec
+    group.attrs[st.ATTR] = rec
     return rec
 
 
-def cache_entry(entry: Entry, root: str | Path, group: zarr.Group, overwrite: bool = False,
-                chunk: int | None = None) -> Outcome:
-    """Cache one image pair unless a complete cache with the same LQ and HQ hashes is there.
+def _valid(rec: Any, entry: Entry) -> bool:
+    return (isinstance(rec, dict) and bool(rec.get("complete")) and rec.get("source_sha256") == entry.sha256
+            and (not entry.hq_sha256 or rec.get("hq_sha256") == entry.hq_sha256)
+            and list(rec.get("shape", []))[:2] == list(entry.shape[:2]))
 
-    Never raises for bad items: a failure is an Outcome with a one-line reason.
-    """
-    start = time.perf_counter()
+
+def image_record(group: zarr.Group, image_id: str) -> dict[str, Any] | None:
+    """The complete record of a schema-1 store's image cache of `image_id`, else None."""
     try:
-        hq_path = Path(root) / entry.hq
-        if not hq_path.exists():
-            raise ImageReadError(hq_path, "file not found")
-        hq_sha = source_sha256(hq_path)
-        rec = None if overwrite else image_record(group, entry.id)
-        if rec is not None and rec.get("source_sha256") == entry.sha256 and rec.get("hq_sha256") == hq_sha:
+        rec = st.retrying(f"{group.store}: images/{image_id}",
+                          lambda: group[f"images/{st.image_key(image_id)}"].attrs.get(st.ATTR))
+    except st.MISSING:
+        return None
+    return rec if isinstance(rec, dict) and rec.get("complete") else None
+
+
+def store_images(group: zarr.Group, entry: Entry) -> tuple[zarr.Array, zarr.Array] | None:
+    """(lq, hq) arrays of a schema-1 store's image cache made from the entry's files, else None."""
+    if not _valid(image_record(group, entry.id), entry):
+        return None
+    node = group[f"images/{st.image_key(entry.id)}"]
+    return node["lq"], node["hq"]
+
+
+class ImageCache:
+    """The local image cache in ``folder`` (default :func:`rat.shared.locate.cache_dir`)."""
+
+    def __init__(self, folder: str | Path | None = None, chunk: int = st.DEFAULT_CHUNK) -> None:
+        self.folder = cache_dir(folder) / "images"
+        self.chunk = chunk
+
+    def path(self, entry: Entry) -> Path:
+        hq = entry.hq_sha256 or entry.hq  # indexes of version 1 have no HQ hash: key by path
+        key = hashlib.sha256(f"{entry.sha256}:{hq}:{entry.slice}:{entry.axis}".encode()).hexdigest()
+        return self.folder / key[:2] / f"{key[2:34]}.zarr"
+
+    def arrays(self, entry: Entry) -> tuple[zarr.Array, zarr.Array] | None:
+        """(lq, hq) arrays cached for the entry's files, else None."""
+        path = self.path(entry)
+        if not (path / "zarr.json").is_file():
+            return None
+        try:
+            group = zarr.open_group(zarr.storage.LocalStore(path, read_only=True), mode="r")
+            if not _valid(group.attrs.get(st.ATTR), entry):
+                return None
+            return group["lq"], group["hq"]
+        except (*st.MISSING, ValueError, OSError):
+            return None
+
+    def add(self, entry: Entry, root: str | Path) -> Outcome:
+        """Cache one entry's LQ and HQ unless they are there; a failure is an Outcome, never raised."""
+        start = time.perf_counter()
+        if self.arrays(entry) is not None:
             return Outcome(entry.id, "skipped")
-        checked_lq(entry, root)
-        lq, lq_meta = read_lq(entry, root)
-        hq, hq_meta = read_hq(entry, root)
-        if lq.shape != hq.shape:
-            raise ValueError(f"{entry.id}: LQ shape {lq.shape} != HQ shape {hq.shape}")
-        if list(lq.shape[:2]) != list(entry.shape[:2]):
-            raise ValueError(f"{entry.id}: image shape {lq.shape} != indexed shape {entry.shape}")
-        write_images(group, entry.id, lq, hq, entry.sha256, hq_sha, lq_meta.source_dtype,
-                     hq_meta.source_dtype, chunk or _chunk_edge(group))
-    except (ImageReadError, st.StoreError, ValueError, RuntimeError, OSError) as err:
-        return Outcome(entry.id, "failed", one_line(err), time.perf_counter() - start)
-    return Outcome(entry.id, "done", seconds=time.perf_counter() - start)
+        tmp = self.path(entry).with_name(f".{self.path(entry).name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+        try:
+            hq_path = source_path(root, entry.hq)
+            if not hq_path.exists():
+                raise ImageReadError(hq_path, "file not found")
+            hq_sha = source_sha256(hq_path)
+            if entry.hq_sha256 and hq_sha != entry.hq_sha256:
+                raise ImageReadError(entry.hq, "changed since the index was written (SHA-256 differs)")
+            checked_lq(entry, root)
+            lq, lq_meta = read_lq(entry, root)
+            hq, hq_meta = read_hq(entry, root)
+            if lq.shape != hq.shape:
+                raise ValueError(f"{entry.id}: LQ shape {lq.shape} != HQ shape {hq.shape}")
+            if list(lq.shape[:2]) != list(entry.shape[:2]):
+                raise ValueError(f"{entry.id}: image shape {lq.shape} != indexed shape {entry.shape}")
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            group = zarr.open_group(zarr.storage.LocalStore(tmp), mode="w")
+            write_images(group, lq, hq, entry.sha256, hq_sha, lq_meta.source_dtype, hq_meta.source_dtype,
+                         self.chunk)
+            try:
+                os.rename(tmp, self.path(entry))  # atomic; fails if another process got there first
+            except OSError:
+                if self.arrays(entry) is None:  # what is there is no valid image: a stale leftover
+                    shutil.rmtree(self.path(entry), ignore_errors=True)
+                    os.rename(tmp, self.path(entry))
+        except (ImageReadError, st.StoreError, ValueError, RuntimeError, OSError) as err:
+            return Outcome(entry.id, "failed", one_line(err), time.perf_counter() - start)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return Outcome(entry.id, "done", seconds=time.perf_counter() - start)
 
 
-def open_for_cache(store_url: str | Path) -> zarr.Group:
-    """Open an existing label store (made by `rat-precompute masks`) for adding images; StoreError if none."""
-    st.provenance(st.open_store(store_url, mode="r"))  # exists and is a RAT store; never creates one
-    group = st.open_store(store_url, mode="a")
-    if "images" not in group:
-        group.require_group("images")
-    return group
-
-
-def cache_images(entries: Iterable[Entry], root: str | Path, store_url: str | Path, *,
-                 overwrite: bool = False, progress: bool = True) -> list[Outcome]:
-    """Add the LQ and HQ images of `entries` to the store (resumable). One Outcome per entry.
-
-    The store must exist (StoreError otherwise). Chunk edge: the store's provenance "chunk".
-    """
-    entries = list(entries)
-    group = open_for_cache(store_url)
-    chunk = _chunk_edge(group)
-    return run_each(entries, lambda e: cache_entry(e, root, group, overwrite, chunk), "image cache", progress)
+def cache_images(entries: Iterable[Entry], root: str | Path, cache: str | Path | None = None, *,
+                 chunk: int = st.DEFAULT_CHUNK, progress: bool = True) -> list[Outcome]:
+    """Add the LQ and HQ images of `entries` to the local image cache (resumable). One Outcome per entry."""
+    images = ImageCache(cache, chunk)
+    return run_each(list(entries), lambda e: images.add(e, root), "image cache", progress)

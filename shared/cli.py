@@ -87,7 +87,8 @@ def dataset_options(required: bool = True, root_required: bool = True) -> Callab
         click.option("--root", required=root_required, type=click.Path(file_okay=False, path_type=Path),
                      help="Data root that the definition's file patterns are relative to."),
         click.option("--index", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                     help="Per-image index file (default: <root>/.rat/<name>.csv)."),
+                     help="Per-image index file, used as it is (default: <root>/.rat/<name>.csv, built "
+                          "and kept up to date automatically)."),
     ])
 
 

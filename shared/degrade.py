@@ -124,3 +124,10 @@ def simulate_low_dose_ct(
     noise_mu = fbp(noisy) - fbp(line_integrals)  # (size, size) in 1/mm
     noise_hu = noise_mu[top : top + h, left : left + w] * (1000.0 / mu_water)
     return (hu + noise_hu).astype(np.float32)
+
+
+def derive_versions() -> dict[str, str]:
+    """Versions of the libraries whose arithmetic derived LQ images depend on (recorded beside them)."""
+    import PIL
+
+    return {"Pillow": PIL.__version__, "numpy": np.__version__}

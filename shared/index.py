@@ -22,20 +22,24 @@ from rat.shared.datasets import DatasetDef, ManifestError
 from rat.shared.errors import ParamError
 from rat.shared.hashes import source_sha256
 from rat.shared.io import ImageMeta, ImageReadError, read_image
+from rat.shared.locate import source_path, state_dir
 
-STATE_DIR = ".rat"
-"""Folder under the data root that holds the index, its problems and derived LQ images."""
-
-INDEX_COLUMNS = ("id", "group", "split", "lq", "hq", "slice", "sha256", "shape", "axis")
+#: Columns of an index entry, in the index CSV and in the copy a label store keeps.
+INDEX_COLUMNS = ("id", "group", "split", "lq", "hq", "slice", "sha256", "shape", "axis", "hq_sha256")
+_INDEX_V1_COLUMNS = INDEX_COLUMNS[:-1]  # version 1 had no HQ hashes
 PROBLEM_COLUMNS = ("path", "reason")
 SPLITS = ("train", "test")
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One 2-D image of the index. lq/hq are posix paths relative to the data root; for volumes,
-    slice is the index along axis ``axis`` of the volume (both None for 2-D images); sha256 is
-    that of the LQ file; shape is the LQ image's (H, W) or (H, W, C)."""
+    """One 2-D image of the index.
+
+    lq/hq: posix paths relative to the data root (derived LQ images: ``.rat/derived/...``, in the root's
+    state folder, see :func:`rat.shared.locate.source_path`); for volumes, slice is the index along axis
+    ``axis`` of the volume (both None for 2-D images); sha256 and hq_sha256: SHA-256 of the LQ and HQ
+    files; shape: the LQ image's (H, W) or (H, W, C).
+    """
 
     id: str
     group: str
@@ -46,6 +50,7 @@ class Entry:
     sha256: str
     shape: tuple[int, ...]
     axis: int | None = None
+    hq_sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -57,8 +62,8 @@ class Problem:
 
 
 def index_path(ds: DatasetDef, root: str | Path) -> Path:
-    """Default index location: ``<root>/.rat/<name>.csv``."""
-    return Path(root) / STATE_DIR / f"{ds.name}.csv"
+    """Default index location: ``<root>/.rat/<name>.csv`` (see :func:`rat.shared.locate.state_dir`)."""
+    return state_dir(root) / f"{ds.name}.csv"
 
 
 def problems_path(index: str | Path) -> Path:
@@ -71,17 +76,41 @@ def fmt_shape(shape: tuple[int, ...]) -> str:
     return "x".join(str(int(s)) for s in shape)
 
 
+def entry_row(e: Entry) -> list[str]:
+    """An entry as strings, in INDEX_COLUMNS order."""
+    return [e.id, e.group, e.split, e.lq, e.hq, "" if e.slice is None else str(e.slice), e.sha256,
+            fmt_shape(e.shape), "" if e.axis is None else str(e.axis), e.hq_sha256]
+
+
+def entry_from_row(row: Sequence[str]) -> Entry:
+    """The entry of a row in INDEX_COLUMNS order (ValueError naming what is wrong)."""
+    id_, group, split, lq, hq, slc, sha, shape, axis, hq_sha = row
+    if split not in SPLITS:
+        raise ValueError(f"split {split!r} is not train or test")
+    if (slc == "") != (axis == ""):
+        raise ValueError("slice and axis are both set (volumes) or both empty")
+    return Entry(id_, group, split, lq, hq, int(slc) if slc else None, sha,
+                 tuple(int(s) for s in shape.split("x")), int(axis) if axis else None, hq_sha)
+
+
 def write_index(entries: list[Entry], path: str | Path) -> None:
     """Write entries as CSV (columns INDEX_COLUMNS, "\\n" line ends, sorted by id)."""
-    rows = [(e.id, e.group, e.split, e.lq, e.hq, "" if e.slice is None else e.slice, e.sha256,
-             fmt_shape(e.shape), "" if e.axis is None else e.axis)
-            for e in sorted(entries, key=lambda e: e.id)]
-    _write_csv(path, INDEX_COLUMNS, rows)
+    _write_csv(path, INDEX_COLUMNS, [entry_row(e) for e in sorted(entries, key=lambda e: e.id)])
 
 
 def write_problems(problems: list[Problem], path: str | Path) -> None:
     """Write problems as CSV (columns path, reason)."""
     _write_csv(path, PROBLEM_COLUMNS, [(p.path, p.reason) for p in problems])
+
+
+def read_problems(path: str | Path) -> list[Problem]:
+    """The problems written by write_problems ([] when there is no such file)."""
+    try:
+        with Path(path).open(newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except OSError:
+        return []
+    return [Problem(*row) for row in rows[1:] if len(row) == 2]
 
 
 def _write_csv(path: str | Path, header: tuple[str, ...], rows: list[tuple]) -> None:
@@ -96,26 +125,23 @@ def _write_csv(path: str | Path, header: tuple[str, ...], rows: list[tuple]) -> 
 
 
 def read_index(path: str | Path) -> list[Entry]:
-    """Read an index CSV written by write_index; errors name the file and line."""
+    """Read an index CSV written by write_index (or by version 1, without HQ hashes and stamps); errors
+    name the file and line."""
     path = Path(path)
     try:
         with path.open(newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise ManifestError(f"{path}: cannot read index ({e})") from None
-    if not rows or tuple(rows[0]) != INDEX_COLUMNS:
+    header = tuple(rows[0]) if rows else ()
+    if header not in (INDEX_COLUMNS, _INDEX_V1_COLUMNS):
         raise ManifestError(f"{path}: not an index (header must be {','.join(INDEX_COLUMNS)})")
     entries = []
     for line, row in enumerate(rows[1:], start=2):
         try:
-            id_, group, split, lq, hq, slc, sha, shape, axis = row
-            if split not in SPLITS:
-                raise ValueError(f"split {split!r} is not train or test")
-            if (slc == "") != (axis == ""):
-                raise ValueError("slice and axis are both set (volumes) or both empty")
-            entries.append(Entry(id_, group, split, lq, hq, int(slc) if slc else None, sha,
-                                 tuple(int(s) for s in shape.split("x")),
-                                 int(axis) if axis else None))
+            if len(row) != len(header):
+                raise ValueError(f"{len(row)} fields, expected {len(header)}")
+            entries.append(entry_from_row(row if header == INDEX_COLUMNS else [*row, ""]))
         except ValueError as e:
             raise ManifestError(f"{path}: line {line}: bad row ({e})") from None
     return entries
@@ -128,7 +154,7 @@ def load_index(ds: DatasetDef, root: str | Path, index: str | Path | None = None
         dataset = ds.name if ds.builtin else str(ds.source)
         hint = "" if index is None else f" --index {path}"
         raise ManifestError(f"{path}: no index; run `rat-precompute manifest --dataset {dataset} "
-                            f"--root {root}{hint}` first")
+                            f"--root {root}{hint}` first (masks and cache build it themselves)")
     entries = read_index(path)
     unknown = sorted({e.group for e in entries} - set(ds.groups))
     if unknown:
@@ -139,12 +165,12 @@ def load_index(ds: DatasetDef, root: str | Path, index: str | Path | None = None
 
 def read_lq(entry: Entry, root: str | Path) -> tuple[np.ndarray, ImageMeta]:
     """The entry's LQ image (float32 (H, W) or (H, W, C); a slice for volumes) and its ImageMeta."""
-    return _read(Path(root) / entry.lq, entry)
+    return _read(source_path(root, entry.lq), entry)
 
 
 def read_hq(entry: Entry, root: str | Path) -> tuple[np.ndarray, ImageMeta]:
     """The entry's HQ image (float32 (H, W) or (H, W, C); a slice for volumes) and its ImageMeta."""
-    return _read(Path(root) / entry.hq, entry)
+    return _read(source_path(root, entry.hq), entry)
 
 
 def _read(path: Path, entry: Entry) -> tuple[np.ndarray, ImageMeta]:
@@ -193,7 +219,7 @@ def select(entries: Sequence[Entry], split: str | None = None, shard: tuple[int,
 def checked_lq(entry: Entry, root: str | Path) -> Path:
     """The entry's LQ file under ``root``; ImageReadError (naming the file as the index does, relative to
     the root) when it is missing or no longer the indexed bytes."""
-    path = Path(root) / entry.lq
+    path = source_path(root, entry.lq)
     if not path.exists():
         raise ImageReadError(entry.lq, "file not found")
     if source_sha256(path) != entry.sha256:

@@ -1,9 +1,14 @@
-"""Building the per-image index of a dataset: find, pair, check and split its images.
+"""Building and refreshing the per-image index of a dataset: find, pair, check and split its images.
 
 The dataset definitions it is built from (TOML, :func:`rat.shared.datasets.load_dataset`) are in
 :mod:`rat.shared.datasets`, the file patterns in :mod:`rat.shared.patterns`, and the index itself (entries,
 CSV, selection) in :mod:`rat.shared.index`. Derived LQ images are written once under
-``<root>/.rat/derived/<name>/`` in the HQ file's format (PNG for JPEG) and the index points at them.
+``<state folder>/derived/<name>/`` (:func:`rat.shared.locate.state_dir`: ``<root>/.rat`` where it can be
+written) in the HQ file's format (PNG for JPEG), and the index points at them.
+
+:func:`ensure_index` brings the index up to date: a pair of files whose size and modification time are
+those recorded in the index, under an unchanged definition, is taken over without being read again; only
+new and changed files are read and hashed.
 """
 
 from __future__ import annotations
@@ -18,17 +23,64 @@ import numpy as np
 from tqdm import tqdm
 
 from rat.shared.datasets import DatasetDef, Group, ManifestError, split_units
-from rat.shared.degrade import derive_lq
-from rat.shared.index import STATE_DIR, Entry, Problem, fmt_shape
-from rat.shared.io import ImageReadError, read_image, read_volume, sha256_file, write_image
+from rat.shared.degrade import derive_lq, derive_versions
+from rat.shared.hashes import file_stamp, source_sha256
+from rat.shared.index import (
+    Entry,
+    Problem,
+    fmt_shape,
+    index_path,
+    load_index,
+    problems_path,
+    read_index,
+    write_index,
+    write_problems,
+)
+from rat.shared.io import ImageReadError, read_image, read_volume, write_image
+from rat.shared.locate import STATE_DIR, source_path
 from rat.shared.patterns import FIELD, fill_pattern, match_files
 
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def derived_dir(ds: DatasetDef, root: str | Path) -> Path:
-    """Folder of derived LQ images: ``<root>/.rat/derived/<name>`` (mirrors the HQ paths)."""
-    return Path(root) / STATE_DIR / "derived" / ds.name
+def derived_rel(ds_name: str, hq: str) -> str:
+    """Index path of the derived LQ image of HQ file ``hq``: ``.rat/derived/<name>/<hq>`` (JPEG as PNG)."""
+    rel = Path(STATE_DIR) / "derived" / ds_name / hq
+    if rel.suffix.lower() in (".jpg", ".jpeg"):
+        rel = rel.with_suffix(".png")
+    return rel.as_posix()
+
+
+def index_entries(ds: DatasetDef, root: str | Path, index: str | Path | None = None,
+                  progress: bool = True) -> list[Entry]:
+    """The entries to work on: an index file named by the user as it is, else the dataset's own index
+    under the root, built or brought up to date (:func:`ensure_index`)."""
+    if index is not None:
+        return load_index(ds, root, index)
+    return ensure_index(ds, root, progress=progress)[0]
+
+
+def ensure_index(ds: DatasetDef, root: str | Path, index: str | Path | None = None, *,
+                 rebuild: bool = False, progress: bool = True) -> tuple[list[Entry], list[Problem]]:
+    """The dataset's index under ``root``, built when missing and brought up to date when files or the
+    definition changed (see the module doc); written with its problems. ``rebuild``: read every file."""
+    path = Path(index) if index is not None else index_path(ds, root)
+    state_file = path.with_suffix(".state.json")  # the definition's hash and the files' stamps
+    previous, stamps = None, {}
+    if not rebuild and path.is_file():
+        try:
+            state = json.loads(state_file.read_text())
+            if state["definition_sha256"] == ds.sha256:
+                previous, stamps = read_index(path), {k: tuple(v) for k, v in state["stamps"].items()}
+        except (OSError, ValueError, KeyError, TypeError, ManifestError):
+            previous, stamps = None, {}
+    entries, problems = build_index(ds, root, previous=previous, stamps=stamps, progress=progress)
+    write_index(entries, path)
+    write_problems(problems, problems_path(path))
+    stamps = {rel: file_stamp(source_path(root, rel)) for e in entries for rel in (e.lq, e.hq)}
+    state = {"definition": str(ds.source), "definition_sha256": ds.sha256, "stamps": stamps}
+    state_file.write_text(json.dumps(state, sort_keys=True) + "\n")
+    return entries, problems
 
 
 @dataclass
@@ -40,13 +92,16 @@ class _Pair:
 
 
 def build_index(
-    ds: DatasetDef, root: str | Path, *, progress: bool = True
+    ds: DatasetDef, root: str | Path, *, previous: list[Entry] | None = None,
+    stamps: dict[str, tuple[int, int]] | None = None, progress: bool = True
 ) -> tuple[list[Entry], list[Problem]]:
     """Find, pair, check and split every image of the dataset under root.
 
     Derived LQ images are written (or reused when up to date). Unpaired, ambiguous, unreadable
-    and mismatched files become Problems and are left out. Returns (entries sorted by id,
-    problems sorted by path). Raises ManifestError when the split rule cannot be applied.
+    and mismatched files become Problems and are left out. ``previous``: entries of an earlier index
+    of the same definition, taken over for files whose (size, mtime) are still those in ``stamps``
+    (by index path). Returns (entries
+    sorted by id, problems sorted by path). Raises ManifestError when the split rule cannot be applied.
     """
     root = Path(root)
     if not root.is_dir():
@@ -56,10 +111,15 @@ def build_index(
     for group in ds.groups.values():
         pairs += _pair_group(group, root, problems)
 
+    known: dict[tuple[str, str, str], list[Entry]] = defaultdict(list)
+    for e in previous or ():
+        known[(e.group, e.lq, e.hq)].append(e)
     rows: list[tuple[_Pair, list[Entry]]] = []
     for pair in tqdm(pairs, desc=f"index {ds.name}", unit="image", disable=not progress):
         try:
-            rows.append((pair, _check_pair(ds, root, pair)))
+            lq_rel = pair.lq or derived_rel(ds.name, pair.hq)
+            reused = _unchanged(known.get((pair.group.name, lq_rel, pair.hq), []), root, stamps or {})
+            rows.append((pair, reused or _check_pair(ds, root, pair)))
         except ImageReadError as e:
             bad = Path(e.path)
             rel = bad.relative_to(root).as_posix() if bad.is_relative_to(root) else str(bad)
@@ -111,8 +171,10 @@ def _check_pair(ds: DatasetDef, root: Path, pair: _Pair) -> list[Entry]:
     base_id = _entry_id(group, pair.fields)
     if group.volume is not None:
         return _check_volume_pair(root, pair, base_id)
+    hq_sha = source_sha256(root / pair.hq)
     if pair.lq is None:
-        lq_rel, lq_shape, lq_sha = _derive(ds, root, pair)
+        lq_rel, lq_sha = ensure_derived(ds.name, group.derive_lq, root, pair.hq, hq_sha)
+        lq_shape = read_image(source_path(root, lq_rel))[0].shape  # the index lists readable images only
         _check_channels(group, lq_rel, lq_shape)
     else:
         lq_rel = pair.lq
@@ -120,8 +182,21 @@ def _check_pair(ds: DatasetDef, root: Path, pair: _Pair) -> list[Entry]:
         _check_channels(group, lq_rel, lq.shape)
         hq, _ = read_image(root / pair.hq)
         _check_same_shape(pair, lq.shape, hq.shape)
-        lq_shape, lq_sha = lq.shape, sha256_file(root / pair.lq)
-    return [Entry(base_id, group.name, "", lq_rel, pair.hq, None, lq_sha, tuple(lq_shape))]
+        lq_shape, lq_sha = lq.shape, source_sha256(root / pair.lq)
+    return [Entry(base_id, group.name, "", lq_rel, pair.hq, None, lq_sha, tuple(lq_shape), None, hq_sha)]
+
+
+def _unchanged(entries: list[Entry], root: Path, stamps: dict[str, tuple[int, int]]) -> list[Entry]:
+    """``entries`` (of one pair of files, from an earlier index) if both files still have the recorded
+    size and modification time, else [] (they must be read again)."""
+    if not entries or not all(e.hq_sha256 for e in entries):
+        return []
+    lq, hq = entries[0].lq, entries[0].hq
+    try:
+        same = stamps.get(lq) == file_stamp(source_path(root, lq)) and stamps.get(hq) == file_stamp(root / hq)
+    except (OSError, ImageReadError):
+        return []
+    return [replace(e, split="") for e in entries] if same else []
 
 
 def _check_channels(group: Group, rel: str, shape: tuple[int, ...]) -> None:
@@ -151,41 +226,38 @@ def _check_volume_pair(root: Path, pair: _Pair, base_id: str) -> list[Entry]:
     above = (hq > vol.air_threshold).mean(axis=other)  # (n_slices,) fraction of non-air voxels
     keep = np.flatnonzero(above > vol.air_fraction)
     shape = tuple(int(s) for i, s in enumerate(hq.shape) if i != axis)
-    sha = sha256_file(root / pair.lq)
+    sha, hq_sha = source_sha256(root / pair.lq), source_sha256(root / pair.hq)
     return [Entry(f"{base_id}_{k:04d}", pair.group.name, "", pair.lq, pair.hq, int(k), sha, shape,
-                  axis) for k in keep]
+                  axis, hq_sha) for k in keep]
 
 
-def _derive(ds: DatasetDef, root: Path, pair: _Pair) -> tuple[str, tuple[int, ...], str]:
-    """Write (or reuse) the derived LQ of pair.hq; returns (relative path, shape, sha256).
+def ensure_derived(ds_name: str, method: str, root: str | Path, hq: str, hq_sha256: str) -> tuple[str, str]:
+    """Write (or reuse) the derived LQ image of HQ file ``hq``; returns (index path, SHA-256 of the LQ file).
 
-    The LQ file mirrors the HQ path and format, except that JPEG HQ gives PNG LQ (lossless).
-    A JSON sidecar records the method and both SHA-256s; the LQ is up to date while they match.
+    The LQ file mirrors the HQ path and format (JPEG HQ gives PNG LQ: lossless) in the root's state folder.
+    A JSON sidecar records the method, both SHA-256s and the library versions that derived it; the LQ is up
+    to date while they match the HQ file and the method.
     """
-    method = pair.group.derive_lq
-    assert method is not None
-    out = derived_dir(ds, root) / pair.hq
-    if out.suffix.lower() in (".jpg", ".jpeg"):
-        out = out.with_suffix(".png")
+    rel = derived_rel(ds_name, hq)
+    out = source_path(root, rel)
     sidecar = out.with_name(out.name + ".json")
-    hq_sha = sha256_file(root / pair.hq)
-    rel = out.relative_to(root).as_posix()
     try:
         record = json.loads(sidecar.read_text())
-        if (record["method"] == method and record["hq_sha256"] == hq_sha
-                and sha256_file(out) == record["lq_sha256"]):
-            lq, _ = read_image(out)  # still decodes: the index lists only readable images
-            return rel, lq.shape, record["lq_sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
+        if (record["method"] == method and record["hq_sha256"] == hq_sha256
+                and source_sha256(out) == record["lq_sha256"]):
+            return rel, record["lq_sha256"]
+    except (OSError, ValueError, KeyError, TypeError, ImageReadError):
         pass  # missing or stale: derive again
-    hq, meta = read_image(root / pair.hq)
-    lq = derive_lq(hq, method, meta.source_dtype)
+    source = Path(root) / hq
+    image, meta = read_image(source)
+    lq = derive_lq(image, method, meta.source_dtype)
     dtype = None if meta.format == "dicom" else meta.source_dtype  # DICOM: template's dtype
-    write_image(out, lq, like=root / pair.hq, dtype=dtype)  # atomic
-    lq_sha = sha256_file(out)
-    record = {"method": method, "hq": pair.hq, "hq_sha256": hq_sha, "lq_sha256": lq_sha}
+    write_image(out, lq, like=source, dtype=dtype)  # atomic
+    lq_sha = source_sha256(out)
+    record = {"method": method, "hq": hq, "hq_sha256": hq_sha256, "lq_sha256": lq_sha,
+              "versions": derive_versions()}
     sidecar.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-    return rel, lq.shape, lq_sha
+    return rel, lq_sha
 
 
 def _entry_id(group: Group, values: dict[str, str]) -> str:
@@ -239,3 +311,17 @@ def _dedupe_ids(entries: list[Entry], problems: list[Problem]) -> list[Entry]:
     return [e for e in entries if counts[e.id] == 1]
 
 
+
+
+def derivation_versions(root: str | Path, entries: list[Entry]) -> list[dict[str, str]]:
+    """The distinct library versions that derived the entries' derived LQ images (from their sidecars)."""
+    found: list[dict[str, str]] = []
+    for rel in sorted({e.lq for e in entries if e.lq.startswith(f"{STATE_DIR}/derived/")}):
+        path = source_path(root, rel)
+        try:
+            versions = json.loads(path.with_name(path.name + ".json").read_text()).get("versions")
+        except (OSError, ValueError):
+            continue
+        if versions and versions not in found:
+            found.append(versions)
+    return found

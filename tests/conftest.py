@@ -8,6 +8,23 @@ import pytest
 import torch
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Tests never touch the user's cache folder or data root: a cache of their own, no RAT_DATA_ROOT."""
+    import os
+
+    saved = {k: os.environ.get(k) for k in ("RAT_CACHE_DIR", "RAT_DATA_ROOT", "RAT_SAM_CHECKPOINT")}
+    os.environ["RAT_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ.pop("RAT_DATA_ROOT", None)
+    os.environ.pop("RAT_SAM_CHECKPOINT", None)
+    yield Path(os.environ["RAT_CACHE_DIR"])
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @pytest.fixture(scope="session")
 def sample_root(tmp_path_factory) -> Path:
     """The sample dataset with its index, built once. Read-only for tests: copy it to change it."""
@@ -71,3 +88,31 @@ def console_script(name: str) -> str:
     """Path of an installed console script of this environment."""
     path = Path(sys.executable).parent / name
     return str(path) if path.exists() else shutil.which(name) or name
+
+
+def write_schema1_store(url, dataset: str, labels: dict, generator: dict, windows: dict, chunk: int = 256):
+    """A label store in the layout of schema 1 (version 0.1 of this package), written with zarr directly:
+    root attributes {"rat": provenance} whose fingerprint hashes schema, dataset, generator and windows;
+    each label map the array labels/<key> with its record in its attributes. labels: id -> (map, LQ sha)."""
+    import hashlib
+    import json
+
+    import numpy as np
+    import zarr
+
+    identity = {"schema": 1, "dataset": dataset, "generator": generator, "windows": windows}
+    fp = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+    root = zarr.open_group(zarr.storage.LocalStore(url), mode="w")
+    root.attrs["rat"] = {**identity, "chunk": [chunk, chunk], "package_version": "0.1.0", "fingerprint": fp}
+    root.require_group("labels")
+    root.require_group("images")
+    for image_id, (lab, sha) in labels.items():
+        arr = root.create_array(f"labels/{image_id.replace('/', '~')}", shape=lab.shape, dtype=lab.dtype,
+                                chunks=(min(chunk, lab.shape[0]), min(chunk, lab.shape[1])),
+                                compressors=zarr.codecs.ZstdCodec(level=5), fill_value=0)
+        arr[...] = lab
+        arr.attrs["rat"] = {"source_sha256": sha, "shape": list(lab.shape), "dtype": str(lab.dtype),
+                            "regions": int(np.count_nonzero(np.bincount(lab.ravel())[1:])),
+                            "labels_sha256": hashlib.sha256(np.ascontiguousarray(lab).tobytes()).hexdigest(),
+                            "fingerprint": fp, "complete": True}
+    return url

@@ -16,7 +16,7 @@ from rat.precompute.cli import main
 from rat.precompute.runner import run_masks
 from rat.shared import store as st
 from rat.shared.datasets import load_dataset
-from rat.shared.index import Entry, load_index
+from rat.shared.index import Entry, index_path, load_index
 from rat.shared.regions import build_generator
 
 SAM_FAST = {"model_type": "vit_tiny", "device": "cpu", "points_per_side": 4, "pred_iou_thresh": 0.0,
@@ -91,8 +91,9 @@ def test_scheduler_option_reports_bad_images_and_goes_on(client, sample_copy, tm
     bad = load_index(ds, sample_copy)[3]
     (sample_copy / bad.lq).write_bytes((sample_copy / bad.lq).read_bytes()[:300])  # truncated after indexing
     out = tmp_path / "s.zarr"
+    index = index_path(ds, sample_copy)  # named: used as it is (the default index would leave it out)
     code, text = run("masks", "--dataset", "sample", "--root", sample_copy, "--out", out, "--no-progress",
-                     "--generator", "superpixels", "--scheduler", client.scheduler.address)
+                     "--generator", "superpixels", "--scheduler", client.scheduler.address, "--index", index)
     assert code == 1, text
     assert "15 done, 0 skipped (already complete), 1 failed" in text
     assert f"FAILED {bad.id}: {bad.lq}: changed since the index was written" in text

@@ -36,8 +36,9 @@ def coords(tmp_path_factory):
         y, x = np.mgrid[:h, :w].astype(np.float32)
         sha = f"{name:0>64}"
         st.write_labels(g, name, (y * w + x + 1).astype(np.uint32), sha, chunk=16)
-        write_images(g, name, np.stack([y, x, 0 * y], -1), np.stack([y, x, 0 * y + 1000], -1), sha,
-                     "h" * 64, "uint16", "uint16", chunk=16)
+        # a schema-1 store's own image cache (still read)
+        write_images(g.require_group(f"images/{name}"), np.stack([y, x, 0 * y], -1),
+                     np.stack([y, x, 0 * y + 1000], -1), sha, "h" * 64, "uint16", "uint16", chunk=16)
         entries.append(Entry(name, "pathology", "train", f"{name}_lq.png", f"{name}_hq.png", None, sha,
                              (h, w, 3), None))
     return out, entries, group
@@ -148,22 +149,20 @@ def test_sample_store_without_cache_decodes_sources_and_equals_the_cache(sample_
     ds = load_dataset("sample")
     entries = [e for e in load_index(ds, sample_root) if e.split == "train"]
     ct = ds.groups["ct"]
+    empty, cached = tmp_path / "empty", tmp_path / "cache"
     with pytest.raises(st.StoreError, match="no image cache"):
-        PatchDataset(sample_store, entries, ct)  # no root, no cache: refused
-    slow = PatchDataset(sample_store, entries, ct, root=sample_root, seed=2)
+        PatchDataset(sample_store, entries, ct, cache=empty)  # no root, no cache: refused
+    slow = PatchDataset(sample_store, entries, ct, root=sample_root, seed=2, cache=empty)
     assert len(slow.entries) == 6 and not any(slow.cached)
-    import shutil
-
-    cached = shutil.copytree(sample_store, tmp_path / "c.zarr")
-    cache_images(entries, sample_root, cached, progress=False)
-    fast = PatchDataset(cached, entries, ct, seed=2)
+    assert all(o.status == "done" for o in cache_images(entries, sample_root, cached, progress=False))
+    fast = PatchDataset(sample_store, entries, ct, seed=2, cache=cached)
     assert all(fast.cached)
     for i in range(4):
         a, b = slow[i], fast[i]
         assert all(torch.equal(a[k], b[k]) for k in ("lq", "hq", "labels"))
     e = entries[0]
-    full_src = load_full(st.open_store(sample_store), e, sample_root, ct)
-    full_cache = load_full(st.open_store(cached), e, None, ct)
+    full_src = load_full(st.open_store(sample_store), e, sample_root, ct, cache=False)
+    full_cache = load_full(st.open_store(sample_store), e, None, ct, cache=cached)
     for x, y in zip(full_src, full_cache, strict=True):
         np.testing.assert_array_equal(x, y)
     lq, hq, labels = full_cache
@@ -171,7 +170,7 @@ def test_sample_store_without_cache_decodes_sources_and_equals_the_cache(sample_
     np.testing.assert_allclose(denormalise(lq, ct)[0], read_lq(e, sample_root)[0], atol=1e-3)
     np.testing.assert_allclose(denormalise(hq, ct)[0], read_hq(e, sample_root)[0], atol=1e-3)
     with pytest.raises(st.StoreError, match="no image cache in the store and no data root"):
-        load_full(st.open_store(sample_store), e, None, ct)
+        load_full(st.open_store(sample_store), e, None, ct, cache=empty)
 
 
 def test_normalisation_keeps_the_16_bit_range():

@@ -17,7 +17,7 @@ from conftest import console_script
 from rat.precompute.cli import main
 from rat.shared import store as st
 from rat.shared.datasets import load_dataset
-from rat.shared.index import Entry, index_path, load_index, write_index
+from rat.shared.index import Entry, load_index, write_index
 from rat.shared.io import sha256_file
 
 SAM_FAST = ["--points-per-side", "4", "--pred-iou-thresh", "0", "--stability-score-thresh", "0",
@@ -99,12 +99,13 @@ def test_bad_items_are_skipped_and_reported(sample_copy, tmp_path):
                    axis=None),
              Entry(id="corrupt", group="ct", split="train", lq="ct/lq/corrupt.dcm", hq="ct/hq/ct_00.dcm",
                    slice=None, sha256=sha256_file(corrupt), shape=(128, 128), axis=None)]
-    write_index(sorted(entries + extra, key=lambda e: e.id), index_path(ds, sample_copy))
+    crafted = tmp_path / "crafted.csv"  # an index named with --index is used as it is, never rebuilt
+    write_index(sorted(entries + extra, key=lambda e: e.id), crafted)
     target = sample_copy / changed.lq
     target.write_bytes(target.read_bytes() + b"\0")      # changed after the index was written
     out = tmp_path / "s.zarr"
     code, text = run("masks", "--dataset", "sample", "--root", sample_copy, "--out", out, "--no-progress",
-                     "--generator", "superpixels")
+                     "--generator", "superpixels", "--index", crafted)
     assert code == 1
     assert "15 done, 0 skipped (already complete), 3 failed" in text
     failed = [line for line in text.splitlines() if line.strip().startswith("FAILED")]

@@ -12,11 +12,12 @@ from rat.precompute.cli import main
 from rat.precompute.runner import run_masks
 from rat.precompute.share import export_zip, merge_stores
 from rat.shared import store as st
-from rat.shared.cache import cache_images, image_record
+from rat.shared.cache import image_record, write_images
 from rat.shared.datasets import load_dataset
-from rat.shared.index import load_index
+from rat.shared.index import load_index, read_hq, read_lq
 from rat.shared.regions import build_generator
 from rat.shared.regions.window import sam_windows
+from rat.shared.store_dataset import store_definition, store_index
 
 
 def run(*args):
@@ -36,7 +37,7 @@ def stores(sample_root, tmp_path_factory):
     base = tmp_path_factory.mktemp("stores")
     gen = build_generator("superpixels", n_segments=16)
     for name, part in (("full", entries), ("a", entries[0::2]), ("b", entries[1::2])):
-        run_masks(ds, part, sample_root, base / f"{name}.zarr", gen, progress=False)
+        run_masks(ds, part, sample_root, base / f"{name}.zarr", gen, progress=False, index=entries)
     return base
 
 
@@ -45,28 +46,36 @@ def test_export_zip_is_a_read_only_store_that_verify_reads(stores, sample_root, 
     shutil.copytree(stores / "full.zarr", full)
     ds = load_dataset("sample")
     entry = load_index(ds, sample_root)[0]
-    cache_images([entry], sample_root, full, progress=False)
     g = st.open_store(full, mode="a")
-    g.create_array("labels/half_done", shape=(4, 4), dtype="uint16")     # no record: not exported
+    lq, hq = read_lq(entry, sample_root)[0], read_hq(entry, sample_root)[0]   # a cache as schema 1 kept it
+    write_images(g.require_group(f"images/{entry.id}"), lq, hq, entry.sha256, entry.hq_sha256, "uint8",
+                 "uint8")
+    g.create_group("labels/half_done").create_array("0", shape=(4, 4), dtype="uint16")  # no record
     before = files(full)
     out = tmp_path / "hand" / "over.zip"
     code, text = run("export", full, "--zip", out)
     assert code == 0, text
-    assert "16 label maps, 1 image caches; left out 1 incomplete: half_done" in text
+    assert "16 label maps, 0 image caches; left out 1 incomplete: half_done" in text
     assert files(full) == before                                           # the source is untouched
     with zipfile.ZipFile(out) as zf:
         names = set(zf.namelist())
         assert {i.compress_type for i in zf.infolist()} == {zipfile.ZIP_STORED}
         for rel, data in before.items():                                   # raw bytes, not recomputed
-            if not rel.startswith("labels/half_done"):
+            if not rel.startswith(("labels/half_done", "images/")):
                 assert zf.read(rel) == data, rel
-    assert not any(n.startswith("labels/half_done") for n in names)
+    assert not any(n.startswith(("labels/half_done", "images/")) for n in names)  # images only if asked
     assert not list(out.parent.glob("*.partial"))
     code, text = run("verify", out, "--dataset", "sample", "--root", sample_root)
     assert code == 0 and "ok: 16 label maps" in text
     z = st.open_store(out)
     assert np.array_equal(st.read_labels(z, entry.id), st.read_labels(g, entry.id))
-    assert image_record(z, entry.id) == image_record(g, entry.id)
+    assert store_index(z) == load_index(ds, sample_root) and store_definition(z).text == ds.text
+    code, text = run("verify", out, "--root", sample_root)            # the zip alone names the dataset
+    assert code == 0 and "ok: 16 label maps" in text, text
+    with_images = tmp_path / "with_images.zip"
+    code, text = run("export", full, "--zip", with_images, "--with-images")
+    assert code == 0 and "16 label maps, 1 image caches" in text
+    assert image_record(st.open_store(with_images), entry.id) == image_record(g, entry.id)
     with pytest.raises(st.StoreError, match="zip stores are read-only"):
         st.open_store(out, mode="a")
     with pytest.raises(ValueError, match="read-only"):

@@ -92,15 +92,20 @@ def test_store_from_other_pixels_is_refused(store, sample_copy, tmp_path):
     write_image(lq, pixels + 50, like=lq)  # same file, other pixels: a new index sees another SHA-256
     entries, _ = build_index(ds, sample_copy, progress=False)
     write_index(entries, index_path(ds, sample_copy))
-    with pytest.raises(StoreError, match="ct_03: label map made from other LQ bytes"):
-        train(cfg(store, sample_copy, tmp_path / "x", iters=1))
+    local = str(index_path(ds, sample_copy))
+    with pytest.raises(StoreError, match="ct_03: label map made from other LQ bytes"):  # with that index
+        train(cfg(store, sample_copy, tmp_path / "x", iters=1, index=local))
+    with pytest.raises(TrainError, match=r"ct_03: LQ file .*ct_03.dcm differs from the one the store"):
+        train(cfg(store, sample_copy, tmp_path / "x", iters=1))  # with the store's own index
     assert not (tmp_path / "x" / "last.pt").exists()
 
 
 def test_missing_label_maps_are_listed_through_the_cli(sample_root, tmp_path):
     ds = load_dataset("sample")
-    partial = [e for e in load_index(ds, sample_root) if e.id not in ("ct_00", "ct_05")]
-    run_masks(ds, partial, sample_root, tmp_path / "p.zarr", build_generator("superpixels"), progress=False)
+    index = load_index(ds, sample_root)
+    partial = [e for e in index if e.id not in ("ct_00", "ct_05")]
+    run_masks(ds, partial, sample_root, tmp_path / "p.zarr", build_generator("superpixels"), progress=False,
+              index=index)
     result = CliRunner().invoke(main, ["--masks", str(tmp_path / "p.zarr"), "--dataset", "sample", "--root",
                                        str(sample_root), "--group", "ct", "--out", str(tmp_path / "run"),
                                        "--model", "rat-small", "--no-progress"])

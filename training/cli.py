@@ -1,8 +1,8 @@
 """`rat-train`: train RAT from images plus precomputed label maps; eval and restore verbs.
 
-    rat-train --masks store.zarr --dataset aapm --root /data/aapm --out runs/aapm      # train
-    rat-train eval --checkpoint runs/aapm/best.pt --masks store.zarr --root /data/aapm
-    rat-train restore --checkpoint runs/aapm/best.pt --masks store.zarr --root /data/aapm --out restored/
+    rat-train --masks aapm.zarr --out runs/aapm                                  # train
+    rat-train eval --checkpoint runs/aapm/best.pt                                # the run's store and data
+    rat-train restore --checkpoint runs/aapm/best.pt --out restored/
 
 Several GPUs: `torchrun --nproc_per_node 4 $(which rat-train) --masks ...`. Every command imports torch
 when it runs, not before: `--help` is instant.
@@ -38,10 +38,10 @@ def _train_options(func):
         name = flag(f.name)
         default = getattr(defaults, f.name)
         text = help_text(f.name) + ("" if default in (None, "") else f"  [default: {default}]")
-        if f.name == "resume":
-            func = click.option(name, f.name, is_flag=True, default=None, help=text)(func)
-        elif f.name == "progress":
+        if f.name == "progress":
             func = click.option("--progress/--no-progress", f.name, default=None, help=text)(func)
+        elif f.type in (bool, "bool"):
+            func = click.option(name, f.name, is_flag=True, default=None, help=help_text(f.name))(func)
         else:
             base = str(f.type).split(" |")[0]  # "int | None" -> "int"
             kind = (click.Choice(CHOICES[f.name]) if f.name in CHOICES
@@ -57,9 +57,11 @@ def _train_options(func):
 def main(ctx: click.Context, **settings) -> None:
     """Train and evaluate the Region Attention Transformer.
 
-    Without a command: train on the training split, e.g.
-    `rat-train --masks store.zarr --dataset aapm --root DIR --out RUN_DIR`. The store is checked
-    against the dataset first (every image needs a complete label map made from its LQ file).
+    Without a command: train on the training split, e.g. `rat-train --masks tma.zarr --out runs/tma`.
+    The store names the dataset, its index and its groups; the data root comes from --root, else
+    $RAT_DATA_ROOT/<dataset>, else the definition, else the store's own if it exists here. Before the
+    first step every image is checked: a complete, intact label map made from its LQ file, and LQ and HQ
+    files that are the ones the store was made from.
     """
     given = {k: v for k, v in settings.items() if v is not None}
     if ctx.invoked_subcommand is not None:
@@ -113,12 +115,13 @@ def _checkpoint_options(func):
 
 
 def _prepare(opts: dict):
-    """Checkpoint, model on its device, dataset group, entries, open store; all checked."""
+    """Checkpoint, model on its device, dataset group, entries, open store and data root; all checked."""
     import torch
 
-    from rat.shared.datasets import load_dataset, pick_group
-    from rat.shared.index import load_index, parse_shard, select
+    from rat.shared.datasets import pick_group
+    from rat.shared.index import parse_shard, select
     from rat.shared.store import open_store
+    from rat.shared.store_dataset import dataset_for
     from rat.training.checkpoint import load_checkpoint, model_from_checkpoint
     from rat.training.data import check_store
     from rat.training.distributed import setup
@@ -128,21 +131,20 @@ def _prepare(opts: dict):
     for key in ("masks", "dataset", "root", "index", "group"):
         if opts[key] is None and saved.get(key):
             opts[key] = saved[key]
-    for key in ("masks", "dataset", "root"):
-        if not opts[key]:
-            fail(f"{flag(key)} is required (the checkpoint does not name one)")
-    ds = load_dataset(opts["dataset"])
+    if not opts["masks"]:
+        fail("--masks is required (the checkpoint does not name a label store)")
+    store = open_store(opts["masks"])
+    ds, index, root = dataset_for(store, opts["dataset"], opts["root"], opts["index"])
     group = pick_group(ds, opts["group"])
     model = model_from_checkpoint(ck, name=opts["model_name"], attention=opts["attention"],
                                   backend=opts["backend"])
     if model.intro.in_channels != group.channels:
         fail(f"{opts['checkpoint']}: model takes {model.intro.in_channels} channel(s), "
              f"group {group.name!r} has {group.channels}")
-    mine = [e for e in load_index(ds, opts["root"], opts["index"]) if e.group == group.name]
+    mine = [e for e in index if e.group == group.name]
     entries = select(mine, opts["split"], parse_shard(opts["shard"]), opts["limit"])
     if not entries:
         fail(f"no {opts['split']} images of group {group.name!r} in the index")
-    store = open_store(opts["masks"])
     check_store(store, entries)
     rt = setup(opts["device"])
     model.to(rt.device)
@@ -151,6 +153,7 @@ def _prepare(opts: dict):
         fail(f"--overlap {opts['overlap']}: must be smaller than --tile {opts['tile']}")
     if opts["bf16"]:
         kwargs["autocast"] = torch.bfloat16
+    opts["root"] = root
     return ck, model, group, entries, store, kwargs
 
 

@@ -41,11 +41,19 @@ class TrainConfig:
     """Every setting of a run; the defaults here are the only ones (the CLI passes what the user set)."""
 
     # data
-    masks: str = _setting("", "Label store made by `rat-precompute masks` (directory, .zip or fsspec URL).")
-    dataset: str = _setting("", "Dataset name or path to a definition .toml.")
-    root: str = _setting("", "Data root the dataset's paths are relative to.")
+    masks: str = _setting("", "Label store made by `rat-precompute masks` (directory, .zip or fsspec URL); "
+                              "it names the dataset, its index and groups.")
+    dataset: str | None = _setting(None, "Dataset name or definition .toml (default: the store's; needed for "
+                                         "schema-1 stores).")
+    root: str | None = _setting(None, "Data root (default: $RAT_DATA_ROOT/<dataset>, the definition's root, "
+                                      "or the store's if it exists here).")
     out: str = _setting("runs/rat", "Run directory: checkpoints, metrics, curves.")
-    index: str | None = _setting(None, "Per-image index file (default: <root>/.rat/<name>.csv).")
+    index: str | None = _setting(None, "Per-image index file to use instead of the store's (default: the "
+                                       "store's index, else <root>/.rat/<name>.csv, built when missing).")
+    cache: str | None = _setting(None, "Local image cache folder (default: $RAT_CACHE_DIR, else "
+                                       "~/.cache/rat); filled on first use.")
+    no_cache: bool = _setting(False, "Decode the source files for every patch instead of using the image "
+                                     "cache (slow for large images).")
     group: str | None = _setting(None, "Image group to train on (required when the dataset has several).")
     patch_size: int | None = _setting(None, "Training patch edge in pixels (default: the group's).")
     val_split: str = _setting("test", "Split validated on whole images.")
@@ -98,7 +106,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 #: Settings that may differ when a run is resumed (they do not change what is computed).
 RUNTIME_KEYS = frozenset({"masks", "root", "index", "out", "device", "workers", "log_every", "eval_every",
                           "save_every", "val_limit", "tile", "overlap", "progress", "resume", "backend",
-                          "metrics_format", "stop_at"})
+                          "metrics_format", "stop_at", "cache", "no_cache"})
 #: Settings of one session only, never taken over from the run being resumed.
 SESSION_KEYS = frozenset({"resume", "stop_at"})
 _AT_LEAST_ONE = ("iters", "batch_size", "log_every", "eval_every", "save_every", "tile")
@@ -111,9 +119,8 @@ def help_text(name: str) -> str:
 
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Check values that would otherwise fail deep inside the run (ParamError naming the setting)."""
-    for key in ("masks", "dataset", "root"):
-        if not getattr(cfg, key):
-            raise ParamError(key, "is required")
+    if not cfg.masks:
+        raise ParamError("masks", "is required (the label store)")
     for key, allowed in CHOICES.items():
         if getattr(cfg, key) not in allowed:
             raise ParamError(key, f"{getattr(cfg, key)!r} is not one of {', '.join(allowed)}")

@@ -1,10 +1,10 @@
 """Training data: normalisation, the store check, whole images, and random aligned patches.
 
-Patches come from the label store (:mod:`rat.shared.store`): the label map from ``labels/<key>`` and, when
-``rat-precompute cache`` has added them, LQ and HQ from ``images/<key>/lq|hq`` (:mod:`rat.shared.cache`).
-Only the patch window is read from these chunked arrays. Without an image cache the dataset decodes the
-whole LQ and HQ source files for every patch: correct, but slow for large images (see
-``benchmarks/bench_patches.py``).
+Label maps come from the label store (:mod:`rat.shared.store`), LQ and HQ from the local image cache
+(:mod:`rat.shared.cache`, filled by `rat-train` on first use or ahead of time by `rat-precompute cache`), or
+from a schema-1 store's own image cache; only the patch window is read from these chunked arrays. Without a
+cache the dataset decodes the whole LQ and HQ source files for every patch: correct, but slow for large
+images (see ``benchmarks/bench_patches.py``).
 
 Normalisation is the dataset definition's linear map ``(x - norm_low) / (norm_high - norm_low)`` in float32,
 without clipping: the full source range (16-bit CT in HU, PET) is kept.
@@ -23,7 +23,7 @@ import zarr
 from torch.utils.data import DataLoader, Dataset
 
 from rat.shared import store as st
-from rat.shared.cache import image_record
+from rat.shared.cache import ImageCache, image_record, store_images
 from rat.shared.datasets import Group
 from rat.shared.index import Entry, read_hq, read_lq
 
@@ -52,41 +52,45 @@ def denormalise(x: ArrayT, group: Group) -> ArrayT:
 # ----------------------------------------------------------------------------- store check
 
 
-def _cache_valid(rec: dict[str, Any] | None, entry: Entry) -> bool:
-    return (rec is not None and rec.get("source_sha256") == entry.sha256
-            and list(rec.get("shape", []))[:2] == list(entry.shape[:2]))
-
-
-def _entry_problems(store: zarr.Group, entry: Entry, root: str | Path | None, need_images: bool) -> list[str]:
-    problems = st.verify(store, [entry], root=root, hash_labels=False)
+def _entry_problems(store: zarr.Group, entry: Entry, images: ImageCache | None, need_images: bool,
+                    hash_labels: bool) -> list[str]:
+    problems = st.verify(store, [entry], hash_labels=hash_labels, threads=1)
     rec = image_record(store, entry.id)
-    if rec is None:
-        if need_images:
-            problems.append(f"{entry.id}: no image cache (run `rat-precompute cache`)")
-    elif rec.get("source_sha256") != entry.sha256:
+    if rec is not None and rec.get("source_sha256") != entry.sha256:
         problems.append(f"{entry.id}: image cache made from other LQ bytes than the index's {entry.lq} "
                         "(rerun `rat-precompute cache`)")
-    elif not _cache_valid(rec, entry):
+    elif rec is not None and list(rec.get("shape", []))[:2] != list(entry.shape[:2]):
         problems.append(f"{entry.id}: image cache shape {rec.get('shape')} != image shape {entry.shape}")
+    elif need_images and rec is None and (images is None or images.arrays(entry) is None):
+        problems.append(f"{entry.id}: no image cache (run `rat-precompute cache`)")
     return problems
 
 
-def store_problems(store: zarr.Group, entries: Sequence[Entry], *, root: str | Path | None = None,
-                   need_images: bool = False) -> list[str]:
+def store_problems(store: zarr.Group, entries: Sequence[Entry], *, need_images: bool = False,
+                   hash_labels: bool = False, cache: str | Path | None = None) -> list[str]:
     """Every problem of the store for training on `entries`, one line each, in entry order (empty when
     all is well).
 
-    Label maps: :func:`rat.shared.store.verify` without re-hashing the label bytes (with `root`, the LQ
-    files on disk are hashed too). Image cache: a complete cache made from other LQ bytes or of another
-    shape is always a problem; a missing one only with `need_images`.
+    Label maps: :func:`rat.shared.store.verify` (with `hash_labels`, their bytes are checked against their
+    recorded SHA-256). A schema-1 store's image cache made from other LQ bytes or of another shape is always a
+    problem; with `need_images`, an image in neither that nor the local image cache (folder `cache`) is one.
     """
-    return [p for e in entries for p in _entry_problems(store, e, root, need_images)]
+    return [p for ps in _problems_per_entry(store, entries, need_images, hash_labels, cache) for p in ps]
 
 
-def check_store(store: zarr.Group, entries: Sequence[Entry], *, root: str | Path | None = None,
-                need_images: bool = False) -> None:
+def _problems_per_entry(store: zarr.Group, entries: Sequence[Entry], need_images: bool, hash_labels: bool,
+                        cache: str | Path | None) -> list[list[str]]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    images = ImageCache(cache) if need_images else None
+    with ThreadPoolExecutor(8) as pool:  # label bytes: zstd and SHA-256 release the GIL
+        return list(pool.map(lambda e: _entry_problems(store, e, images, need_images, hash_labels), entries))
+
+
+def check_store(store: zarr.Group, entries: Sequence[Entry], *, need_images: bool = False,
+                hash_labels: bool = False, cache: str | Path | None = None) -> None:
     """Raise StoreError listing every problem of :func:`store_problems` (first line: how many images)."""
-    per_image = [p for p in (_entry_problems(store, e, root, need_images) for e in entries) if p]
+    per_image = [p for p in _problems_per_entry(store, entries, need_images, hash_labels, cache) if p]
     if not per_image:
         return
     problems = [p for ps in per_image for p in ps]
@@ -94,6 +98,16 @@ def check_store(store: zarr.Group, entries: Sequence[Entry], *, root: str | Path
     more = [f"  ... and {len(problems) - MAX_LISTED} more"] if len(problems) > MAX_LISTED else []
     raise st.StoreError("\n".join([f"{store.store}: {len(per_image)} of {len(entries)} images cannot be "
                                    "used for training:", *(f"  {p}" for p in listed), *more]))
+
+
+def image_arrays(store: zarr.Group, entry: Entry, cache: str | Path | None | bool = None
+                 ) -> tuple[Any, Any] | None:
+    """(lq, hq) chunked arrays of an entry: a schema-1 store's own image cache, else the local image cache
+    (folder `cache`; False: none), else None."""
+    found = store_images(store, entry)
+    if found is None and cache is not False:
+        found = ImageCache(cache or None).arrays(entry)
+    return found
 
 
 # ----------------------------------------------------------------------------- whole images
@@ -110,18 +124,22 @@ def _check_channels(entry: Entry, group: Group) -> None:
         raise ValueError(f"{entry.id}: {channels} channel(s), but group {group.name!r} has {group.channels}")
 
 
-def load_full(store: zarr.Group, entry: Entry, root: str | Path | None, group: Group
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def load_full(store: zarr.Group, entry: Entry, root: str | Path | None, group: Group,
+              cache: str | Path | None | bool = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One whole image: lq (C, H, W) and hq (C, H, W) float32 normalised, labels (H, W) int64.
 
-    Images come from the store's image cache when it holds a valid one, else from the source files under
-    `root`; labels always from the store, and only when made from the entry's LQ bytes (else StoreError).
+    Images come from an image cache holding them (:func:`image_arrays`), else from the source files under
+    `root`; labels always from the store, only when made from the entry's LQ bytes and intact (their bytes
+    match the recorded SHA-256), else StoreError.
     """
     _check_channels(entry, group)
-    labels = st.checked_labels(store, entry)[...].astype(np.int64)
-    if _cache_valid(image_record(store, entry.id), entry):
-        node = store[f"images/{st.image_key(entry.id)}"]
-        lq, hq = node["lq"][...], node["hq"][...]
+    problem = st.label_problem(store, entry)
+    if problem is not None:
+        raise st.StoreError(problem)
+    labels = st.read_labels(store, entry.id).astype(np.int64)
+    arrays = image_arrays(store, entry, cache)
+    if arrays is not None:
+        lq, hq = arrays[0][...], arrays[1][...]
     elif root is not None:
         lq, hq = read_lq(entry, root)[0], read_hq(entry, root)[0]
     else:
@@ -145,15 +163,18 @@ class PatchDataset(Dataset):
     (never held across fork; pickles without it, for spawned DataLoader workers). entries: index entries;
     those of other groups are left out. root: data root, needed only for images without an image cache
     (they are decoded whole for every patch: slow). patch_size: default the group's. length: number of
-    samples (default 2**31 - 1, an endless stream for step-based training).
+    samples (default 2**31 - 1, an endless stream for step-based training). cache: folder of the local
+    image cache (default :func:`rat.shared.locate.cache_dir`; False: do not use one).
 
-    The constructor checks the store (:func:`store_problems`, without hashing files) and raises StoreError
-    listing every problem: it never serves a label map made from other pixels.
+    The constructor checks the store (:func:`store_problems`; with `check_labels`, the label bytes against
+    their SHA-256 too) and raises StoreError listing every problem: it never serves a label map made from
+    other pixels, or one whose bytes changed.
     """
 
     def __init__(self, store_url: str | Path, entries: Sequence[Entry], group: Group,
                  root: str | Path | None = None, patch_size: int | None = None, length: int | None = None,
-                 seed: int = 0, augment: bool = True) -> None:
+                 seed: int = 0, augment: bool = True, cache: str | Path | None | bool = None,
+                 check_labels: bool = True) -> None:
         self.store_url = str(store_url)
         self.entries = [e for e in entries if e.group == group.name]
         if not self.entries:
@@ -166,9 +187,11 @@ class PatchDataset(Dataset):
         self.length = int(length if length is not None else 2**31 - 1)
         self.seed = int(seed)
         self.augment = augment
+        self.cache = cache
         store = st.open_store(self.store_url)
-        check_store(store, self.entries, need_images=root is None)
-        self.cached = [_cache_valid(image_record(store, e.id), e) for e in self.entries]
+        check_store(store, self.entries, need_images=root is None, hash_labels=check_labels,
+                    cache=None if cache is False else cache)
+        self.cached = [image_arrays(store, e, cache) is not None for e in self.entries]
         self._pid: int | None = None
         self._arrays: dict[str, tuple[Any, Any, zarr.Array]] = {}
         self._store: zarr.Group | None = None
@@ -188,10 +211,10 @@ class PatchDataset(Dataset):
         entry = self.entries[j]
         if entry.id not in self._arrays:
             labels = st.checked_labels(self._store, entry)
-            if not self.cached[j]:  # slow fallback: not kept, decoded again for every patch
+            arrays = image_arrays(self._store, entry, self.cache) if self.cached[j] else None
+            if arrays is None:  # slow fallback: not kept, decoded again for every patch
                 return read_lq(entry, self.root)[0], read_hq(entry, self.root)[0], labels
-            node = self._store[f"images/{st.image_key(entry.id)}"]
-            self._arrays[entry.id] = (node["lq"], node["hq"], labels)
+            self._arrays[entry.id] = (*arrays, labels)
         return self._arrays[entry.id]
 
     def draw(self, i: int) -> tuple[int, int, int, int, bool]:

@@ -30,8 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from rat.shared.datasets import Group, load_dataset, pick_group
-from rat.shared.index import Entry, load_index
+from rat.shared.datasets import DatasetDef, Group, pick_group
+from rat.shared.index import Entry
 from rat.training.checkpoint import (
     CHECKPOINT_FORMAT,
     load_checkpoint,
@@ -57,11 +57,13 @@ def lr_at(step: int, lr: float, min_lr: float, iters: int) -> float:
 class RunData:
     """What a run trains and validates on, checked against the label store before the first step."""
 
+    dataset: DatasetDef
     group: Group
     train: list[Entry]
     val: list[Entry]
     store: Any  # the open label store (zarr group)
     provenance: dict[str, Any]
+    root: Path
 
 
 @dataclass
@@ -74,26 +76,48 @@ class Progress:
     val: dict[str, Any] | None = None
 
 
-def load_data(cfg: TrainConfig) -> RunData:
-    """The group's training and validation entries, and the store, checked: every image needs a complete
-    label map made from its LQ bytes (StoreError listing every problem otherwise)."""
+def load_data(cfg: TrainConfig, progress: bool = False) -> RunData:
+    """The group's training and validation entries, the store and the data root, all checked before the
+    first step: every image needs a complete label map made from its LQ bytes whose own bytes are intact
+    (StoreError listing every problem), and the LQ and HQ files under the root must be those the store was
+    made from (TrainError naming the images)."""
     from rat.shared.store import open_store, provenance
-    from rat.training.data import check_store
+    from rat.shared.store_dataset import check_sources, dataset_for
+    from rat.training.data import MAX_LISTED, check_store
 
-    ds = load_dataset(cfg.dataset)
+    store = open_store(cfg.masks)
+    prov = provenance(store)
+    ds, entries, root = dataset_for(store, cfg.dataset, cfg.root, cfg.index, progress=progress)
     group = pick_group(ds, cfg.group)
-    entries = [e for e in load_index(ds, cfg.root, cfg.index) if e.group == group.name]
-    train_entries = [e for e in entries if e.split == "train"]
-    val_entries = sorted((e for e in entries if e.split == cfg.val_split), key=lambda e: e.id)
+    mine = [e for e in entries if e.group == group.name]
+    train_entries = [e for e in mine if e.split == "train"]
+    val_entries = sorted((e for e in mine if e.split == cfg.val_split), key=lambda e: e.id)
     val_entries = val_entries[: cfg.val_limit] if cfg.val_limit is not None else val_entries
     if not train_entries:
         raise TrainError(f"{ds.name}/{group.name}: no training images in the index")
-    store = open_store(cfg.masks)
-    prov = provenance(store)
-    if prov.get("dataset") != ds.name:
-        raise TrainError(f"{cfg.masks}: label maps of dataset {prov.get('dataset')!r}, not {ds.name!r}")
-    check_store(store, train_entries + val_entries)
-    return RunData(group, train_entries, val_entries, store, prov)
+    check_store(store, train_entries + val_entries, hash_labels=True)
+    problems = check_sources(ds, train_entries + val_entries, root, prov.get("derive_versions"), progress)
+    if problems:
+        more = [f"  ... and {len(problems) - MAX_LISTED} more"] if len(problems) > MAX_LISTED else []
+        raise TrainError("\n".join([f"{root}: {len(problems)} images are not the files {cfg.masks} was made "
+                                    "from:", *(f"  {p}" for p in problems[:MAX_LISTED]), *more]))
+    return RunData(ds, group, train_entries, val_entries, store, prov, root)
+
+
+def fill_cache(cfg: TrainConfig, rt: Runtime, data: RunData) -> None:
+    """Put the run's images into the local image cache (each rank its share; the ranks of a machine, and
+    other runs, may fill one cache at once)."""
+    from rat.shared.batch import summarize
+    from rat.shared.cache import cache_images
+
+    entries = (data.train + data.val)[rt.rank :: rt.world]
+    from rat.shared.store import DEFAULT_CHUNK
+
+    chunk = int(data.provenance.get("chunk", [DEFAULT_CHUNK])[0])
+    outcomes = cache_images(entries, data.root, cfg.cache, chunk=chunk, progress=rt.main and cfg.progress)
+    if any(o.status == "failed" for o in outcomes):
+        raise TrainError(f"image cache: {summarize(outcomes, done='cached', skipped='already cached')}")
+    barrier(rt)
 
 
 def validation(model: nn.Module, data: RunData, cfg: TrainConfig, rt: Runtime,
@@ -104,8 +128,8 @@ def validation(model: nn.Module, data: RunData, cfg: TrainConfig, rt: Runtime,
 
     if not data.val:
         return None
-    mine = evaluate(model, data.val[rt.rank :: rt.world], cfg.root, data.store, data.group, cfg.tile,
-                    cfg.overlap, autocast=amp)
+    mine = evaluate(model, data.val[rt.rank :: rt.world], data.root, data.store, data.group, cfg.tile,
+                    cfg.overlap, autocast=amp, cache=False if cfg.no_cache else cfg.cache)
     scores = gather(rt, mine)
     s = summarize(scores)
     return {"psnr": s["restored"]["psnr"], "ssim": s["restored"]["ssim"], "lq_psnr": s["lq"]["psnr"],
@@ -120,7 +144,10 @@ def checkpoint_state(cfg: TrainConfig, rt: Runtime, progress: Progress, model: n
             "scheduler": {"kind": "cosine", "lr": cfg.lr, "min_lr": cfg.min_lr, "iters": cfg.iters,
                           "next_lr": lr_at(progress.step, cfg.lr, cfg.min_lr, cfg.iters)},
             "config": asdict(cfg), "model_args": args, "provenance": data.provenance, "rng": rng_state(),
-            "best_psnr": progress.best, "val": progress.val or {}}
+            "best_psnr": progress.best, "val": progress.val or {},
+            "data": {"definition": data.dataset.text, "definition_sha256": data.dataset.sha256,
+                     "dataset": data.dataset.name, "group": data.group.name, "root": str(data.root),
+                     "train": len(data.train), "val": len(data.val)}}
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
@@ -155,8 +182,10 @@ def _run(cfg: TrainConfig, rt: Runtime) -> dict[str, Any]:
                          "or choose another `out`")
     resume = load_checkpoint(last) if cfg.resume and last.is_file() else None
 
-    # -- data, checked against the store before anything runs
-    data = load_data(cfg)
+    # -- data, checked against the store before anything runs; the image cache filled on first use
+    data = load_data(cfg, progress=rt.main and cfg.progress)
+    if not cfg.no_cache:
+        fill_cache(cfg, rt, data)
     if resume is not None and resume["provenance"].get("fingerprint") != data.provenance.get("fingerprint"):
         raise TrainError(f"{cfg.masks}: not the label store this run was trained on (other provenance "
                          "fingerprint); resume with the original store")
@@ -199,13 +228,12 @@ def _run(cfg: TrainConfig, rt: Runtime) -> dict[str, Any]:
             say(rt, f"metrics: {log.path} (TensorBoard not installed)")
 
     # -- the patch stream: sample n of this rank is dataset index samples + rank + world * n
-    patches = PatchDataset(cfg.masks, data.train, data.group, root=cfg.root, patch_size=cfg.patch_size,
-                           seed=cfg.seed)
+    patches = PatchDataset(cfg.masks, data.train, data.group, root=data.root, patch_size=cfg.patch_size,
+                           seed=cfg.seed, cache=False if cfg.no_cache else cfg.cache, check_labels=False)
     if not all(patches.cached):
         missing = len(patches.cached) - sum(patches.cached)
-        say(rt, f"note: {missing} of {len(patches.cached)} training images have no image cache, so every "
-            "patch decodes the whole source files (slow for large images); add it with "
-            "`rat-precompute cache`")
+        say(rt, f"note: {missing} of {len(patches.cached)} training images are not in an image cache, so "
+            "every patch decodes the whole source files (slow for large images)")
     batches = iter(make_loader(patches, cfg.batch_size, cfg.workers, start=progress.samples, rank=rt.rank,
                                world_size=rt.world))
 

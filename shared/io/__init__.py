@@ -43,13 +43,24 @@ from rat.shared.io.base import (
     Source,
     reading,
 )
-from rat.shared.io.dicom import DICOM_SUFFIXES, open_dicom, open_series, series_files, write_dicom
+from rat.shared.io.dicom import (
+    DICOM_SUFFIXES,
+    dicom_slice_files,
+    open_dicom,
+    open_series,
+    series_files,
+    write_dicom,
+)
+from rat.shared.io.dicom_write import write_derived_series
+from rat.shared.io.geometry import image_affine, slice_affine, to_itk_order, volume_affine
 from rat.shared.io.raster import open_pillow, open_tiff, to_dtype, write_raster
-from rat.shared.io.volumes import open_nifti, take_slice
+from rat.shared.io.volumes import open_nifti, take_slice, write_nifti
 
 __all__ = [
     "DEFAULT_MAX_PIXELS", "ImageMeta", "ImageReadError", "PathLike", "read_image", "read_volume",
     "sha256_file", "volume_shape", "write_image",
+    "image_affine", "volume_affine", "slice_affine", "to_itk_order", "write_nifti",
+    "write_derived_series", "dicom_slice_files",
 ]
 
 _SUFFIX_FORMATS = {

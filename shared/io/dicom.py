@@ -8,20 +8,20 @@
 - Series: a directory of DICOM files (``*.dcm``, ``*.dicom``, ``*.ima``; or, when there are none,
   every file with the DICM preamble) sorted along the slice normal by ImagePositionPatient
   (fallback InstanceNumber, then file name), stacked to ``(H, W, N)``.
-- Writing: pixel data of a template DICOM replaced (see :func:`rat.shared.io.write_image`).
+- Writing: pixel data of a template DICOM replaced (see :func:`rat.shared.io.write_image`); the
+  encoding and derived series live in :mod:`rat.shared.io.dicom_write`.
 
 Internal to :mod:`rat.shared.io`, which dispatches here by format.
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 
 from rat.shared.errors import one_line
-from rat.shared.io.base import ImageReadError, Source
+from rat.shared.io.base import ImageReadError, PathLike, Source, reading
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 
@@ -251,7 +251,13 @@ def _has_dicm(path: Path) -> bool:
         return fh.read(132)[128:] == b"DICM"
 
 
-def open_series(directory: Path) -> Source:
+def sorted_series(directory: Path) -> tuple[list[Path], list, float | None]:
+    """Member files of a series directory and their headers, in the slice order of
+    :func:`open_series` (along the slice normal), and the median slice step in mm (or None).
+
+    Checks what the reader checks: equal Rows/Columns/SamplesPerPixel, one SeriesInstanceUID,
+    no two slices at one position.
+    """
     files = series_files(directory)
     headers = [_dcmread(f, header_only=True) for f in files]
     first = headers[0]
@@ -269,9 +275,28 @@ def open_series(directory: Path) -> Source:
     if len(series_uids) > 1:
         raise ImageReadError(directory, f"directory mixes {len(series_uids)} DICOM series")
     order, step = _series_order(directory, files, headers)
-    files = [files[i] for i in order]
+    return [files[i] for i in order], [headers[i] for i in order], step
+
+
+def dicom_slice_files(path: PathLike) -> list[Path]:
+    """The DICOM files behind the slices of ``read_volume(path)`` (its last axis), in that order.
+
+    A series directory gives its members sorted along the slice normal (see
+    :func:`sorted_series`); a single DICOM file gives ``[path]``. Raises ImageReadError.
+    """
+    p = Path(path)
+    with reading(p, "dicom"):
+        if p.is_dir():
+            return sorted_series(p)[0]
+        _dcmread(p, header_only=True)
+        return [p]
+
+
+def open_series(directory: Path) -> Source:
+    files, headers, step = sorted_series(directory)
+    first = headers[0]
     vol_spacing = _volume_spacing(first, step)
-    rows, cols = int(ref[0]), int(ref[1])
+    rows, cols = int(first.Rows), int(first.Columns)
     modality = str(first.get("Modality", "")) or None
 
     def load_slice(i: int) -> np.ndarray:
@@ -331,56 +356,7 @@ def _series_order(
 
 
 def write_dicom(tmp: Path, out: Path, arr: np.ndarray, like: Path) -> None:
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    """Write ``arr`` into the template ``like`` as ``tmp`` (see :func:`rat.shared.io.write_image`)."""
+    from rat.shared.io.dicom_write import write_from_template
 
-    ds = _dcmread(like, header_only=False)
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        raise ImageReadError(like, "multi-frame DICOM templates are not supported")
-    if "ModalityLUTSequence" in ds:
-        raise ImageReadError(like, "templates with a Modality LUT Sequence are not supported")
-    if "PixelData" not in ds:
-        raise ImageReadError(like, "template has no (integer) pixel data")
-    if ds.original_encoding[1] is False:  # pydicom would not byte-swap OW/OF/... elements
-        raise ImageReadError(like, "big-endian templates are not supported (retired syntax)")
-    bits_allocated = int(ds.get("BitsAllocated", 16))
-    if bits_allocated not in (8, 16):
-        raise ImageReadError(like, f"templates with BitsAllocated {bits_allocated} not supported")
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
-    if photometric == "PALETTE COLOR":
-        raise ImageReadError(like, "PALETTE COLOR templates are not supported")
-    if samples == 1:
-        if arr.ndim != 2:
-            raise ImageReadError(out, f"gray template {like.name} needs an (H, W) array")
-        values = arr.astype(np.float64)
-        if photometric == "MONOCHROME1":  # undo the reader's inversion
-            lo, hi = _modality_span(ds)
-            values = (lo + hi) - values
-        slope = float(ds.get("RescaleSlope", 1) or 1)
-        intercept = float(ds.get("RescaleIntercept", 0) or 0)
-        values = (values - intercept) / slope
-        photometric = (
-            photometric if photometric in ("MONOCHROME1", "MONOCHROME2") else "MONOCHROME2"
-        )
-    else:
-        if arr.ndim != 3 or arr.shape[2] != 3:
-            raise ImageReadError(out, f"colour template {like.name} needs an (H, W, 3) array")
-        values, photometric = arr.astype(np.float64), "RGB"
-    lo, hi = _stored_range(ds)
-    signed = lo < 0
-    container = np.dtype(f"{'i' if signed else 'u'}{bits_allocated // 8}")
-    stored = np.clip(np.rint(values), lo, hi).astype(container)
-    template_uid = str(ds.get("SOPInstanceUID", ""))
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    for keyword in ("SmallestImagePixelValue", "LargestImagePixelValue"):
-        if keyword in ds:
-            del ds[keyword]
-    ds.set_pixel_data(
-        stored, photometric, int(ds.get("BitsStored", bits_allocated)), generate_instance_uid=False
-    )
-    uid = generate_uid(
-        entropy_srcs=[template_uid, out.name, hashlib.sha256(stored.tobytes()).hexdigest()]
-    )
-    ds.SOPInstanceUID = uid
-    ds.file_meta.MediaStorageSOPInstanceUID = uid
-    ds.save_as(tmp, enforce_file_format=True)
+    write_from_template(tmp, out, arr, like)

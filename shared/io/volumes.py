@@ -3,18 +3,20 @@
 NIfTI scaling is applied and voxel axes are kept as stored; spacing comes from the header zooms
 (converted to mm). Volumes of every format are ``(H, W, N)``; :func:`take_slice` cuts one along
 any spatial axis, reading only that slice when the format can (NIfTI, DICOM) and it is on N.
+:func:`write_nifti` writes an array with its affine (see :mod:`rat.shared.io.geometry`).
 
 Internal to :mod:`rat.shared.io`, which dispatches here by format.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
 from rat.shared.errors import one_line
-from rat.shared.io.base import ImageReadError, PathLike, Source
+from rat.shared.io.base import ImageReadError, PathLike, Source, reading
 
 
 def take_slice(
@@ -45,6 +47,16 @@ def _spatial_axis(path: PathLike, axis: int) -> int:
 
 # ----------------------------------------------------------------------------- NIfTI
 
+_MM_PER_UNIT = {"meter": 1000.0, "micron": 1e-3}  # NIfTI spatial units other than mm
+_DEFAULT_CODE = 1  # qform/sform code "scanner" (as dcm2niix writes) when no template says
+
+
+def nifti_affine(img) -> np.ndarray:
+    """A loaded nibabel image's affine (sform, else qform, else from the zooms) in mm."""
+    affine = np.array(img.affine, dtype=np.float64)
+    affine[:3] *= _MM_PER_UNIT.get(img.header.get_xyzt_units()[0], 1.0)
+    return affine
+
 
 def open_nifti(path: Path) -> Source:
     import nibabel as nib
@@ -62,8 +74,7 @@ def open_nifti(path: Path) -> Source:
         raise ImageReadError(path, f"{len(shape)}-D NIfTI of shape {shape} is not supported")
     header = img.header
     zooms = tuple(float(z) for z in header.get_zooms()[: len(shape)])
-    unit = header.get_xyzt_units()[0]
-    scale = {"meter": 1000.0, "micron": 1e-3}.get(unit, 1.0)
+    scale = _MM_PER_UNIT.get(header.get_xyzt_units()[0], 1.0)
     spacing = tuple(z * scale for z in zooms) if all(z > 0 for z in zooms) else None
 
     def load() -> np.ndarray:
@@ -84,3 +95,106 @@ def open_nifti(path: Path) -> Source:
         load=load,
         load_slice=load_slice if volume else None,
     )
+
+
+def write_nifti(
+    path: PathLike,
+    array: np.ndarray,
+    affine: np.ndarray | None = None,
+    *,
+    like: PathLike | None = None,
+) -> None:
+    """Write an ``(H, W)`` or ``(H, W, N)`` array as NIfTI-1 (``.nii`` or ``.nii.gz``).
+
+    Voxel ``(i, j, k)`` is ``array[i, j, k]``: the axes are those ``read_volume`` returns, so
+    ``read_volume`` of the file gives the array back (``read_image`` for 2-D). ``affine`` is the
+    4x4 RAS affine in mm of :func:`rat.shared.io.image_affine` / ``volume_affine`` (for a 2-D
+    array, of the array as ``(H, W, 1)``); None takes ``like``'s (then the shapes must match).
+
+    Data type: integer and bool arrays are label maps, written as uint16 (ITK-SNAP's label type)
+    when every value fits 0..65535, else uint32 (int16/int32 when negative), with intent "label".
+    Float arrays keep the on-disk type of ``like`` with its scl_slope/scl_inter when every
+    value, rounded, fits it (a float ``like`` type is kept as it is); otherwise float32.
+
+    Header: ``like``'s spatial and time units (xyzt_units; the affine is stored in that unit)
+    and qform/sform codes (when either is set); without ``like``, mm and seconds and both codes
+    1 (scanner). The sform holds the affine exactly; the qform its rigid part (NIfTI cannot
+    store shears there). Written to a temporary name, then moved into place. Raises
+    ImageReadError (one line naming the file).
+    """
+    import nibabel as nib
+
+    out = Path(path)
+    gz = out.name.lower().endswith(".nii.gz")
+    if not gz and out.suffix.lower() != ".nii":
+        raise ImageReadError(out, "a NIfTI file name ends in .nii or .nii.gz")
+    ref = None if like is None else _nifti_template(Path(like))
+    with reading(out):
+        arr = np.asarray(array)
+        if arr.ndim not in (2, 3) or arr.size == 0:
+            raise ImageReadError(out, f"array of shape {arr.shape} is not a non-empty (H, W[, N])")
+        if affine is None:
+            if ref is None:
+                raise ImageReadError(out, "write_nifti needs an affine or like=<NIfTI file>")
+            if ref.shape[: arr.ndim] != arr.shape or any(d != 1 for d in ref.shape[arr.ndim :]):
+                raise ImageReadError(out, f"array {arr.shape} does not match {like} {ref.shape}")
+            affine = nifti_affine(ref)
+        matrix = np.asarray(affine, dtype=np.float64)
+        if matrix.shape != (4, 4) or not np.isfinite(matrix).all():
+            raise ImageReadError(out, f"affine of shape {matrix.shape} is not a finite 4x4")
+        if abs(np.linalg.det(matrix[:3, :3])) < 1e-12:
+            raise ImageReadError(out, "affine is singular (its 3x3 part has no inverse)")
+        data, slope, inter, label = _nifti_data(out, arr, ref)
+        units, codes = ("mm", "sec"), (_DEFAULT_CODE, _DEFAULT_CODE)
+        if ref is not None:
+            units = ref.header.get_xyzt_units()
+            ref_codes = (int(ref.header["qform_code"]), int(ref.header["sform_code"]))
+            codes = ref_codes if any(ref_codes) else codes
+        matrix[:3] /= _MM_PER_UNIT.get(units[0], 1.0)
+        img = nib.Nifti1Image(data, None)
+        img.set_qform(matrix, code=codes[0])
+        img.set_sform(matrix, code=codes[1])
+        img.header.set_xyzt_units(*units)
+        if label:
+            img.header.set_intent("label")
+        img.header.set_slope_inter(slope, inter)  # after construction, which resets scaling
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp" + (".nii.gz" if gz else ".nii"))
+        try:
+            nib.save(img, tmp)
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def _nifti_template(like: Path):
+    import nibabel as nib
+
+    if not like.name.lower().endswith((".nii", ".nii.gz")):
+        raise ImageReadError(like, "like= must be a NIfTI file (.nii or .nii.gz)")
+    with reading(like, "nifti"):
+        return nib.load(like)
+
+
+def _nifti_data(out: Path, arr: np.ndarray, ref) -> tuple[np.ndarray, float, float, bool]:
+    """The array in its on-disk type, the slope and intercept, and whether it is a label map."""
+    if arr.dtype.kind in "biu":
+        lo, hi = int(arr.min()), int(arr.max())
+        for name in ("uint16", "uint32") if lo >= 0 else ("int16", "int32"):
+            info = np.iinfo(name)
+            if info.min <= lo and hi <= info.max:
+                return arr.astype(name), 1.0, 0.0, True
+        raise ImageReadError(out, f"label values {lo}..{hi} do not fit uint32 or int32")
+    if arr.dtype.kind != "f":
+        raise ImageReadError(out, f"cannot write a {arr.dtype} array as NIfTI")
+    disk = None if ref is None else ref.get_data_dtype()
+    if disk is not None and disk.kind == "f" and disk.itemsize >= 4:
+        return arr.astype(disk), 1.0, 0.0, False
+    if disk is not None and disk.kind in "iu":
+        slope, inter = float(ref.dataobj.slope), float(ref.dataobj.inter)
+        with np.errstate(invalid="ignore"):
+            stored = np.rint((arr.astype(np.float64) - inter) / slope)
+        info = np.iinfo(disk)
+        if np.isfinite(stored).all() and info.min <= stored.min() and stored.max() <= info.max:
+            return stored.astype(disk), slope, inter, False
+    return arr.astype(np.float32), 1.0, 0.0, False

@@ -17,10 +17,11 @@ from rat.training.options import OVERLAP, TILE
 
 def evaluate(model: nn.Module, entries: Sequence[Entry], root: str | Path, store, group: Group,
              tile: int = TILE, overlap: int = OVERLAP, autocast: torch.dtype | None = None,
-             progress: bool = False) -> list[Score]:
+             progress: bool = False, cache: str | Path | None | bool = None) -> list[Score]:
     """Restore and score every entry (whole images, tiled): one :class:`Score` per image.
 
-    ``store``: the open label store (labels, and the image cache when it holds the image).
+    ``store``: the open label store; images come from an image cache (folder ``cache``; False: none) when
+    it holds them, else from the files under ``root``.
     The model is put in eval mode and restored to its previous mode afterwards.
     """
     from tqdm import tqdm
@@ -32,7 +33,7 @@ def evaluate(model: nn.Module, entries: Sequence[Entry], root: str | Path, store
     scores = []
     try:
         for entry in tqdm(entries, desc="eval", unit="img", disable=not progress, leave=False):
-            lq, hq, labels = load_full(store, entry, root, group)
+            lq, hq, labels = load_full(store, entry, root, group, cache)
             restored = predict(model, torch.as_tensor(lq), model_labels(model, labels), tile, overlap,
                                autocast=autocast)
             scores.append(score_image(entry.id, torch.as_tensor(lq), torch.as_tensor(hq), restored, group))

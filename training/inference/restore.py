@@ -12,6 +12,7 @@ from rat.shared.batch import Outcome, run_each
 from rat.shared.datasets import Group
 from rat.shared.errors import one_line
 from rat.shared.index import Entry
+from rat.shared.locate import source_path
 from rat.training.inference.scores import to_source
 from rat.training.inference.tiling import model_labels, predict
 from rat.training.options import OVERLAP, TILE
@@ -29,18 +30,19 @@ def restored_path(entry: Entry, out_dir: str | Path) -> Path:
 
 
 def restore_entry(model: nn.Module, entry: Entry, root: str | Path, store, group: Group, out_dir: str | Path,
-                  tile: int = TILE, overlap: int = OVERLAP, autocast: torch.dtype | None = None) -> Outcome:
+                  tile: int = TILE, overlap: int = OVERLAP, autocast: torch.dtype | None = None,
+                  cache: str | Path | None | bool = None) -> Outcome:
     """Restore one entry and write it (see :func:`restored_path`); a failure is an Outcome, not raised."""
     from rat.shared.io import write_image
     from rat.training.data import load_full
 
     try:
-        lq, _, labels = load_full(store, entry, root, group)
+        lq, _, labels = load_full(store, entry, root, group, cache)
         restored = predict(model, torch.as_tensor(lq), model_labels(model, labels), tile, overlap,
                            autocast=autocast)
         target = restored_path(entry, out_dir)
         if entry.slice is None:  # the LQ file is the template: format, dtype, DICOM tags
-            write_image(target, to_source(restored, group), like=Path(root) / entry.lq)
+            write_image(target, to_source(restored, group), like=source_path(root, entry.lq))
         else:  # a slice of a volume: float32 TIFF in source units
             write_image(target, to_source(restored, group), dtype="float32")
     except (ValueError, OSError, RuntimeError) as err:

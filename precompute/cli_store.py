@@ -1,0 +1,195 @@
+"""`rat-precompute` commands that look at, share and upgrade label stores: export, merge, info, verify, show,
+upgrade (registered on the group in :mod:`rat.precompute.cli`), and the helpers both modules use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from rat.shared.cli import (
+    cli_errors,
+    dataset_options,
+    exit_status,
+    fail,
+    masks_option,
+    progress_option,
+)
+
+#: Library parameter names whose flag is spelled otherwise.
+FLAGS = {"n_workers": "--workers", "name": "--generator", "url": "--masks", "out": "--masks"}
+
+
+def _selected(dataset, root, index, split=None, limit=None, shard=None, store=None, progress=False):
+    """(definition, selected entries, data root): from the store's own dataset and index when it carries
+    them and no other dataset is named, else from the dataset's index under the root (built or refreshed)."""
+    from rat.shared.index import parse_shard, select
+    from rat.shared.store import open_store
+    from rat.shared.store_dataset import dataset_for
+
+    group = open_store(store) if store is not None else None
+    ds, entries, root = dataset_for(group, dataset, root, index, progress=progress)
+    return ds, select(entries, split, parse_shard(shard), limit), root
+
+
+
+# ---------------------------------------------------------------------------------------------------
+# sharing: export, merge
+
+
+def _store_argument(func):
+    """The store as a positional STORE or as --masks STORE (the name rat-train uses)."""
+    func = masks_option(required=False, help="The label store (instead of the STORE argument).")(func)
+    return click.argument("store", required=False)(func)
+
+
+def _the_store(store: str | None, masks: str | None) -> str:
+    if bool(store) == bool(masks):
+        fail("name the store once: as the STORE argument or as --masks STORE")
+    return store or masks
+
+
+@click.command("export")
+@_store_argument
+@click.option("--zip", "zip_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Zip file to write (*.zip); rat-train, info, verify and show read it directly.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing zip file.")
+@click.option("--with-images", is_flag=True,
+              help="Also copy the image caches a schema-1 store holds (default: label maps and dataset).")
+def export_cmd(store, masks, zip_file, overwrite, with_images):
+    """Write STORE (directory or URL) into one zip file to hand over: complete label maps, the dataset's
+    definition and index, bytes copied as stored."""
+    from rat.precompute.share import export_zip
+
+    with cli_errors(FLAGS):
+        report = export_zip(_the_store(store, masks), zip_file, overwrite=overwrite, with_images=with_images)
+    click.echo(f"wrote {zip_file}: {report.summarize()}")
+
+
+@click.command("merge")
+@click.argument("stores", nargs=-1, required=True)
+@click.option("--out", required=True, help="Store to write (directory or URL); may exist with the same "
+                                           "configuration, and then gains the others' label maps.")
+@click.option("--with-images", is_flag=True,
+              help="Also copy the image caches schema-1 stores hold (default: label maps and dataset only).")
+def merge_cmd(stores, out, with_images):
+    """Combine STORES made for parts of one dataset (by other people or nodes) into one store.
+
+    Refuses stores made with another generator, parameters, checkpoint or windows, and images present in
+    several stores with different content; nothing is written then.
+    """
+    from rat.precompute.share import merge_stores
+
+    with cli_errors(FLAGS):
+        report = merge_stores(stores, out, with_images=with_images)
+    click.echo(f"merged {len(stores)} stores into {out}: {report.summarize()}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# looking at a store: info, verify, show
+
+
+@click.command("info")
+@_store_argument
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def info_cmd(store, masks, as_json):
+    """Provenance, dataset, image count, completeness and region-count statistics of a STORE."""
+    import json
+
+    from rat.shared.store import open_store, summarize, upgrade_hint
+
+    store = _the_store(store, masks)
+    with cli_errors(FLAGS):
+        s = summarize(open_store(store))
+    if as_json:
+        click.echo(json.dumps(s, indent=2, default=str))
+        return
+    prov = s["provenance"]
+    gen = prov["generator"]
+    click.echo(f"store      {store}")
+    click.echo(f"dataset    {prov['dataset']}  (schema {prov['schema']}, rat {prov['package_version']})")
+    if prov.get("index"):
+        click.echo(f"index      {prov['index']['entries']} images; made from root {prov.get('root')}")
+    click.echo(f"generator  {gen['name']}" + (f"  model {gen['model_type']}  checkpoint sha256 "
+                                             f"{gen['checkpoint_sha256']}" if "model_type" in gen else ""))
+    click.echo("params     " + ", ".join(f"{k}={v}" for k, v in sorted(gen["params"].items())))
+    click.echo("windows    " + "; ".join(f"{g}: {w['kind']} [{w['low']}, {w['high']}]"
+                                         for g, w in prov["windows"].items()))
+    click.echo(f"label maps {s['label_maps']} ({s['complete']} complete, "
+               f"{len(s['incomplete'])} incomplete)")
+    if s["regions"]:
+        r = s["regions"]
+        click.echo(f"regions    min {r['min']}  median {r['median']:g}  mean {r['mean']:.1f}  max {r['max']}")
+    for i in s["incomplete"]:
+        click.echo(f"  incomplete: {i}")
+    if prov["schema"] == 1:
+        click.echo(f"note: {upgrade_hint(store)}")
+
+
+@click.command("verify")
+@_store_argument
+@dataset_options(required=False, root_required=False)
+@click.option("--split", type=click.Choice(["train", "test", "all"]), default=None,
+              help="Only this split (default all).")
+@progress_option
+def verify_cmd(store, masks, dataset, root, index, split, progress):
+    """Check that every image of the index has a complete, intact label map made from its LQ file
+    (LQ files under the data root are hashed against the store's records). A store that carries its
+    dataset needs no --dataset; the root is resolved as for `masks`."""
+    from rat.shared.store import open_store, verify
+
+    store = _the_store(store, masks)
+    with cli_errors(FLAGS):
+        _, entries, root = _selected(dataset, root, index, split, store=store, progress=progress)
+        problems = verify(open_store(store), entries, root)
+    for p in problems:
+        click.echo(p)
+    if problems:
+        click.echo(f"{len(problems)} of {len(entries)} images have problems")
+        exit_status(True)
+    click.echo(f"ok: {len(entries)} label maps complete and intact")
+
+
+@click.command("show")
+@click.argument("args", nargs=-1, required=True, metavar="[STORE] IMAGE_ID")
+@masks_option(required=False, help="The label store (instead of the STORE argument).")
+@dataset_options(required=False, root_required=False)
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="PNG to write: the LQ image beside a coloured overlay of its regions.")
+def show_cmd(args, masks, dataset, root, index, out):
+    """Write a picture of IMAGE_ID's regions."""
+    from rat.precompute.overlay import save_side_by_side
+    from rat.shared.index import read_lq
+    from rat.shared.regions.window import render_for_sam
+    from rat.shared.store import open_store, read_labels
+
+    if len(args) > 2:
+        fail("expected [STORE] IMAGE_ID")
+    store, image_id = (None, args[0]) if len(args) == 1 else args
+    store = _the_store(store, masks)
+    with cli_errors(FLAGS):
+        ds, entries, root = _selected(dataset, root, index, store=store)
+        entry = {e.id: e for e in entries}.get(image_id)
+        if entry is None:
+            fail(f"{image_id}: not in the index of {ds.name}")
+        labels = read_labels(open_store(store), image_id)
+        image, _ = read_lq(entry, root)
+        save_side_by_side(render_for_sam(image, ds.groups[entry.group].sam_window), labels, out)
+    click.echo(f"wrote {out}")
+
+
+@click.command("upgrade")
+@_store_argument
+@dataset_options(root_required=False)
+@progress_option
+def upgrade_cmd(store, masks, dataset, root, index, progress):
+    """Upgrade a schema-1 STORE in place to schema 2: it then carries the dataset's definition, index and
+    root, and its label maps become OME-Zarr label images. Label maps are kept (their bytes are checked
+    first); run it while nothing else uses the store. A schema-2 store gets its dataset record refreshed."""
+    from rat.precompute.upgrade import upgrade_store
+
+    store = _the_store(store, masks)
+    with cli_errors(FLAGS):
+        ds, entries, root = _selected(dataset, root, index, progress=progress)
+        report = upgrade_store(store, ds, entries, root, progress=progress)
+    click.echo(report)

@@ -1,0 +1,260 @@
+"""Where the voxels lie: the 4x4 affine of the arrays :func:`rat.shared.io.read_image` and
+:func:`rat.shared.io.read_volume` return.
+
+Convention (NIfTI's, nibabel's ``img.affine``): ``affine @ (i, j, k, 1)`` is the position of
+voxel ``array[i, j, k]`` in RAS+ world coordinates in mm (+x towards the patient's right, +y
+anterior, +z superior: the DICOM LPS position with x and y negated). A 2-D array ``(H, W)`` is
+the volume ``(H, W, 1)``: its third column is the slice normal times the slice thickness.
+
+- DICOM file: array axis 0 (rows) steps along the column direction cosine
+  ImageOrientationPatient[3:] by PixelSpacing[0], axis 1 (columns) along the row cosine IOP[:3]
+  by PixelSpacing[1], from ImagePositionPatient (the centre of the first pixel). The third column
+  is normal = cross(IOP[:3], IOP[3:]) times SliceThickness, else SpacingBetweenSlices, else 1.
+  Multi-frame files (frames in file order): per-frame PlanePositionSequence, else IPP plus
+  GridFrameOffsetVector (RT Dose) along the normal, else IPP plus SpacingBetweenSlices steps.
+- DICOM series directory: the first slice in ``read_volume``'s order (ascending along the normal)
+  is the origin; the third column is the step between slice positions,
+  (last - first) / (N - 1), exact also for gantry tilt. Slices must share one orientation and be
+  evenly spaced (within 5% of the step): otherwise no affine describes the volume and
+  ImageReadError says so.
+- NIfTI: nibabel's affine (sform, else qform), in mm when the header unit is metres or microns.
+- PNG, TIFF, and DICOM without ImagePositionPatient/ImageOrientationPatient: the diagonal of the
+  reader's spacing (row, col[, slice]), 1 mm where unknown.
+
+A slice ``read_image(path, index=k, axis=a)`` keeps the other two axes in order; its affine is
+that 2-D array as a one-voxel-thick volume at its place (:func:`slice_affine`). ITK (ITK-SNAP)
+indexes DICOM and PNG/TIFF images (column, row), the transpose of our arrays:
+:func:`to_itk_order` swaps the first two axes of an array and its affine, world positions kept.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from rat.shared.io.base import ImageReadError, PathLike, reading
+from rat.shared.io.dicom import _dcmread, _dicom_spacing, _volume_spacing, sorted_series
+from rat.shared.io.volumes import _spatial_axis, nifti_affine
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+"""DICOM patient coordinates (LPS) to NIfTI world coordinates (RAS): x and y negated."""
+
+SPACING_TOLERANCE = 0.05
+"""Largest distance of a slice from its evenly spaced place, as a fraction of the slice step."""
+
+
+def image_affine(path: PathLike, *, index: int | None = None, axis: int = -1) -> np.ndarray:
+    """4x4 RAS affine (mm, float64) of ``read_image(path, index=index, axis=axis)``'s array.
+
+    2-D images take no ``index``; volumes need one (a slice along spatial axis ``axis`` of
+    ``(H, W, N)``), and the affine is that of the slice as an ``(H', W', 1)`` volume at its
+    place. Raises ImageReadError (one line naming the file).
+    """
+    with reading(path):
+        affine, shape, volume = _source_affine(Path(path))
+        if not volume:
+            if index is not None:
+                raise ImageReadError(
+                    path, f"index={index} given but this is a 2-D image of shape {shape}"
+                )
+            return affine
+        if index is None:
+            raise ImageReadError(
+                path, f"volume of shape {shape}: pass index (and axis) to pick a slice"
+            )
+        ax = _spatial_axis(path, axis)
+        if not -shape[ax] <= index < shape[ax]:
+            raise ImageReadError(
+                path, f"index {index} out of range for {shape[ax]} slices on axis {ax}"
+            )
+        return slice_affine(affine, index % shape[ax], ax)
+
+
+def volume_affine(path: PathLike, *, axis: int = -1) -> np.ndarray:
+    """4x4 RAS affine (mm, float64) of ``read_volume(path)``'s ``(H, W, N)`` array (``axis=-1``),
+    or of the volume stacked from its slices along ``axis``::
+
+        np.stack([read_image(path, index=k, axis=axis)[0] for k in range(n)], axis=-1)
+
+    A 2-D file is the one-slice volume ``(H, W, 1)`` (``axis`` -1 or 2 only). Raises
+    ImageReadError (one line naming the file).
+    """
+    with reading(path):
+        affine, shape, volume = _source_affine(Path(path))
+        ax = _spatial_axis(path, axis)
+        if not volume and ax != 2:
+            raise ImageReadError(path, f"2-D image of shape {shape} has no slices on axis {ax}")
+        return slice_affine(affine, 0, ax)
+
+
+def slice_affine(affine: np.ndarray, index: int, axis: int) -> np.ndarray:
+    """Affine of slice ``index`` along ``axis`` (0, 1 or 2) of a volume with ``affine``.
+
+    The slice keeps the volume's other two axes in order (as ``np.take`` does) and becomes a
+    one-voxel-thick volume whose third axis is ``axis``: columns ``[others..., axis]``, origin
+    moved ``index`` steps along ``axis``. Index 0 is the affine of the slices stacked on a new
+    last axis.
+    """
+    matrix = np.asarray(affine, dtype=np.float64)
+    others = [d for d in range(3) if d != axis]
+    out = np.eye(4)
+    out[:3, :3] = matrix[:3, others + [axis]]
+    out[:3, 3] = matrix[:3, 3] + index * matrix[:3, axis]
+    return out
+
+
+def to_itk_order(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``array`` with its first two axes swapped, and the affine of the result.
+
+    Our DICOM and PNG/TIFF arrays are ``(row, col, ...)``; ITK and ITK-SNAP index those files
+    ``(col, row, ...)``, so a label map written as NIfTI overlays the DICOM series or PNG in
+    ITK-SNAP only in this order (NIfTI sources are already in ITK's order). Every voxel keeps
+    its world position.
+    """
+    matrix = np.array(affine, dtype=np.float64)
+    matrix[:, [0, 1]] = matrix[:, [1, 0]]
+    return np.swapaxes(np.asarray(array), 0, 1), matrix
+
+
+# ----------------------------------------------------------------------------- per format
+
+
+def _source_affine(path: Path) -> tuple[np.ndarray, tuple[int, ...], bool]:
+    """The affine of the whole array the readers return, its shape, and whether it is a volume."""
+    if path.is_dir():
+        return _series_affine(path)
+    from rat.shared.io import _open  # the readers' own dispatch: the same shapes and spacing
+
+    src = _open(path, page=None, tiff_stack=True, header_only=True)
+    if src.format == "nifti":
+        import nibabel as nib
+
+        affine = nifti_affine(nib.load(path))
+    elif src.format == "dicom":
+        frames = src.shape[2] if src.volume else 1
+        affine = _dicom_affine(path, _dcmread(path, header_only=True), frames, src.spacing)
+    else:
+        affine = _diagonal(src.spacing)
+    return affine, src.shape, src.volume
+
+
+def _series_affine(directory: Path) -> tuple[np.ndarray, tuple[int, ...], bool]:
+    files, headers, step = sorted_series(directory)
+    first = headers[0]
+    shape = (int(first.Rows), int(first.Columns), len(files))
+    orientations = [_orientation(ds) for ds in headers]
+    positions = [_position(ds) for ds in headers]
+    if any(o is None for o in orientations) or any(p is None for p in positions):
+        return _diagonal(_volume_spacing(first, step)), shape, True
+    for f, orient in zip(files, orientations, strict=True):
+        if not np.allclose(orient, orientations[0], atol=1e-4):
+            raise ImageReadError(f, f"orientation differs from {files[0].name}: no single affine")
+    affine = _lps_affine(
+        directory, orientations[0], _dicom_spacing(first), np.array(positions), _thickness(first)
+    )
+    return affine, shape, True
+
+
+def _dicom_affine(path: Path, ds, frames: int, spacing) -> np.ndarray:
+    orient, position = _orientation(ds), _position(ds)
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame is not None and len(per_frame) == frames:
+        orient = _orientation(per_frame[0]) if orient is None else orient
+        positions = [_position(item) for item in per_frame]
+        if all(p is not None for p in positions) and orient is not None:
+            return _lps_affine(path, orient, _dicom_spacing(ds), np.array(positions), _thickness(ds))
+    if orient is None or position is None:
+        return _diagonal(spacing)
+    if frames == 1:
+        return _lps_affine(path, orient, _dicom_spacing(ds), position[None], _thickness(ds))
+    offsets = [float(v) for v in ds.get("GridFrameOffsetVector") or []]
+    if len(offsets) != frames:
+        step = float(ds.get("SpacingBetweenSlices") or ds.get("SliceThickness") or 1.0)
+        offsets = [k * step for k in range(frames)]
+    normal = np.cross(orient[:3], orient[3:])
+    positions = position + np.outer(np.array(offsets) - offsets[0], normal)
+    return _lps_affine(path, orient, _dicom_spacing(ds), positions, _thickness(ds))
+
+
+def _lps_affine(
+    path: Path,
+    orient: np.ndarray,
+    spacing: tuple[float, float] | None,
+    positions: np.ndarray,
+    thickness: float,
+) -> np.ndarray:
+    """RAS affine from IOP (6,), (row, col) spacing and the (N, 3) LPS slice positions."""
+    row_dir, col_dir = orient[:3], orient[3:]
+    d_row, d_col = spacing or (1.0, 1.0)
+    lps = np.eye(4)
+    lps[:3, 0] = col_dir * d_row  # array axis 0: down the rows
+    lps[:3, 1] = row_dir * d_col  # array axis 1: along a row
+    lps[:3, 3] = positions[0]
+    n = len(positions)
+    if n == 1:
+        lps[:3, 2] = np.cross(row_dir, col_dir) * thickness
+        return LPS_TO_RAS @ lps
+    step = (positions[-1] - positions[0]) / (n - 1)
+    expected = positions[0] + np.outer(np.arange(n), step)
+    off = np.linalg.norm(positions - expected, axis=1)
+    worst = int(np.argmax(off))
+    if off[worst] > SPACING_TOLERANCE * np.linalg.norm(step):
+        raise ImageReadError(
+            path,
+            f"slices are not evenly spaced (slice {worst} lies {off[worst]:.3g} mm off a step "
+            f"of {np.linalg.norm(step):.3g} mm): no single affine describes them",
+        )
+    lps[:3, 2] = step
+    return LPS_TO_RAS @ lps
+
+
+def _orientation(ds) -> np.ndarray | None:
+    """ImageOrientationPatient (6,) of a data set, frame item or shared group, or None."""
+    orient = _floats(_lookup(ds, "ImageOrientationPatient", "PlaneOrientationSequence"), 6)
+    if orient is None or not np.allclose(np.linalg.norm(orient.reshape(2, 3), axis=1), 1, atol=1e-3):
+        return None
+    return orient
+
+
+def _position(ds) -> np.ndarray | None:
+    """ImagePositionPatient (3,) of a data set, frame item or shared group, or None."""
+    return _floats(_lookup(ds, "ImagePositionPatient", "PlanePositionSequence"), 3)
+
+
+def _lookup(ds, keyword: str, group: str):
+    """``keyword`` of ``ds``, else of its ``group`` item (functional group macro), else of that
+    group in its SharedFunctionalGroupsSequence; None when none holds it."""
+    shared = _first(ds, "SharedFunctionalGroupsSequence")
+    for holder in (ds, _first(ds, group), _first(shared, group)):
+        if holder is not None and holder.get(keyword) is not None:
+            return holder.get(keyword)
+    return None
+
+
+def _first(ds, keyword: str):
+    seq = None if ds is None else ds.get(keyword)
+    return seq[0] if seq else None
+
+
+def _floats(value, n: int) -> np.ndarray | None:
+    try:
+        out = np.array([float(v) for v in value], dtype=np.float64)
+    except (TypeError, ValueError):  # absent (None), empty or not numbers
+        return None
+    return out if out.shape == (n,) and np.isfinite(out).all() else None
+
+
+def _thickness(ds) -> float:
+    """Extent of one slice along its normal: SliceThickness, SpacingBetweenSlices, else 1 mm."""
+    for keyword in ("SliceThickness", "SpacingBetweenSlices"):
+        value = _floats([_lookup(ds, keyword, "PixelMeasuresSequence")], 1)
+        if value is not None and value[0] != 0:
+            return abs(float(value[0]))
+    return 1.0
+
+
+def _diagonal(spacing: tuple[float, ...] | None) -> np.ndarray:
+    steps = list(spacing or ())
+    steps += [1.0] * (3 - len(steps))
+    return np.diag(steps[:3] + [1.0])
