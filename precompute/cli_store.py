@@ -51,19 +51,42 @@ def _the_store(store: str | None, masks: str | None) -> str:
 
 @click.command("export")
 @_store_argument
-@click.option("--zip", "zip_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--zip", "zip_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Zip file to write (*.zip); rat-train, info, verify and show read it directly.")
+@click.option("--nifti", "nifti_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the label maps as NIfTI in their source images' geometry (ITK-SNAP, Slicer).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing zip file.")
 @click.option("--with-images", is_flag=True,
               help="Also copy the image caches a schema-1 store holds (default: label maps and dataset).")
-def export_cmd(store, masks, zip_file, overwrite, with_images):
-    """Write STORE (directory or URL) into one zip file to hand over: complete label maps, the dataset's
-    definition and index, bytes copied as stored."""
-    from rat.precompute.share import export_zip
+@dataset_options(required=False, root_required=False)
+@click.option("--split", type=click.Choice(["train", "test", "all"]), default=None,
+              help="--nifti: only this split (default all).")
+@progress_option
+def export_cmd(store, masks, zip_file, nifti_dir, overwrite, with_images, dataset, root, index, split,
+               progress):
+    """Hand STORE over as one zip file (complete label maps, the dataset's definition and index, bytes
+    copied as stored), and/or write its label maps as NIfTI files with the geometry of their source
+    images, for ITK-SNAP and 3D Slicer (--nifti; needs the source images under the data root)."""
+    from rat.shared.batch import failed, summarize
 
+    if zip_file is None and nifti_dir is None:
+        fail("name what to write: --zip FILE and/or --nifti DIR")
+    store = _the_store(store, masks)
+    outcomes = []
     with cli_errors(FLAGS):
-        report = export_zip(_the_store(store, masks), zip_file, overwrite=overwrite, with_images=with_images)
-    click.echo(f"wrote {zip_file}: {report.summarize()}")
+        if zip_file is not None:
+            from rat.precompute.share import export_zip
+
+            report = export_zip(store, zip_file, overwrite=overwrite, with_images=with_images)
+            click.echo(f"wrote {zip_file}: {report.summarize()}")
+        if nifti_dir is not None:
+            from rat.precompute.nifti_export import export_nifti
+            from rat.shared.store import open_store
+
+            _, entries, root = _selected(dataset, root, index, split, store=store)
+            outcomes = export_nifti(open_store(store), entries, root, nifti_dir, progress=progress)
+            click.echo(f"NIfTI into {nifti_dir}: " + summarize(outcomes, done="written", skipped="skipped"))
+    exit_status(failed(outcomes))
 
 
 @click.command("merge")
