@@ -222,7 +222,10 @@ def masks_cmd(dataset, root, index, masks, split, limit, shard, generator_name, 
     click.echo(summarize(outcomes))
     click.echo(f"store: {Path(masks).resolve() if '://' not in masks else masks}")
     if not failed(outcomes):
-        click.echo(f"next:  rat-train --masks {masks} --out runs/{ds.name}")
+        groups = sorted(ds.groups)
+        pick = f" --group {groups[0]}" if len(groups) > 1 else ""
+        more = f"   (groups: {', '.join(groups)})" if len(groups) > 1 else ""
+        click.echo(f"next:  rat-train --masks {masks}{pick} --out runs/{ds.name}{more}")
     exit_status(failed(outcomes))
 
 

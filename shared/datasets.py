@@ -1,13 +1,15 @@
 """Dataset definitions: TOML files parsed and checked into :class:`DatasetDef`, and split rules.
 
 A dataset definition is one TOML file (the builtin ones live in ``rat.data_manifests``; each
-documents every key in comments). It has a ``name``, a ``description``, an optional
+documents every key in comments). It has a ``name``, a ``description``, an optional ``root`` (the
+data root, see :func:`rat.shared.locate.resolve_root`), an optional
 ``[defaults]`` table and one ``[groups.<group>]`` table per group of images that share modality,
 channels, file layout and settings; a group key not set in the group table is taken from
 ``[defaults]``. See :class:`Group` for the keys and :mod:`rat.shared.patterns` for the file
 patterns. Every mistake is a :class:`ManifestError` naming the file and the key.
 
-The per-image index built from a definition is in :mod:`rat.shared.manifest`.
+Parsing and checking the TOML text is in :mod:`rat.shared.definition_toml`; the per-image index built from a
+definition in :mod:`rat.shared.manifest` and :mod:`rat.shared.index`.
 """
 
 from __future__ import annotations

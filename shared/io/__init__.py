@@ -21,8 +21,10 @@ volume counts). Every failure is an :class:`ImageReadError` whose message is one
 ``"<path>: <reason>"``.
 
 This module holds the entry points and the format dispatch; the formats live in
-:mod:`rat.shared.io.raster` (PNG, JPEG, TIFF), :mod:`rat.shared.io.dicom` (files, series, writing) and
-:mod:`rat.shared.io.volumes` (NIfTI, slicing), the shared error and records in :mod:`rat.shared.io.base`.
+:mod:`rat.shared.io.raster` (PNG, JPEG, TIFF), :mod:`rat.shared.io.dicom` (files, series),
+:mod:`rat.shared.io.dicom_write` (pixel data into a template, derived series) and
+:mod:`rat.shared.io.volumes` (NIfTI reading, writing, slicing), the geometry (RAS affines of what the
+readers return) in :mod:`rat.shared.io.geometry`, the shared error and records in :mod:`rat.shared.io.base`.
 """
 
 from __future__ import annotations
