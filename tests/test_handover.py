@@ -49,7 +49,8 @@ def alice(sample_root, tmp_path, monkeypatch) -> Path:
     code, text = run(pre, "masks", "--dataset", "sample", "--generator", "superpixels", "--no-progress")
     assert code == 0, text
     assert f"store: {tmp_path / 'sample.zarr'}" in text
-    assert "next:  rat-train --masks sample.zarr --group ct --out runs/sample   (groups: ct, pathology)" in text
+    assert "next:  rat-train --masks sample.zarr --group ct --out runs/sample   (groups: ct, pathology)" \
+        in text
     return tmp_path / "sample.zarr"
 
 
