@@ -14,6 +14,7 @@ from torch import nn
 from rat.shared.datasets import load_dataset
 from rat.shared.index import load_index
 from rat.shared.io import read_image
+from rat.shared.locate import source_path
 from rat.shared.store import open_store
 from rat.training.cli import main
 from rat.training.data import load_full
@@ -151,9 +152,9 @@ def test_restore_writes_source_formats(store, sample_root, tmp_path):
         assert result.exit_code == 0, result.output
         assert "8 restored" in result.output
         entries = [e for e in load_index(SAMPLE, sample_root) if e.group == group.name]
-        formats = set()
+        formats, series = set(), set()
         for e in entries:
-            lq_path = sample_root / e.lq
+            lq_path = source_path(sample_root, e.lq)
             written = out / group.name / f"{e.id}{lq_path.suffix}"
             pixels, meta = read_image(written)
             _, lq_meta = read_image(lq_path)
@@ -163,13 +164,17 @@ def test_restore_writes_source_formats(store, sample_root, tmp_path):
             lq, _, labels = load_full(g, e, sample_root, group)
             expected = to_source(predict(model, torch.as_tensor(lq), torch.as_tensor(labels), 64, 16), group)
             np.testing.assert_allclose(pixels, expected, atol=0.5 + 1e-3)  # rounded to the stored integers
-            if meta.format == "dicom":
+            if meta.format == "dicom":  # a new derived series in the same study
                 new, old = pydicom.dcmread(written), pydicom.dcmread(lq_path)
-                for tag in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "RescaleIntercept",
-                            "RescaleSlope", "PixelSpacing", "BitsStored"):
+                for tag in ("PatientID", "StudyInstanceUID", "RescaleIntercept", "RescaleSlope",
+                            "PixelSpacing", "BitsStored", "ImagePositionPatient", "ImageOrientationPatient"):
                     assert new.get(tag) == old.get(tag), tag
                 assert new.SOPInstanceUID != old.SOPInstanceUID
+                assert new.SeriesInstanceUID != old.SeriesInstanceUID
+                assert list(new.ImageType)[:2] == ["DERIVED", "SECONDARY"]
+                series.add(new.SeriesInstanceUID)
         assert formats == ({"dicom"} if group is CT else {"png", "tiff"})
+        assert len(series) == (1 if group is CT else 0)  # the files of one source series: one new series
 
 
 def test_eval_cli_writes_csv_and_figure(store, sample_root, tmp_path):
@@ -185,4 +190,4 @@ def test_eval_cli_writes_csv_and_figure(store, sample_root, tmp_path):
     assert (tmp_path / "fig.png").read_bytes()[:4] == b"\x89PNG"
     result = run("eval", "--checkpoint", tmp_path / "missing.pt", "--masks", store, "--dataset", "sample",
                  "--root", sample_root, "--group", "ct")
-    assert result.exit_code == 1 and "missing.pt: checkpoint not found" in result.output
+    assert result.exit_code != 0 and "missing.pt' does not exist" in result.output

@@ -7,6 +7,7 @@ store's provenance. Files are written atomically (temporary name, then rename).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 from collections.abc import Mapping
@@ -62,13 +63,19 @@ def _tensor_dict(obj: Any) -> bool:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True`` onto the CPU.
+    """Load a checkpoint with ``weights_only=True`` onto the CPU, or a model folder (never unpickled).
 
-    A checkpoint of this trainer comes back as saved. A bare state dict (the authors' public code
-    saves ``model.module.state_dict()``; BasicSR-style ``{"params": ...}`` wrappers too) comes back as
+    A checkpoint of this trainer comes back as saved. A model folder written by `rat-train export`
+    (``model.safetensors`` + ``config.json``, :mod:`rat.training.export`) comes back in the same form,
+    with ``"exported": True``. A bare state dict (the authors' public code saves
+    ``model.module.state_dict()``; BasicSR-style ``{"params": ...}`` wrappers too) comes back as
     ``{"model": state_dict, "bare": True}``, with any DDP ``module.`` prefix removed.
     """
     path = Path(path)
+    if path.is_dir():
+        from rat.training.export import load_model_folder
+
+        return load_model_folder(path)
     if not path.is_file():
         raise TrainError(f"{path}: checkpoint not found")
     try:
@@ -122,5 +129,28 @@ def load_weights(model: nn.Module, state: Mapping[str, Tensor], source: str | Pa
         model.load_state_dict(state)
     except RuntimeError as err:
         lines = str(err).strip().splitlines()  # the first line only says "Error(s) in loading state_dict"
-        raise TrainError(f"{source}: weights do not fit the model: {one_line(lines[1:2] or lines)}") from None
+        detail = one_line(" ".join(lines[1:2] or lines))
+        raise TrainError(f"{source}: weights do not fit the model: {detail}") from None
     return model
+
+
+def weights_sha256(state: Mapping[str, Tensor]) -> str:
+    """SHA-256 of a model's weights (names, dtypes, shapes and values, in name order): the same for a
+    training checkpoint and the model folder exported from it."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}\n".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def checkpoint_dataset(ck: Mapping[str, Any]):
+    """The dataset definition a run was trained on (its text travels in the checkpoint), else None."""
+    from rat.shared.datasets import definition_from_text, load_dataset
+
+    data = ck.get("data") or {}
+    if data.get("definition"):
+        return definition_from_text(data["definition"], f"checkpoint (definition {data.get('dataset')})")
+    config = ck.get("config") or {}
+    return load_dataset(config["dataset"]) if config.get("dataset") else None

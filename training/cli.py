@@ -27,6 +27,7 @@ from rat.shared.cli import (
     selection_options,
 )
 from rat.shared.devices import DEVICES
+from rat.shared.regions import GENERATOR_NAMES
 from rat.training.config import CHOICES, TrainConfig, help_text
 from rat.training.options import ATTENTIONS, BACKENDS, MODEL_NAMES, OVERLAP, TILE
 
@@ -82,15 +83,15 @@ def main(ctx: click.Context, **settings) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# eval and restore
+# eval, restore, export
 
 
 def _checkpoint_options(func):
     options = [
-        click.option("--checkpoint", required=True, type=click.Path(dir_okay=False, path_type=Path),
-                     help="A rat-train checkpoint (best.pt, last.pt) or a bare state dict (authors' code)."),
-        masks_option(required=False, help="Label store (default: the checkpoint's; required for bare "
-                                          "state dicts)."),
+        click.option("--checkpoint", required=True, type=click.Path(exists=True, path_type=Path),
+                     help="A rat-train checkpoint (best.pt, last.pt), a model folder of `rat-train "
+                          "export`, or a bare state dict (authors' code; then name --dataset)."),
+        masks_option(required=False, help="Label store (default: the checkpoint's)."),
         dataset_options(required=False, root_required=False),
         click.option("--group", default=None, help="Image group (default: the checkpoint's)."),
         selection_options(split_default="test"),
@@ -114,47 +115,35 @@ def _checkpoint_options(func):
     return func
 
 
-def _prepare(opts: dict):
-    """Checkpoint, model on its device, dataset group, entries, open store and data root; all checked."""
-    import torch
+def _restorer(opts: dict):
+    from rat.training.inference.restorer import load_restorer
 
-    from rat.shared.datasets import pick_group
+    return load_restorer(opts["checkpoint"], dataset=opts["dataset"], group=opts["group"],
+                         model_name=opts["model_name"], attention=opts["attention"], backend=opts["backend"],
+                         device=opts["device"], tile=opts["tile"], overlap=opts["overlap"], bf16=opts["bf16"])
+
+
+def _split(opts: dict, restorer):
+    """(store, entries, root) of the dataset split to evaluate or restore: the checkpoint's store and data
+    unless named, the split, shard and limit asked for; the store checked for them."""
     from rat.shared.index import parse_shard, select
     from rat.shared.store import open_store
     from rat.shared.store_dataset import dataset_for
-    from rat.training.checkpoint import load_checkpoint, model_from_checkpoint
     from rat.training.data import check_store
-    from rat.training.distributed import setup
 
-    ck = load_checkpoint(opts["checkpoint"])
-    saved = {} if ck.get("bare") else ck["config"]
-    for key in ("masks", "dataset", "root", "index", "group"):
-        if opts[key] is None and saved.get(key):
-            opts[key] = saved[key]
-    if not opts["masks"]:
+    saved = restorer.meta["config"]
+    masks = opts["masks"] or saved.get("masks")
+    if not masks:
         fail("--masks is required (the checkpoint does not name a label store)")
-    store = open_store(opts["masks"])
-    ds, index, root = dataset_for(store, opts["dataset"], opts["root"], opts["index"])
-    group = pick_group(ds, opts["group"])
-    model = model_from_checkpoint(ck, name=opts["model_name"], attention=opts["attention"],
-                                  backend=opts["backend"])
-    if model.intro.in_channels != group.channels:
-        fail(f"{opts['checkpoint']}: model takes {model.intro.in_channels} channel(s), "
-             f"group {group.name!r} has {group.channels}")
-    mine = [e for e in index if e.group == group.name]
+    store = open_store(masks)
+    _, index, root = dataset_for(store, opts["dataset"] or saved.get("dataset"),
+                                 opts["root"] or saved.get("root"), opts["index"] or saved.get("index"))
+    mine = [e for e in index if e.group == restorer.group.name]
     entries = select(mine, opts["split"], parse_shard(opts["shard"]), opts["limit"])
     if not entries:
-        fail(f"no {opts['split']} images of group {group.name!r} in the index")
+        fail(f"no {opts['split']} images of group {restorer.group.name!r} in the index")
     check_store(store, entries)
-    rt = setup(opts["device"])
-    model.to(rt.device)
-    kwargs = {"tile": opts["tile"], "overlap": opts["overlap"]}
-    if not 0 <= opts["overlap"] < opts["tile"]:
-        fail(f"--overlap {opts['overlap']}: must be smaller than --tile {opts['tile']}")
-    if opts["bf16"]:
-        kwargs["autocast"] = torch.bfloat16
-    opts["root"] = root
-    return ck, model, group, entries, store, kwargs
+    return store, entries, root
 
 
 @main.command("eval")
@@ -178,44 +167,97 @@ def eval_cmd(csv_path, figure, figure_id, **opts):
     from rat.training.inference.tiling import model_labels, predict
 
     with cli_errors():
-        ck, model, group, entries, store, kwargs = _prepare(opts)
-        scores = evaluate(model, entries, opts["root"], store, group, progress=opts["progress"], **kwargs)
-        csv_path = csv_path or Path(opts["checkpoint"]).parent / f"eval_{group.name}_{opts['split']}.csv"
+        restorer = _restorer(opts)
+        store, entries, root = _split(opts, restorer)
+        model, group = restorer.model, restorer.group
+        kwargs = {"tile": restorer.tile, "overlap": restorer.overlap, "autocast": restorer.autocast}
+        scores = evaluate(model, entries, root, store, group, progress=opts["progress"], **kwargs)
+        where = Path(opts["checkpoint"])
+        folder = where if where.is_dir() else where.parent
+        csv_path = csv_path or folder / f"eval_{group.name}_{opts['split']}.csv"
         write_scores_csv(scores, csv_path)
         if figure is not None:
             entry = {e.id: e for e in entries}.get(figure_id or entries[0].id)
             if entry is None:
                 fail(f"--figure-id {figure_id}: not among the evaluated images")
-            lq, hq, labels = load_full(store, entry, opts["root"], group)
+            lq, hq, labels = load_full(store, entry, root, group)
             lq, hq = torch.as_tensor(lq), torch.as_tensor(hq)
             restored = predict(model, lq, model_labels(model, labels), **kwargs)
             score = next(s for s in scores if s.id == entry.id)
             save_figure(figure, lq, restored, hq, labels, group, score, title=f"{group.name}: {entry.id}")
-    step = "" if ck.get("bare") else f" (step {ck['step']})"
+    step = "" if restorer.meta["step"] is None else f" (step {restorer.meta['step']})"
     click.echo(f"{group.name}, split {opts['split']}, {Path(opts['checkpoint']).name}{step}")
     click.echo(format_table(scores))
     click.echo(f"per-image metrics: {csv_path}" + (f"\nfigure: {figure}" if figure else ""))
 
 
 @main.command("restore")
+@click.argument("inputs", nargs=-1, metavar="[INPUT]...")
 @_checkpoint_options
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for the restored images (<out>/<group>/<id>.<source extension>).")
-def restore_cmd(out, **opts):
-    """Restore whole images and write them in the source format and dtype.
+              help="Folder for the restored scans (each under its input's name).")
+@click.option("--sam-checkpoint", envvar="RAT_SAM_CHECKPOINT", type=click.Path(path_type=Path), default=None,
+              help="SAM weights for regions computed here (or RAT_SAM_CHECKPOINT); must be those the model "
+                   "was trained with.")
+@click.option("--generator", type=click.Choice(GENERATOR_NAMES), default=None,
+              help="Compute regions with another generator than the model was trained with (a note says so).")
+@click.option("--save-regions", is_flag=True,
+              help="Also write the label map the model saw beside each output (NIfTI for volumes and "
+                   "DICOM, PNG otherwise).")
+def restore_cmd(inputs, out, sam_checkpoint, generator, save_regions, **opts):
+    """Restore scans and write them in their own standard formats.
 
-    DICOM keeps the LQ file's tags with new pixel data; PNG and TIFF keep their bit depth; slices
-    of volumes are written as float32 TIFF. Exits non-zero if any image failed (the others are kept).
+    INPUT: image files (DICOM, PNG, TIFF), folders holding a DICOM series, NIfTI volumes, or folders or
+    glob patterns of these. Without INPUT: the dataset split of the checkpoint's store (--split, default
+    test). Regions come from --masks STORE when it holds a label map of the same LQ bytes, else they are
+    computed with the generator and SAM window the model was trained with. DICOM inputs become a new
+    derived series in the same study; NIfTI a volume with the source's shape, affine and units; PNG and
+    TIFF keep their bit depth. Bad inputs are reported and skipped; the exit status is 1 if any failed.
     """
     from rat.shared.batch import failed
-    from rat.training.inference.restore import restore
+    from rat.training.inference.inputs import collect_scans, scans_of_entries
+    from rat.training.inference.region_source import RegionSource
+    from rat.training.inference.restore import restore_scans
 
+    problems: list[tuple[str, str]] = []
     with cli_errors():
-        _, model, group, entries, store, kwargs = _prepare(opts)
-        outcomes = restore(model, entries, opts["root"], store, group, out, progress=opts["progress"],
-                           **kwargs)
+        restorer = _restorer(opts)
+        if inputs:
+            from rat.shared.store import open_store
+
+            volume = restorer.group.volume
+            scans, problems = collect_scans(list(inputs), volume.slice_axis % 3 if volume else 2)
+            store = open_store(opts["masks"]) if opts["masks"] else None
+        else:
+            store, entries, root = _split(opts, restorer)
+            scans = scans_of_entries(entries, root)
+        regions = RegionSource(restorer, store, generator, sam_checkpoint, opts["device"])
+        outcomes = restore_scans(restorer, scans, regions, out, save_regions, opts["progress"])
+    for note in regions.notes:
+        click.echo(note)
     bad = [o for o in outcomes if o.status == "failed"]
-    click.echo(f"{len(outcomes) - len(bad)} restored into {out}, {len(bad)} failed")
+    click.echo(f"{len(outcomes) - len(bad)} restored into {out}, {len(bad) + len(problems)} failed")
+    for name, reason in problems:
+        click.echo(f"  FAILED {name}: {reason}")
     for o in bad:
         click.echo(f"  FAILED {o.image_id}: {o.reason}")
-    exit_status(failed(outcomes))
+    exit_status(failed(outcomes) or bool(problems))
+
+
+@main.command("export")
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A rat-train checkpoint (best.pt, last.pt).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Model folder to write: model.safetensors, config.json, README.md (model card).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing folder.")
+def export_cmd(checkpoint, out, overwrite):
+    """Write a shareable model folder: the weights (safetensors), their configuration and a model card.
+
+    `restore`, `eval` and `rat-train --init` take the folder in place of a checkpoint; loading it never
+    unpickles anything.
+    """
+    from rat.training.export import export_model
+
+    with cli_errors():
+        folder = export_model(checkpoint, out, overwrite=overwrite)
+    click.echo(f"wrote {folder}: model.safetensors, config.json, README.md")

@@ -1,0 +1,152 @@
+"""What `rat-train restore` is asked to restore: scans from the command line or from a dataset split.
+
+A :class:`Scan` is one 2-D image file (PNG, JPEG, TIFF, a single-frame DICOM, a 2-D NIfTI) or one volume
+(a NIfTI volume, a folder holding one DICOM series, a multi-frame DICOM) restored slice by slice along
+``axis``. Command-line inputs may be files, folders (searched recursively: a folder whose DICOM files form
+one series is a volume; other DICOM files are images, written back grouped by their series) or glob patterns.
+Inputs that cannot be used are returned as problems (one line each), not raised: the others go on.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rat.shared.errors import one_line
+from rat.shared.index import Entry
+from rat.shared.io import ImageReadError, volume_shape
+from rat.shared.io.dicom import series_files
+from rat.shared.locate import source_path
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom", ".ima", ".nii", ".nii.gz")
+_GLOB = set("*?[")
+
+
+@dataclass
+class Scan:
+    """One input. name: its output path relative to the output folder; ids: label-map ids in a store by
+    slice (None for a 2-D image), for a dataset split; slices: the slices to restore (None: all)."""
+
+    path: Path
+    kind: str  # "image" | "volume"
+    name: str
+    axis: int = 2
+    ids: dict[int | None, str] = field(default_factory=dict)
+    slices: list[int] | None = None
+
+
+def _has_dicm(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+def _is_image(path: Path) -> bool:
+    return path.name.lower().endswith(IMAGE_SUFFIXES) or _has_dicm(path)
+
+
+def _kind(path: Path) -> str:
+    """"volume" for 3-D NIfTI, multi-frame DICOM and DICOM-series folders, else "image" (headers only)."""
+    if path.is_dir():
+        return "volume"
+    shape = volume_shape(path)
+    is_nifti = path.name.lower().endswith((".nii", ".nii.gz"))
+    frames = _frames(path) if not is_nifti else 1
+    return "volume" if (is_nifti and len(shape) == 3 and shape[2] > 1) or frames > 1 else "image"
+
+
+def _frames(path: Path) -> int:
+    if not (path.suffix.lower() in (".dcm", ".dicom", ".ima") or _has_dicm(path)):
+        return 1
+    import pydicom
+
+    return int(pydicom.dcmread(path, stop_before_pixels=True).get("NumberOfFrames", 1) or 1)
+
+
+def _one_series(folder: Path) -> bool:
+    """Whether the DICOM files directly in ``folder`` form one series (at least one file)."""
+    import pydicom
+
+    try:
+        files = series_files(folder)
+    except ImageReadError:
+        return False
+    uids = {str(pydicom.dcmread(f, stop_before_pixels=True).get("SeriesInstanceUID", "")) for f in files}
+    return len(uids) == 1
+
+
+def collect_scans(inputs: list[str], volume_axis: int = 2) -> tuple[list[Scan], list[tuple[str, str]]]:
+    """Scans of command-line inputs, and (input, reason) for those that cannot be used."""
+    scans: list[Scan] = []
+    problems: list[tuple[str, str]] = []
+
+    def add_file(path: Path, base: Path) -> None:
+        try:
+            kind = _kind(path)
+        except (ImageReadError, OSError, ValueError) as err:
+            problems.append((str(path), one_line(getattr(err, "reason", err))))
+            return
+        scans.append(Scan(path, kind, path.relative_to(base).as_posix(), volume_axis))
+
+    def add_folder(folder: Path, base: Path) -> None:
+        if _one_series(folder):
+            scans.append(Scan(folder, "volume", folder.relative_to(base).as_posix(), volume_axis))
+            others = [f for f in sorted(folder.iterdir()) if f.is_file() and not _is_dicom_member(f)]
+        else:
+            others = [f for f in sorted(folder.iterdir()) if f.is_file()]
+        for f in others:
+            if _is_image(f) and not f.name.startswith("."):
+                add_file(f, base)
+        for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            add_folder(sub, base)
+
+    for text in inputs:
+        if _GLOB & set(text):
+            matches = sorted(Path(m) for m in glob.glob(text, recursive=True))
+            base = Path(text.split("*")[0].split("?")[0].split("[")[0]).parent if matches else Path(".")
+            if not matches:
+                problems.append((text, "no file matches this pattern"))
+        else:
+            matches, base = [Path(text)], Path(text).parent
+        for path in matches:
+            if not path.exists():
+                problems.append((str(path), "no such file or directory"))
+            elif path.is_dir():
+                add_folder(path, base)
+            else:
+                add_file(path, base)
+    return scans, problems
+
+
+def _is_dicom_member(path: Path) -> bool:
+    return path.suffix.lower() in (".dcm", ".dicom", ".ima") or _has_dicm(path)
+
+
+def scans_of_entries(entries: list[Entry], root: str | Path) -> list[Scan]:
+    """Scans of a dataset split: one per 2-D entry, one per volume (its indexed slices), named
+    ``<group>/<id><suffix>`` (volumes: the id of the volume, without the slice number)."""
+    scans: list[Scan] = []
+    volumes: dict[tuple[str, int], list[Entry]] = defaultdict(list)
+    for e in entries:
+        path = source_path(root, e.lq)
+        suffix = "".join(path.suffixes[-2:]) if path.name.lower().endswith(".nii.gz") else path.suffix
+        if e.slice is None:
+            scans.append(Scan(path, "image", f"{e.group}/{e.id}{suffix}", ids={None: e.id}))
+        else:
+            volumes[(e.lq, e.axis)].append(e)
+    for (lq, axis), members in volumes.items():
+        path = source_path(root, lq)
+        base = members[0].id.rsplit("_", 1)[0]
+        suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix
+        ids = {e.slice: e.id for e in members}
+        scans.append(Scan(path, "volume", f"{members[0].group}/{base}{suffix}", axis, ids, sorted(ids)))
+    return scans
+
+
+def volume_slices(scan: Scan) -> int:
+    """Number of slices of a volume scan along its axis (from the headers)."""
+    return int(volume_shape(scan.path)[scan.axis % 3])
