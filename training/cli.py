@@ -220,7 +220,7 @@ def restore_cmd(inputs, out, sam_checkpoint, generator, save_regions, **opts):
     from rat.training.inference.restore import restore_scans
 
     problems: list[tuple[str, str]] = []
-    with cli_errors():
+    with cli_errors({"checkpoint": "--sam-checkpoint"}):  # the SAM weights' parameter
         restorer = _restorer(opts)
         if inputs:
             from rat.shared.store import open_store

@@ -30,8 +30,8 @@ PUBLISHED_SHA256 = {
 }
 CHECKPOINT_HELP = (
     "download sam_vit_b_01ec64.pth from the segment-anything project's model checkpoints "
-    f"on a machine with internet, then pass --checkpoint FILE or set {CHECKPOINT_ENV}; "
-    "`--generator superpixels` needs no weights"
+    f"on a machine with internet, then pass it as `checkpoint` or set {CHECKPOINT_ENV}; "
+    "the superpixels `generator` needs no weights"
 )
 
 

@@ -102,7 +102,7 @@ def load_restorer(checkpoint: str | Path, *, dataset: str | None = None, group: 
     grp = pick_group(ds, group or trained)
     model = model_from_checkpoint(ck, name=model_name, attention=attention, backend=backend)
     if model.intro.in_channels != grp.channels:
-        raise ParamError("checkpoint", f"{checkpoint}: model takes {model.intro.in_channels} channel(s), "
+        raise ParamError("group", f"{checkpoint}: model takes {model.intro.in_channels} channel(s), "
                          f"group {grp.name!r} has {grp.channels}")
     model.to(pick_device(device)).eval()
     if not 0 <= overlap < tile:
