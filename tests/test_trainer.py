@@ -210,3 +210,17 @@ def test_ddp_two_processes_keep_identical_parameters(store, sample_root, tmp_pat
     assert moved > 10
     assert np.isfinite([r["loss"] for r in map(json.loads, (tmp_path / "ddp" / "metrics.jsonl").read_text()
                                                   .splitlines()) if r["kind"] == "train"]).all()
+
+
+def test_memory_policy_changes_nothing_but_memory(store, sample_root, tmp_path):
+    """`--memory` recomputes activations in backward instead of storing them: the same training."""
+    runs = {m: train(cfg(store, sample_root, tmp_path / m, iters=3, memory=m, lr=1e-3))
+            for m in ("selective", "none")}
+    a, b = (train_losses(tmp_path / m) for m in ("selective", "none"))
+    for step in a:
+        assert a[step] == pytest.approx(b[step], rel=1e-5, abs=1e-6)
+    for (name, pa), pb in zip(runs["selective"]["model"].state_dict().items(),
+                              runs["none"]["model"].state_dict().values(), strict=True):
+        torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-6, msg=name)
+    result = CliRunner().invoke(main, ["--help"])
+    assert "--memory [selective|full|none]" in result.output and "--fr-norm [image|batch]" in result.output

@@ -17,7 +17,9 @@ from rat.shared.errors import ParamError, RatError
 from rat.training.options import (
     ATTENTIONS,
     BACKENDS,
+    FR_NORMS,
     LOSSES,
+    MEMORY_POLICIES,
     METRICS_FORMATS,
     MODEL_NAMES,
     OVERLAP,
@@ -65,12 +67,16 @@ class TrainConfig:
                                       "ablations.")
     backend: str = _setting("auto", "Region attention kernel (all give the same result): auto, dense, "
                                     "sparse, flex.")
-    init: str | None = _setting(None, "Start from these weights: a rat-train checkpoint or a bare state dict "
-                                      "(the authors' code).")
+    init: str | None = _setting(None, "Start from these weights: a rat-train checkpoint, a model folder of "
+                                      "`rat-train export`, or a bare state dict (the authors' code).")
+    memory: str = _setting("selective", "What a step stores for backward: selective (recompute the cheap "
+                                        "blocks, keep attention), full (recompute all) or none.")
     # loss
     loss: str = _setting("fr", "Loss: fr (focal region) or l1.")
     gamma: float = _setting(1e-3, "Focal region loss gamma (weight of the worst regions).")
     delta: float = _setting(1.0, "Focal region loss delta (exponent of the region error).")
+    fr_norm: str = _setting("image", "Focal region loss: region weights divided by the largest of each image "
+                                     "(the paper) or of the batch (the authors' public code).")
     # optimisation
     iters: int = _setting(200_000, "Training steps (the cosine schedule spans them).")
     batch_size: int = _setting(8, "Patches per step and process.")
@@ -100,13 +106,14 @@ class TrainConfig:
 
 #: Allowed values of the settings that have a fixed set.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "model": MODEL_NAMES, "attention": ATTENTIONS, "backend": BACKENDS, "loss": LOSSES,
+    "model": MODEL_NAMES, "attention": ATTENTIONS, "backend": BACKENDS, "memory": MEMORY_POLICIES,
+    "loss": LOSSES, "fr_norm": FR_NORMS,
     "precision": PRECISIONS, "device": DEVICES, "metrics_format": METRICS_FORMATS,
 }
 #: Settings that may differ when a run is resumed (they do not change what is computed).
 RUNTIME_KEYS = frozenset({"masks", "root", "index", "out", "device", "workers", "log_every", "eval_every",
                           "save_every", "val_limit", "tile", "overlap", "progress", "resume", "backend",
-                          "metrics_format", "stop_at", "cache", "no_cache"})
+                          "metrics_format", "stop_at", "cache", "no_cache", "memory"})
 #: Settings of one session only, never taken over from the run being resumed.
 SESSION_KEYS = frozenset({"resume", "stop_at"})
 _AT_LEAST_ONE = ("iters", "batch_size", "log_every", "eval_every", "save_every", "tile")

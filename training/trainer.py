@@ -193,7 +193,8 @@ def _run(cfg: TrainConfig, rt: Runtime) -> dict[str, Any]:
     # -- model and optimiser
     torch.manual_seed(cfg.seed)
     args = model_args(cfg, data.group.channels)
-    raw = build_model(args["name"], args["img_channel"], backend=cfg.backend, **args["overrides"])
+    raw = build_model(args["name"], args["img_channel"], backend=cfg.backend, memory=cfg.memory,
+                      **args["overrides"])
     if cfg.init and resume is None:
         load_weights(raw, load_checkpoint(cfg.init)["model"], cfg.init)
         say(rt, f"initialised from {cfg.init}")
@@ -254,7 +255,7 @@ def _run(cfg: TrainConfig, rt: Runtime) -> dict[str, Any]:
             pg["lr"] = lr
         with torch.autocast(rt.device.type, dtype=amp or torch.float32, enabled=amp is not None):
             pred = model(lq, labels if cfg.attention == "rmsa" else None)
-        loss = focal_region_loss(pred.float(), hq, labels, gamma=gamma, delta=cfg.delta)
+        loss = focal_region_loss(pred.float(), hq, labels, gamma=gamma, delta=cfg.delta, norm=cfg.fr_norm)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
