@@ -1,8 +1,9 @@
-"""Region attention backends agree with the paper's dense formulation; window/global modes."""
+"""Region attention backends agree with the paper's dense formulation; window/global modes.
+
+FlexAttention specifics (block tables, the compile cache) are in test_flex.py.
+"""
 
 from __future__ import annotations
-
-import shutil
 
 import pytest
 import torch
@@ -10,12 +11,17 @@ import torch
 from rat.training.attention import (
     RegionAttention,
     WindowAttention,
-    needed_fraction,
-    plan_region_attention,
     region_attention,
-    resolve_backend,
     window_partition,
     window_reverse,
+)
+from rat.training.options import ATTENTIONS
+from rat.training.regions import (
+    needed_fraction,
+    plan_region_attention,
+    region_ids,
+    resolve_backend,
+    within_region_entries,
 )
 
 SCALE = 8**-0.5
@@ -111,19 +117,36 @@ def test_size_classes_cover_every_token_once_with_bounded_padding():
     labels = torch.cat([_blocky(2, 16, 12, seed=5), _hard_cases()["random"].reshape(1, 192)])
     plan = plan_region_attention(labels, "sparse")
     t = labels.numel()
-    kept = torch.cat([c.index[c.keep.long()] for c in plan.classes]).long()
-    assert torch.equal(kept.sort().values, torch.arange(t))  # each token exactly once
-    assert torch.equal(kept[plan.order.long()], torch.arange(t))
-    ids = labels + torch.arange(labels.shape[0])[:, None] * 1000
-    flat = ids.reshape(-1)
-    work = sum(c.regions * c.length**2 for c in plan.classes)
+    index, order = plan.index.long(), plan.order.long()
+    assert index.numel() == sum(c.slots for c in plan.classes)
+    assert torch.equal(index[order], torch.arange(t))  # each token's result slot holds it
+    assert torch.equal(torch.unique(index), torch.arange(t))  # every token in some slot
+    flat = region_ids(labels).reshape(-1)
     _, counts = torch.unique(flat, return_counts=True)
+    work = sum(c.regions * c.length**2 for c in plan.classes)
     assert work <= 2**0.5 * (counts**2).sum()  # padding adds at most 41 %
+    start, reals = 0, []
     for c in plan.classes:  # every slot of a region holds a token of that region
-        slots = flat[c.index.long()].view(c.regions, c.length)
+        slots = flat[index[start : start + c.slots]].view(c.regions, c.length)
+        start += c.slots
         assert (slots == slots[:, :1]).all()
-        if c.mask is not None:
-            assert int(c.mask.sum()) == c.keep.numel()
+        real = torch.ones(c.slots, dtype=torch.bool) if c.mask is None else c.mask[:, 0, 0].reshape(-1)
+        reals.append(real)
+    reals = torch.cat(reals)
+    assert torch.equal(index[reals].sort().values, torch.arange(t))  # each token once as a real slot
+    assert bool(reals[order].all())
+
+
+def test_region_ids_are_unique_across_images_and_keep_order():
+    labels = torch.tensor([[5, -2, 5, 7], [0, 0, 3, -2]])
+    ids = region_ids(labels)
+    assert ids.dtype == torch.int64
+    for i in range(2):  # same order within an image
+        assert torch.equal(torch.argsort(ids[i], stable=True), torch.argsort(labels[i], stable=True))
+    assert not set(ids[0].tolist()) & set(ids[1].tolist())  # no id shared between images
+    assert within_region_entries(labels) == (4 + 1 + 1) + (4 + 1 + 1)
+    with pytest.raises(ValueError, match=r"\(B, N\)"):
+        region_ids(labels[0])
 
 
 def test_sparse_saves_no_quadratic_tensor():
@@ -141,46 +164,6 @@ def test_sparse_saves_no_quadratic_tensor():
         out = region_attention(q, k, v, plan, SCALE)
     out.sum().backward()
     assert max(sizes) <= 2 * n * 4 * 2  # O(N * heads * d), far below n * n = 16.8M
-
-
-def test_flex_block_mask_matches_the_region_mask():
-    pytest.importorskip("torch.nn.attention.flex_attention")
-    labels = _blocky(2, 32, 32, seed=7)
-    plan = plan_region_attention(labels, "flex")
-    seg = plan.seg
-    block = 128
-    nb = seg.numel() // block
-    same = (seg[:, None] == seg[None, :]).view(nb, block, nb, block)
-    any_block, all_block = same.any(dim=3).any(dim=1), same.all(dim=3).all(dim=1)
-    mask = plan.block_mask
-    partial = mask.to_dense()[0, 0].bool()
-    full_num, full_idx = mask.full_kv_num_blocks[0, 0], mask.full_kv_indices[0, 0]
-    full = torch.zeros(nb, nb, dtype=torch.bool)
-    for qb in range(nb):  # tiny test-side loop to read the table
-        full[qb, full_idx[qb, : full_num[qb]].long()] = True
-    assert torch.equal(partial | full, any_block)
-    assert torch.equal(full, all_block)  # 'full' blocks skip the mask, so they must be full
-
-
-def test_flex_on_cpu_refuses_training():
-    pytest.importorskip("torch.nn.attention.flex_attention")
-    labels = _hard_cases()["random"]
-    with pytest.raises(ValueError, match="no backward pass on CPU"):
-        _run(labels, "flex")
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
-                    reason="torch.compile on CPU needs a C++ compiler")
-def test_flex_forward_on_cpu_equals_dense():
-    pytest.importorskip("torch.nn.attention.flex_attention")
-    labels = _blocky(2, 16, 16, seed=8)
-    g = _generator(0)
-    q, k, v = (torch.randn(2, 4, 256, 16, generator=g) for _ in range(3))
-    with torch.no_grad():
-        flex = region_attention(q, k, v, plan_region_attention(labels, "flex"), SCALE)
-        dense = region_attention(q, k, v, plan_region_attention(labels, "dense"), SCALE)
-    torch.testing.assert_close(flex, dense, atol=TOL, rtol=0)
 
 
 @cuda
@@ -259,3 +242,9 @@ def test_window_attention_is_region_attention_over_windows():
     ra.project_out.bias.data = wa.proj_out.bias.data.clone()
     plan = plan_region_attention(_window_labels(1, 8, 8, 4), "sparse")
     torch.testing.assert_close(wa(x), ra(x, plan), atol=TOL, rtol=0)
+
+
+def test_attention_modes_are_the_options():
+    assert ATTENTIONS == ("rmsa", "wmsa", "msa")
+    with pytest.raises(ValueError, match="unknown attention mode 'swin'"):
+        RegionAttention(16, heads=4, mode="swin")

@@ -1,4 +1,5 @@
-"""Focal region loss against a direct per-region computation; gamma = 0 is L1."""
+"""Focal region loss against direct per-region computations (the paper's per-image
+normalisation and the authors' code's per-batch one); gamma = 0 is L1."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from rat.training.loss import focal_region_loss, region_weights
+from rat.training.options import FR_NORMS
 
 
 def _direct(pred, target, labels, gamma, delta):
@@ -19,6 +21,20 @@ def _direct(pred, target, labels, gamma, delta):
         top = max(means.values())
         for r, m in means.items():
             weight[i][labels[i] == r] = m / top if top > 0 else 0.0
+    return (err * (1 + gamma * weight[:, None])).mean(), weight
+
+
+def _authors(pred, target, labels, gamma, delta):
+    """The authors' public code's formula, written out: each pixel gets its region's mean
+    error ** delta, then the whole batch's map is divided by its maximum (``weight /
+    weight.max()``)."""
+    err = (pred - target).abs()
+    weight = torch.zeros_like(labels, dtype=err.dtype)
+    for i in range(labels.shape[0]):
+        for r in labels[i].unique():
+            region = labels[i] == r
+            weight[i][region] = err[i][:, region].mean() ** delta
+    weight = weight / weight.max()
     return (err * (1 + gamma * weight[:, None])).mean(), weight
 
 
@@ -38,6 +54,32 @@ def test_matches_direct_per_region_computation(gamma, delta):
     got = focal_region_loss(pred, target, labels, gamma=gamma, delta=delta)
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=0)
     torch.testing.assert_close(region_weights((pred - target).abs(), labels, delta)[:, 0], weight)
+
+
+@pytest.mark.parametrize("gamma,delta", [(1e-3, 1.0), (0.5, 1.0), (2.0, 2.0)])
+def test_batch_normalisation_is_the_authors_formula(gamma, delta):
+    pred, target, labels = _tensors(seed=4)
+    target[1] = 3 * target[1]  # images with different error levels: the two norms differ
+    expected, weight = _authors(pred, target, labels, gamma, delta)
+    got = focal_region_loss(pred, target, labels, gamma=gamma, delta=delta, norm="batch")
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=0)
+    w = region_weights((pred - target).abs(), labels, delta, norm="batch")[:, 0]
+    torch.testing.assert_close(w, weight)
+    per_image = region_weights((pred - target).abs(), labels, delta, norm="image")[:, 0]
+    assert w.amax() == 1 and (w.amax(dim=(1, 2)) < 1).any()  # one image peaks at 1, not each
+    assert not torch.allclose(w, per_image)
+    image_loss = focal_region_loss(pred, target, labels, gamma=gamma, delta=delta)
+    torch.testing.assert_close(image_loss, _direct(pred, target, labels, gamma, delta)[0],
+                               rtol=1e-12, atol=0)
+
+
+def test_norms_agree_for_one_image_and_are_checked():
+    pred, target, labels = (t[:1] for t in _tensors(seed=5))
+    err = (pred - target).abs()
+    assert FR_NORMS == ("image", "batch")
+    assert torch.equal(region_weights(err, labels, norm="image"), region_weights(err, labels, norm="batch"))
+    with pytest.raises(ValueError, match="unknown focal region loss normalisation 'pixel'"):
+        focal_region_loss(pred, target, labels, norm="pixel")
 
 
 def test_gamma_zero_is_l1_exactly():

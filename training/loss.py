@@ -1,41 +1,56 @@
-"""Focal region loss of RAT: L1 with extra weight on the regions that are restored worst."""
+"""Focal region loss of RAT: L1 with extra weight on the regions that are restored worst.
+
+Per pixel ``|err| * (1 + gamma * w_r)``, averaged over pixels, where ``w_r`` is the mean error
+of the pixel's region raised to ``delta`` and normalised to [0, 1]. Two normalisations
+(:data:`rat.training.options.FR_NORMS`):
+
+- ``image`` (default, the paper's formula): divided by the largest region weight of the same
+  image, so every image has a region of weight 1;
+- ``batch`` (the authors' public code, ``weight / weight.max()``): divided by the largest
+  region weight of the whole batch, so the images with smaller errors get smaller weights.
+
+The two agree for batches of one image.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
+from rat.training.options import FR_NORMS
+from rat.training.regions import region_ids
 
-def region_weights(err: Tensor, labels: Tensor, delta: float = 1.0) -> Tensor:
+
+def region_weights(err: Tensor, labels: Tensor, delta: float = 1.0, norm: str = "image") -> Tensor:
     """Per-pixel region weights w_r in [0, 1] from an error map.
 
     err (B, C, H, W) non-negative, labels (B, H, W) integer. For each region r of each image,
     m_r = mean of err over the region's pixels and all channels; w_r = m_r^delta divided by the
-    largest m^delta among the regions of the same image (0 where that largest value is 0).
-    Returns (B, 1, H, W), computed with segment reductions (no loop over regions or images).
+    largest m^delta among the regions of the same image (``norm="image"``) or of the whole
+    batch (``norm="batch"``), 0 where that largest value is 0. Returns (B, 1, H, W), computed
+    with segment reductions (no loop over regions or images).
     """
+    if norm not in FR_NORMS:
+        raise ValueError(f"unknown focal region loss normalisation {norm!r}; choose one of {FR_NORMS}")
     b, c = err.shape[:2]
-    ids = labels.to(torch.int64).reshape(b, -1)
-    ids = ids - ids.amin()
-    ids = ids + torch.arange(b, device=ids.device).unsqueeze(1) * (ids.amax() + 1)
-    keys, inverse = torch.unique(ids, return_inverse=True)  # inverse (B, H*W): region index
-    flat = inverse.reshape(-1)
+    keys, inverse = torch.unique(region_ids(labels.reshape(b, -1)), return_inverse=True)
+    flat = inverse.reshape(-1)  # region index of each pixel
     sums = torch.zeros(keys.numel(), dtype=err.dtype, device=err.device)
     sums.index_add_(0, flat, err.sum(dim=1).reshape(-1))
     counts = torch.bincount(flat, minlength=keys.numel()).to(err.dtype) * c
     score = ((sums / counts) ** delta)[inverse]  # (B, H*W): m_r^delta of each pixel's region
-    top = score.amax(dim=1, keepdim=True)  # (B, 1): largest over the image's regions
+    top = score.amax(dim=1, keepdim=True) if norm == "image" else score.amax()
     weight = torch.where(top > 0, score / top, torch.zeros_like(score))
     return weight.reshape(b, 1, *err.shape[2:])
 
 
-def focal_region_loss(
-    pred: Tensor, target: Tensor, labels: Tensor, gamma: float = 1e-3, delta: float = 1.0
-) -> Tensor:
+def focal_region_loss(pred: Tensor, target: Tensor, labels: Tensor, gamma: float = 1e-3,
+                      delta: float = 1.0, norm: str = "image") -> Tensor:
     """mean over pixels of |pred - target| * (1 + gamma * w_r); gamma = 0 is plain L1.
 
     pred, target (B, C, H, W); labels (B, H, W) integer region ids at full resolution. The
-    weights w_r (see :func:`region_weights`) are detached: they steer, they are not trained.
+    weights w_r (see :func:`region_weights`; ``norm`` ``image`` or ``batch``) are detached:
+    they steer, they are not trained.
     """
     if pred.shape != target.shape:
         raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ")
@@ -51,5 +66,5 @@ def focal_region_loss(
         raise ValueError(f"labels must be an integer tensor, got {labels.dtype}")
     err = (pred - target).abs()
     with torch.no_grad():
-        weight = region_weights(err, labels.to(err.device), delta)
+        weight = region_weights(err, labels.to(err.device), delta, norm)
     return (err * (1 + gamma * weight)).mean()

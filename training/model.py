@@ -7,6 +7,11 @@ so their state dicts load unchanged (15,945,025 parameters for one channel).
 
     model = RAT()                          # the paper's model, 1 channel
     restored = model(image, labels)        # image (B, C, H, W), labels (B, H, W) integer
+
+Features are channels-last inside the network (1x1 convolutions become plain matrix products
+over token rows, the channel LayerNorm a fused row norm, the depthwise convolutions 2-3x faster
+on CPU). What a training step stores for backward is set by the memory policy
+(:mod:`rat.training.memory`).
 """
 
 from __future__ import annotations
@@ -16,18 +21,14 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint as recompute
 
-from rat.training.attention import (
-    BACKENDS,
-    MODES,
-    REGION_LAMBDA,
-    RegionAttention,
-    RegionPlan,
-    WindowAttention,
-    plan_region_attention,
-)
+from rat.training.attention import RegionAttention, RegionPlan, WindowAttention
+from rat.training.memory import KEEP, POLICIES, RECOMPUTE, SELECT, check_policy, kept, run
 from rat.training.nafblock import LayerNorm2d, NAFBlock
+from rat.training.options import ATTENTIONS, BACKENDS, MODEL_NAMES
+from rat.training.regions import REGION_LAMBDA, SparsePlan, plan_region_attention
+
+CHANNELS_LAST = torch.channels_last
 
 
 class MLP(nn.Module):
@@ -40,7 +41,7 @@ class MLP(nn.Module):
         self.fc2 = nn.Conv2d(hidden, dim, kernel_size=1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        return self.fc2(self.act(kept(self.fc1, x)))
 
 
 class RegionTransformerLayer(nn.Module):
@@ -64,22 +65,38 @@ class RegionTransformerLayer(nn.Module):
         self.norm_wa_mlp = LayerNorm2d(dim)
         self.mlp_wa = MLP(dim, hidden)
 
-    def forward(self, x: Tensor, plan: RegionPlan | None, checkpoint: bool = False) -> Tensor:
+    def forward(self, x: Tensor, plan: RegionPlan | None,
+                policy: dict[str, str] = POLICIES["none"]) -> Tensor:
         """(B, C, h, w) -> (B, C, h, w); ``plan`` over the B x (h * w) tokens (R-MSA only).
 
-        ``checkpoint``: recompute the W-MSA and MLP branches in backward instead of storing
-        their activations; the region attention branch, dearer to recompute, is kept.
+        ``policy``: what to store for backward per block kind (:mod:`rat.training.memory`).
+        ``select`` applies to the sparse kernels; the dense baseline (whose matrix products
+        are N x N) and the compiled FlexAttention kernel are kept whole.
         """
-        x = x + self.lambda_ra * self.ra(self.norm_ra(x), plan)
-        x = x + _call(self._mlp_ra_branch, checkpoint, x)
-        x = x + self.lambda_wa * _call(self._wa_branch, checkpoint, x)
-        return x + _call(self._mlp_wa_branch, checkpoint, x)
+        ra = policy["rmsa"]
+        if ra == SELECT and not isinstance(plan, SparsePlan):
+            ra = KEEP
+        x = x + run(self._ra_branch, ra, x, plan)
+        if policy["mlp"] == policy["wmsa"] == RECOMPUTE:  # one region, one input stored
+            return run(self._rest, RECOMPUTE, x)
+        x = x + run(self._mlp_ra_branch, policy["mlp"], x)
+        x = x + run(self._wa_branch, policy["wmsa"], x)
+        return x + run(self._mlp_wa_branch, policy["mlp"], x)
+
+    def _rest(self, x: Tensor) -> Tensor:
+        """The sublayers after R-MSA: MLP, W-MSA, MLP (with their residuals)."""
+        x = x + self._mlp_ra_branch(x)
+        x = x + self._wa_branch(x)
+        return x + self._mlp_wa_branch(x)
+
+    def _ra_branch(self, x: Tensor, plan: RegionPlan | None) -> Tensor:
+        return self.ra(self.norm_ra(x), plan, self.lambda_ra)
 
     def _mlp_ra_branch(self, x: Tensor) -> Tensor:
         return self.mlp_ra(self.norm_ra_mlp(x))
 
     def _wa_branch(self, x: Tensor) -> Tensor:
-        return self.wa(self.norm_wa(x))
+        return self.wa(self.norm_wa(x), self.lambda_wa)
 
     def _mlp_wa_branch(self, x: Tensor) -> Tensor:
         return self.mlp_wa(self.norm_wa_mlp(x))
@@ -96,18 +113,12 @@ class RegionGroup(nn.Module):
         )
         self.conv = nn.Conv2d(dim, dim, kernel_size=3, padding=1)
 
-    def forward(self, x: Tensor, plan: RegionPlan | None, checkpoint: bool = False) -> Tensor:
+    def forward(self, x: Tensor, plan: RegionPlan | None,
+                policy: dict[str, str] = POLICIES["none"]) -> Tensor:
         shortcut = x
         for layer in self.layers:
-            x = layer(x, plan, checkpoint)
+            x = layer(x, plan, policy)
         return self.conv(x) + shortcut
-
-
-def _call(fn: Callable[..., Tensor], checkpoint: bool, *args) -> Tensor:
-    """fn(*args); with checkpoint (and grad on), recomputed in backward instead of stored."""
-    if checkpoint and torch.is_grad_enabled():
-        return recompute(fn, *args, use_reentrant=False)
-    return fn(*args)
 
 
 class RAT(nn.Module):
@@ -118,9 +129,9 @@ class RAT(nn.Module):
     computed (``auto``, ``dense``, ``sparse``, ``flex``; see :mod:`rat.training.attention`);
     all give the same result, and it may be changed on a built model. ``region_lambda``: the
     additive mask between regions (used as such by ``dense``; the others take its limit).
-    ``checkpoint``: in training, recompute the NAFBlocks and the W-MSA and MLP branches of the
-    latent layers in backward instead of storing their activations: about 12 % more time for
-    about half the memory (R-MSA activations are kept: they are dearer to recompute).
+    ``memory``: what a training step stores for backward and what it recomputes, one of
+    ``selective`` (default), ``full``, ``none`` (see :mod:`rat.training.memory`); like
+    ``backend`` it may be changed on a built model and never changes the results.
     """
 
     def __init__(
@@ -137,17 +148,17 @@ class RAT(nn.Module):
         attention: str = "rmsa",
         backend: str = "auto",
         region_lambda: float = REGION_LAMBDA,
-        checkpoint: bool = False,
+        memory: str = "selective",
     ) -> None:
         super().__init__()
-        if attention not in MODES:
-            raise ValueError(f"unknown attention {attention!r}; choose one of {MODES}")
+        if attention not in ATTENTIONS:
+            raise ValueError(f"unknown attention {attention!r}; choose one of {ATTENTIONS}")
         if backend not in BACKENDS:
             raise ValueError(f"unknown attention backend {backend!r}; choose one of {BACKENDS}")
         if len(enc_blk_nums) != len(dec_blk_nums):
             raise ValueError("enc_blk_nums and dec_blk_nums must have the same length")
         self.attention, self.backend, self.region_lambda = attention, backend, region_lambda
-        self.checkpoint = checkpoint
+        self.memory = check_policy(memory)
         self.label_stride = 2 ** len(enc_blk_nums)  # latent resolution = 1 / label_stride
         self.pad_multiple = self.label_stride * window
 
@@ -204,6 +215,7 @@ class RAT(nn.Module):
         m = self.pad_multiple
         pad = (0, -w % m, 0, -h % m)
         inp = F.pad(image, pad, mode="replicate") if any(pad) else image
+        inp = inp.contiguous(memory_format=CHANNELS_LAST)
         if self.attention == "rmsa":
             if labels is None:
                 raise ValueError("region attention needs a label map (B, H, W)")
@@ -217,24 +229,24 @@ class RAT(nn.Module):
             tokens = self.token_labels(labels.to(image.device), inp.shape[-2:])
             plan = plan_region_attention(tokens, self.backend, region_lambda=self.region_lambda)
 
-        ckpt = self.checkpoint
-        x = self.intro(inp)
+        policy = POLICIES[check_policy(self.memory)]
+        x = self.intro(inp).contiguous(memory_format=CHANNELS_LAST)
         skips = []
         for encoder, down in zip(self.encoders, self.downs, strict=True):
             for block in encoder:
-                x = _call(block, ckpt, x)
+                x = run(block, policy["nafblock"], x)
             skips.append(x)
             x = down(x)
         shortcut = x
         for group in self.middle_blks:
-            x = group(x, plan, ckpt)
+            x = group(x, plan, policy)
         x = x + shortcut
         for decoder, up, skip in zip(self.decoders, self.ups, skips[::-1], strict=True):
-            x = up(x) + skip
+            x = up(x).contiguous(memory_format=CHANNELS_LAST) + skip
             for block in decoder:
-                x = _call(block, ckpt, x)
+                x = run(block, policy["nafblock"], x)
         x = self.ending(x) + inp
-        return x[:, :, :h, :w]
+        return x[:, :, :h, :w].contiguous()
 
 
 def rat(img_channel: int = 1, **overrides) -> RAT:
@@ -249,11 +261,15 @@ def rat_small(img_channel: int = 1, **overrides) -> RAT:
     return RAT(img_channel=img_channel, **{**args, **overrides})
 
 
-MODELS: dict[str, Callable[..., RAT]] = {"rat": rat, "rat-small": rat_small}
+MODELS: dict[str, Callable[..., RAT]] = dict(zip(MODEL_NAMES, (rat, rat_small), strict=True))
 
 
 def build_model(name: str, img_channel: int = 1, **overrides) -> RAT:
-    """Build a named model (see ``MODELS``), with keyword overrides of any RAT argument."""
+    """Build a named model (see ``MODELS``), with keyword overrides of any RAT argument.
+
+    ``build_model("rat")`` is the model ``rat-train`` trains by default, memory policy
+    included (``memory="selective"``).
+    """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
     return MODELS[name](img_channel=img_channel, **overrides)

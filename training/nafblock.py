@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
@@ -41,7 +42,11 @@ class _ChannelNorm(torch.autograd.Function):
 
 
 class LayerNorm2d(nn.Module):
-    """LayerNorm over the channel axis of a (B, C, H, W) tensor, with affine weight and bias (C,)."""
+    """LayerNorm over the channel axis of a (B, C, H, W) tensor, with affine weight and bias (C,).
+
+    Channels-last input (the model's layout) is one fused ``F.layer_norm`` over its contiguous
+    channel rows; other layouts use :class:`_ChannelNorm`, which normalises in place.
+    """
 
     def __init__(self, channels: int, eps: float = 1e-6) -> None:
         super().__init__()
@@ -50,20 +55,49 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        """(B, C, H, W) -> (B, C, H, W), normalised per pixel over C."""
+        """(B, C, H, W) -> (B, C, H, W), normalised per pixel over C, in the layout of x."""
+        rows = x.permute(0, 2, 3, 1)
+        if rows.is_contiguous():
+            y = F.layer_norm(rows, (x.shape[1],), self.weight, self.bias, self.eps)
+            return y.permute(0, 3, 1, 2)
         return _ChannelNorm.apply(x, self.weight, self.bias, self.eps)
+
+
+class _Gate(torch.autograd.Function):
+    """x1 * x2 for the channel halves of x; backward writes both halves' gradients straight into
+    one tensor (autograd's chunk backward would concatenate two new ones)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        ctx.save_for_backward(x)
+        x1, x2 = x.chunk(2, dim=1)
+        return x1 * x2
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        (x,) = ctx.saved_tensors
+        x1, x2 = x.chunk(2, dim=1)
+        gx = torch.empty_like(x)  # same layout as x
+        g1, g2 = gx.chunk(2, dim=1)
+        torch.mul(grad, x2, out=g1)
+        torch.mul(grad, x1, out=g2)
+        return gx
 
 
 class SimpleGate(nn.Module):
     """Split the channels in two halves and multiply them: (B, 2C, H, W) -> (B, C, H, W)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        x1, x2 = x.chunk(2, dim=1)
-        return x1 * x2
+        return _Gate.apply(x)
 
 
 class NAFBlock(nn.Module):
-    """NAFNet block on (B, c, H, W); both branches start as the identity (beta = gamma = 0)."""
+    """NAFNet block on (B, c, H, W); both branches start as the identity (beta = gamma = 0).
+
+    The branch scales beta and gamma are folded into conv3 and conv5 (``conv(x, W * s, b * s)``
+    equals ``s * conv(x, W, b)``), so the scaled branch outputs need not be stored for backward.
+    """
 
     def __init__(self, c: int, dw_expand: int = 2, ffn_expand: int = 2) -> None:
         super().__init__()
@@ -85,7 +119,12 @@ class NAFBlock(nn.Module):
     def forward(self, inp: Tensor) -> Tensor:
         """(B, c, H, W) -> (B, c, H, W)."""
         x = self.sg(self.conv2(self.conv1(self.norm1(inp))))
-        x = self.conv3(x * self.sca(x))
-        y = inp + x * self.beta
-        x = self.conv5(self.sg(self.conv4(self.norm2(y))))
-        return y + x * self.gamma
+        y = inp + _scaled_conv(self.conv3, x * self.sca(x), self.beta)
+        x = self.sg(self.conv4(self.norm2(y)))
+        return y + _scaled_conv(self.conv5, x, self.gamma)
+
+
+def _scaled_conv(conv: nn.Conv2d, x: Tensor, scale: Tensor) -> Tensor:
+    """``scale * conv(x)`` for a 1x1 conv and a (1, C, 1, 1) per-channel scale, folded into conv."""
+    s = scale.reshape(-1)
+    return F.conv2d(x, conv.weight * s.view(-1, 1, 1, 1), conv.bias * s)

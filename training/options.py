@@ -11,6 +11,12 @@ BACKENDS = ("auto", "dense", "sparse", "flex")
 MODEL_NAMES = ("rat", "rat-small")
 #: Training loss: focal region loss or plain L1.
 LOSSES = ("fr", "l1")
+#: What a training step stores for backward and recomputes (:mod:`rat.training.memory`);
+#: the first is the default.
+MEMORY_POLICIES = ("selective", "full", "none")
+#: Focal region loss weights divided by the largest region weight of each image (the paper's
+#: formula) or of the whole batch (the authors' public code); the first is the default.
+FR_NORMS = ("image", "batch")
 PRECISIONS = ("auto", "bf16", "fp32")
 METRICS_FORMATS = ("jsonl", "csv")
 
