@@ -51,8 +51,8 @@ import torch
 import torch.nn.functional as F
 
 # skimage sample image and Felzenszwalb scale per input size
-MAPS = {"camera": ("camera.png", {256: 800, 512: 400}),
-        "coffee": ("coffee.png", {256: 800, 512: 400})}
+MAPS = {"camera": ("camera.png", {64: 800, 256: 800, 512: 400}),
+        "coffee": ("coffee.png", {64: 800, 256: 800, 512: 400})}
 CASES = {"step256": ("step", 256, 1), "batch8": ("memory", 256, 8), "ct512": ("memory", 512, 1)}
 GB = 1e9
 

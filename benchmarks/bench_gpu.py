@@ -2,6 +2,7 @@
 
     python benchmarks/bench_gpu.py                    # both cases, fp32 and bf16, 3 rounds
     python benchmarks/bench_gpu.py --cases 512x1 --precisions bf16 --repeats 5
+    python benchmarks/bench_gpu.py --smoke            # this script's whole path on the CPU, tiny
 
 Cases: ``256x8``, the paper's recipe (batch 8 of 256 x 256 patches: the 8 rotations and flips
 of one image and its label map), and ``512x1``, a whole 512 x 512 CT-sized slice. Each step is
@@ -15,6 +16,9 @@ alternate round by round, the medians are printed with ratios to ``dense`` of th
 with peak CUDA memory (torch.cuda.max_memory_allocated) and the max |difference| of the output
 and two gradients to dense. A contender that runs out of memory is reported as failed. The flex
 kernel compiles during the warm-up runs. Without CUDA it prints "skipped: no CUDA" and exits 0.
+
+``--smoke`` runs the same code on the CPU at 64 x 64, batch 2, one round, no warm-up (flex has no
+backward on the CPU and is reported as failed): a check that the script works before a GPU is lent.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_attention import describe_map, photo_and_labels, report, spawn  # noqa: E402
 
-CASES = {"256x8": (256, 8), "512x1": (512, 1)}
+CASES = {"256x8": (256, 8), "512x1": (512, 1), "64x2": (64, 2)}
 BACKENDS = ("dense", "sparse", "flex")
 
 
@@ -42,12 +46,16 @@ def main() -> None:
     parser.add_argument("--map", default="camera")
     parser.add_argument("--repeats", type=int, default=3, help="rounds (processes per contender)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs (flex compiles in them)")
+    parser.add_argument("--smoke", action="store_true", help="tiny CPU run of this script's whole path")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
+    device = "cpu" if args.smoke else "cuda"
+    if args.smoke:
+        args.cases, args.repeats, args.warmup = "64x2", 1, 0
+    elif not torch.cuda.is_available():
         print("skipped: no CUDA")
         return
-    print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, {args.repeats} rounds, "
-          f"{args.warmup} warm-up run(s)")
+    where = "CPU smoke run" if args.smoke else torch.cuda.get_device_name()
+    print(f"torch {torch.__version__}, {where}, {args.repeats} rounds, {args.warmup} warm-up run(s)")
     tmp = Path(tempfile.mkdtemp(prefix="bench_gpu_"))
     for case in args.cases.split(","):
         size, batch = CASES[case]
@@ -61,13 +69,13 @@ def main() -> None:
             for round_ in range(args.repeats):
                 for name in names:
                     save = tmp / f"{case}_{precision}_{name}_{round_}.pt"
-                    spec = {"kind": "step", "device": "cuda", "dtype": "float32", "threads": 1,
+                    spec = {"kind": "step", "device": device, "dtype": "float32", "threads": 1,
                             "warmup": args.warmup, "batch": batch, "size": size,
                             "image": str(tmp / "image.npy"), "labels": str(tmp / "labels.npy"),
                             "model": {"backend": name}, "amp": precision == "bf16",
                             "save": str(save)}
                     results[name].append({**spawn(spec), "save": save})
-            report(results, names[0], "cuda", None)
+            report(results, names[0], device, None)
 
 
 if __name__ == "__main__":

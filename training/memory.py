@@ -15,12 +15,12 @@ The named policies (:data:`rat.training.options.MEMORY_POLICIES`):
 
 - ``selective`` (default): ``recompute`` the NAFBlocks (full-resolution activations: a large
   share of the memory, a small share of the matrix products) and the W-MSA sublayers (small
-  matrix products), ``select`` for the R-MSA and MLP sublayers. On a 256 x 256 step: about
-  1/5.5 of the dense formulation's peak memory, about 7 % slower than ``none``
-  (benchmarks/results/PERF_NOTES.md).
-- ``full``: ``recompute`` every block: the least memory (1/7), one more forward pass of the
-  matrix products (about 15 % slower than ``none``).
-- ``none``: ``keep`` everything: the most memory (about 1/3 of the dense formulation's).
+  matrix products), ``select`` for the R-MSA and MLP sublayers. On a 256 x 256 step: 1/6.0 of
+  the dense formulation's peak memory, 13-27 % slower than ``none`` (benchmarks/bench_attention.py;
+  figures in the README, "Speed and memory").
+- ``full``: ``recompute`` every block: the least memory (1/8.3), one more forward pass of the
+  matrix products (24-36 % slower than ``none``).
+- ``none``: ``keep`` everything: the most memory (1/3.3 of the dense formulation's).
 
 ``select`` for R-MSA applies to the ``sparse`` kernels; the ``dense`` baseline (whose matrix
 products are N x N) and the compiled ``flex`` kernel are kept whole instead. Every policy gives
