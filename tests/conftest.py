@@ -1,4 +1,4 @@
-"""Shared fixtures: the sample dataset (built once per session) and a tiny SAM checkpoint file."""
+"""Shared fixtures (the sample dataset, built once per session; a tiny SAM checkpoint) and small helpers."""
 
 import shutil
 import sys
@@ -82,6 +82,15 @@ def tiny_sam_checkpoint(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("sam") / "sam_tiny.pth"
     torch.save(build_sam_tiny().state_dict(), path)
     return path
+
+
+def lively(model: torch.nn.Module, generator: torch.Generator | None = None, seed: int = 0):
+    """Give a RAT's zero-initialised branch scales random values, so every branch affects the output."""
+    g = generator if generator is not None else torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        if name.rsplit(".", 1)[-1] in ("beta", "gamma", "lambda_ra", "lambda_wa"):
+            p.data = torch.randn(p.shape, generator=g) * 0.5
+    return model
 
 
 def console_script(name: str) -> str:

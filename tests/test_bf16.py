@@ -14,6 +14,7 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import lively
 
 from rat.training import flex
 from rat.training.attention import region_attention
@@ -45,9 +46,7 @@ def test_model_under_bf16_autocast_stays_close_to_float32(backend, policy):
     torch.manual_seed(0)
     model = build_model("rat-small", backend=backend, memory=policy)
     g = torch.Generator().manual_seed(1)
-    for name, p in model.named_parameters():  # wake the zero-initialised branch scales
-        if name.rsplit(".", 1)[-1] in ("beta", "gamma", "lambda_ra", "lambda_wa"):
-            p.data = torch.randn(p.shape, generator=g) * 0.5
+    lively(model, generator=g)  # the zero-initialised branch scales awake; g goes on below
     x = torch.randn(2, 1, 32, 48, generator=g)
     labels = _labels(2, 32, 48, seed=2)
     results = []

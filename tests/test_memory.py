@@ -6,6 +6,7 @@ import weakref
 
 import pytest
 import torch
+from conftest import lively
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
@@ -42,14 +43,6 @@ class _LiveBytes(TorchDispatchMode):
         return out
 
 
-def _lively(model: RAT, seed: int = 0) -> RAT:
-    g = torch.Generator().manual_seed(seed)
-    for name, p in model.named_parameters():
-        if name.rsplit(".", 1)[-1] in ("beta", "gamma", "lambda_ra", "lambda_wa"):
-            p.data = torch.randn(p.shape, generator=g) * 0.5
-    return model
-
-
 def _inputs(b: int = 2, h: int = 32, w: int = 48):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(b, 1, h, w, generator=g)
@@ -83,7 +76,7 @@ def test_default_policy_is_the_first_option_and_names_are_checked():
 @pytest.mark.parametrize("policy", ["selective", "full"])
 def test_policies_give_the_gradients_of_keeping_everything(policy, backend):
     torch.manual_seed(0)
-    model = _lively(build_model("rat-small", backend=backend, memory="none"))
+    model = lively(build_model("rat-small", backend=backend, memory="none"))
     x, labels = _inputs()
     y0, g0 = _step(model, x, labels)
     model.memory = policy
@@ -95,7 +88,7 @@ def test_policies_give_the_gradients_of_keeping_everything(policy, backend):
 
 def test_policies_store_less_for_backward():
     torch.manual_seed(0)
-    model = _lively(build_model("rat-small", width=16, heads=4))
+    model = lively(build_model("rat-small", width=16, heads=4))
     x, labels = _inputs(2, 64, 64)
     stored = {}
     for policy in ("none", "selective", "full"):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import lively
 
 from rat.training.loss import focal_region_loss
 from rat.training.model import MODELS, RAT, build_model
@@ -88,18 +89,9 @@ def test_default_configuration():
     assert model.region_lambda == -1000.0 and model.pad_multiple == 16
 
 
-def _lively(model: RAT, seed: int = 0) -> RAT:
-    """Give the zero-initialised scales random values, so every branch affects the output."""
-    g = torch.Generator().manual_seed(seed)
-    for name, p in model.named_parameters():
-        if name.rsplit(".", 1)[-1] in ("beta", "gamma", "lambda_ra", "lambda_wa"):
-            p.data = torch.randn(p.shape, generator=g) * 0.5
-    return model
-
-
 def _small(**kw) -> RAT:
     torch.manual_seed(0)
-    return _lively(build_model("rat-small", **kw))
+    return lively(build_model("rat-small", **kw))
 
 
 def test_builders():

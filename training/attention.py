@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from rat.training.flex import FlexPlan, flex_rows
 from rat.training.memory import kept
+from rat.training.nafblock import folded
 from rat.training.options import ATTENTIONS
 from rat.training.regions import DensePlan, SparsePlan
 
@@ -130,14 +131,6 @@ def _map(rows: Tensor, b: int, h: int, w: int) -> Tensor:
     return rows.view(b, h, w, -1).permute(0, 3, 1, 2)
 
 
-def _scaled(weight: Tensor, bias: Tensor, scale: Tensor | None) -> tuple[Tensor, Tensor]:
-    """The weight and bias of ``scale * layer(x)`` (per output channel), folded into the layer."""
-    if scale is None:
-        return weight, bias
-    s = scale.reshape(-1)
-    return weight * s.view(-1, *([1] * (weight.dim() - 1))), bias * s
-
-
 # ----------------------------------------------------------------------------- modules
 
 
@@ -181,7 +174,7 @@ class RegionAttention(nn.Module):
                 raise ValueError("region attention needs a region plan (labels)")
             else:
                 out = _map(region_attention_rows(rows, plan, self.scale, b), b, h, w)
-        return F.conv2d(out, *_scaled(self.project_out.weight, self.project_out.bias, out_scale))
+        return F.conv2d(out, *folded(self.project_out.weight, self.project_out.bias, out_scale))
 
 
 class WindowAttention(nn.Module):
@@ -205,5 +198,5 @@ class WindowAttention(nn.Module):
         win = window_partition(x, self.window)  # (B * nW, window^2, C)
         rows = kept(self.qkv, win).unflatten(-1, (3, self.heads, c // self.heads))
         out = F.linear(_window_rows(rows, self.scale),
-                       *_scaled(self.proj_out.weight, self.proj_out.bias, out_scale))
+                       *folded(self.proj_out.weight, self.proj_out.bias, out_scale))
         return window_reverse(out, self.window, b, h, w)

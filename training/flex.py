@@ -85,15 +85,13 @@ def padded_blocks(tokens: int, block: int, dynamic: bool) -> int:
     return blocks if dynamic else 1 << (blocks - 1).bit_length()
 
 
-def flex_plan(ids: Tensor, block: int = FLEX_BLOCK) -> FlexPlan:
-    """Sorted layout and block table of region ids (B, N) unique across the batch."""
-    from rat.training.regions import sorted_regions  # regions imports this module
-
+def flex_plan(batch: int, perm: Tensor, seg: Tensor, counts: Tensor, block: int = FLEX_BLOCK) -> FlexPlan:
+    """Sorted layout and block table of ``batch`` images' tokens, from their sort by region
+    (:func:`rat.training.regions.sorted_regions`: permutation, region numbers, region sizes)."""
     fa = _module()
     if fa is None:
         raise RuntimeError("the 'flex' backend needs FlexAttention (PyTorch >= 2.6)")
-    dev = ids.device
-    perm, seg, counts, _ = sorted_regions(ids)
+    dev = perm.device
     t = perm.numel()
     inverse = torch.empty_like(perm)
     inverse[perm] = torch.arange(t, device=dev)
@@ -113,7 +111,7 @@ def flex_plan(ids: Tensor, block: int = FLEX_BLOCK) -> FlexPlan:
                         full_kv_num_blocks=full_num, full_kv_indices=full_idx, q_num_blocks=num,
                         q_indices=idx, full_q_num_blocks=full_num, full_q_indices=full_idx,
                         BLOCK_SIZE=(block, block), mask_mod=same_region)
-    return FlexPlan(ids.shape[0], ids.shape[1], perm, inverse, seg, mask)
+    return FlexPlan(batch, t // batch, perm, inverse, seg, mask)
 
 
 def block_tables(seg: Tensor, block: int, compact: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -103,6 +103,7 @@ def _select_policy(ctx, op, *args, **kwargs):  # signature set by torch.utils.ch
     return CheckpointPolicy.PREFER_RECOMPUTE
 
 
+@functools.cache
 def _select_context() -> Callable | None:
     try:
         from torch.utils.checkpoint import create_selective_checkpoint_contexts

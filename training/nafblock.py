@@ -124,7 +124,15 @@ class NAFBlock(nn.Module):
         return y + _scaled_conv(self.conv5, x, self.gamma)
 
 
+def folded(weight: Tensor, bias: Tensor, scale: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The weight and bias of ``scale * layer(x)`` for a per-output-channel ``scale`` (any shape
+    with C elements; None: unscaled): ``layer(x, W * s, b * s)`` equals ``s * layer(x, W, b)``."""
+    if scale is None:
+        return weight, bias
+    s = scale.reshape(-1)
+    return weight * s.view(-1, *([1] * (weight.dim() - 1))), bias * s
+
+
 def _scaled_conv(conv: nn.Conv2d, x: Tensor, scale: Tensor) -> Tensor:
     """``scale * conv(x)`` for a 1x1 conv and a (1, C, 1, 1) per-channel scale, folded into conv."""
-    s = scale.reshape(-1)
-    return F.conv2d(x, conv.weight * s.view(-1, 1, 1, 1), conv.bias * s)
+    return F.conv2d(x, *folded(conv.weight, conv.bias, scale))

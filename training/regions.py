@@ -127,7 +127,10 @@ def plan_region_attention(labels: Tensor, backend: str = "auto", *, region_lambd
             "lambda -> -inf; use the 'dense' backend for a soft mask"
         )
     with torch.no_grad():
-        return _sparse_plan(ids) if backend == "sparse" else flex.flex_plan(ids)
+        if backend == "sparse":
+            return _sparse_plan(ids)
+        perm, seg, counts, _ = sorted_regions(ids)
+        return flex.flex_plan(ids.shape[0], perm, seg, counts)
 
 
 def sorted_regions(ids: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
