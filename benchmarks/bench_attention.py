@@ -76,7 +76,7 @@ def photo_and_labels(name: str, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def describe_map(name: str, size: int) -> str:
-    from rat.training.regions import needed_fraction
+    from rat.training.model.attention_plan import needed_fraction
     _, labels = photo_and_labels(name, size)
     tokens = torch.from_numpy(labels[::4, ::4].copy()).reshape(1, -1)
     crops = [len(np.unique(labels[i:i + 256, j:j + 256]))
@@ -177,7 +177,7 @@ def _dihedral(a: np.ndarray, batch: int) -> torch.Tensor:
 
 def _step_run(spec: dict, device: torch.device, dtype: torch.dtype):
     from rat.training.loss import focal_region_loss
-    from rat.training.model import build_model
+    from rat.training.model.network import build_model
     torch.manual_seed(0)
     model = build_model("rat", **spec.get("model", {})).to(device, dtype)
     target = _dihedral(np.load(spec["image"]), spec["batch"])[:, None]
@@ -212,7 +212,7 @@ def _floor(spec: dict) -> dict:
     """FLOPs of our step (nothing recomputed) outside region attention, and the plan's."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from rat.training.regions import within_region_entries
+    from rat.training.model.attention_plan import within_region_entries
     counted = {}
     for name, mapping in (("counted", None), ("fixed", {
             torch.ops.aten.convolution_backward: _conv_backward_flop})):

@@ -36,7 +36,7 @@ def main() -> None:
     from rat.precompute.runner import run_masks
     from rat.precompute.sample_data import make_sample_data
     from rat.shared.datasets import load_dataset
-    from rat.shared.manifest import build_index
+    from rat.shared.index.build import build_index
     from rat.shared.regions import build_generator
     from rat.shared.regions.sam import build_sam_tiny
 

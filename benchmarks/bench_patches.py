@@ -3,7 +3,7 @@
 Builds, in a temporary folder, a few pathology-sized RGB images (scikit-image's ihc.png upsampled to about
 3000 x 3000 with noise added so that PNG compression is realistic; LQ = bicubic x4 down and up, as for TMA),
 a label store with their label maps (SLIC superpixels of a downscaled copy, upsampled), and a copy of the
-store with the image cache added by `rat.shared.cache.cache_images`. Then it reads aligned
+store with the image cache added by `rat.shared.image_cache.cache_images`. Then it reads aligned
 256 x 256 (LQ, HQ, labels) patches through `rat.training.data.PatchDataset` both ways and prints the median
 patches per second over several repeats, side by side, and their ratio (target: at least 20x).
 
@@ -28,7 +28,7 @@ def make_images(root: Path, size: int, n: int) -> list:
     from skimage.segmentation import slic
 
     from rat.precompute.sample_data import ihc_path
-    from rat.shared.degrade import bicubic_down_up
+    from rat.shared.datasets.degrade import bicubic_down_up
     from rat.shared.index import Entry
     from rat.shared.io import read_image, sha256_file, write_image
 
@@ -71,8 +71,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from rat.shared import store as st
-    from rat.shared.cache import cache_images
     from rat.shared.datasets import load_dataset
+    from rat.shared.image_cache import cache_images
     from rat.training.data import PatchDataset
 
     group = load_dataset("tma").groups["tma"]

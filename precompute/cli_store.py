@@ -3,6 +3,7 @@ upgrade (registered on the group in :mod:`rat.precompute.cli`), and the helpers 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -15,6 +16,7 @@ from rat.shared.cli import (
     masks_option,
     progress_option,
 )
+from rat.shared.datasets.splits import SPLITS
 
 #: Library parameter names whose flag is spelled otherwise.
 FLAGS = {"n_workers": "--workers", "name": "--generator", "url": "--masks", "out": "--masks"}
@@ -23,14 +25,12 @@ FLAGS = {"n_workers": "--workers", "name": "--generator", "url": "--masks", "out
 def _selected(dataset, root, index, split=None, limit=None, shard=None, store=None, progress=False):
     """(definition, selected entries, data root): from the store's own dataset and index when it carries
     them and no other dataset is named, else from the dataset's index under the root (built or refreshed)."""
-    from rat.shared.index import parse_shard, select
-    from rat.shared.store import open_store
-    from rat.shared.store_dataset import dataset_for
+    from rat.shared.index import select_entries
+    from rat.shared.store import dataset_for, open_store
 
     group = open_store(store) if store is not None else None
     ds, entries, root = dataset_for(group, dataset, root, index, progress=progress)
-    return ds, select(entries, split, parse_shard(shard), limit), root
-
+    return ds, select_entries(entries, split, shard=shard, limit=limit), root
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -59,7 +59,7 @@ def _the_store(store: str | None, masks: str | None) -> str:
 @click.option("--with-images", is_flag=True,
               help="Also copy the image caches a schema-1 store holds (default: label maps and dataset).")
 @dataset_options(required=False, root_required=False)
-@click.option("--split", type=click.Choice(["train", "test", "all"]), default=None,
+@click.option("--split", type=click.Choice([*SPLITS, "all"]), default=None,
               help="--nifti: only this split (default all).")
 @progress_option
 def export_cmd(store, masks, zip_file, nifti_dir, overwrite, with_images, dataset, root, index, split,
@@ -67,7 +67,7 @@ def export_cmd(store, masks, zip_file, nifti_dir, overwrite, with_images, datase
     """Hand STORE over as one zip file (complete label maps, the dataset's definition and index, bytes
     copied as stored), and/or write its label maps as NIfTI files with the geometry of their source
     images, for ITK-SNAP and 3D Slicer (--nifti; needs the source images under the data root)."""
-    from rat.shared.batch import failed, summarize
+    from rat.shared.jobs import failed, summarize
 
     if zip_file is None and nifti_dir is None:
         fail("name what to write: --zip FILE and/or --nifti DIR")
@@ -117,13 +117,12 @@ def merge_cmd(stores, out, with_images):
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def info_cmd(store, masks, as_json):
     """Provenance, dataset, image count, completeness and region-count statistics of a STORE."""
-    import json
-
-    from rat.shared.store import open_store, summarize, upgrade_hint
+    from rat.shared.store import open_store, store_summary
+    from rat.shared.store.legacy import upgrade_hint
 
     store = _the_store(store, masks)
     with cli_errors(FLAGS):
-        s = summarize(open_store(store))
+        s = store_summary(open_store(store))
     if as_json:
         click.echo(json.dumps(s, indent=2, default=str))
         return
@@ -152,7 +151,7 @@ def info_cmd(store, masks, as_json):
 @click.command("verify")
 @_store_argument
 @dataset_options(required=False, root_required=False)
-@click.option("--split", type=click.Choice(["train", "test", "all"]), default=None,
+@click.option("--split", type=click.Choice([*SPLITS, "all"]), default=None,
               help="Only this split (default all).")
 @progress_option
 def verify_cmd(store, masks, dataset, root, index, split, progress):
@@ -164,7 +163,7 @@ def verify_cmd(store, masks, dataset, root, index, split, progress):
     store = _the_store(store, masks)
     with cli_errors(FLAGS):
         _, entries, root = _selected(dataset, root, index, split, store=store, progress=progress)
-        problems = verify(open_store(store), entries, root)
+        problems = verify(open_store(store), entries, root, progress=progress)
     for p in problems:
         click.echo(p)
     if problems:

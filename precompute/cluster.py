@@ -34,13 +34,13 @@ from distributed import Client, WorkerPlugin, as_completed, get_worker
 
 from rat.precompute.runner import open_run_store, process_entry
 from rat.shared import store as st
-from rat.shared.batch import Outcome, Reporter
 from rat.shared.datasets import DatasetDef
 from rat.shared.errors import ParamError, RatError, one_line
+from rat.shared.hashes import sha256_file
 from rat.shared.index import Entry
-from rat.shared.io import sha256_file
-from rat.shared.regions import GENERATORS, Generator, build_generator
-from rat.shared.store_dataset import refresh_labels_list
+from rat.shared.jobs import Outcome, Reporter
+from rat.shared.regions import Generator, build_generator, generator_class
+from rat.shared.regions.sam_config import resolve_checkpoint
 
 #: Kinds of cluster this module starts itself.
 CLUSTERS = ("local",)
@@ -84,12 +84,9 @@ def generator_spec(name: str, **kwargs: Any) -> GeneratorSpec:
     A SAM checkpoint (argument or RAT_SAM_CHECKPOINT) becomes an absolute path that workers must see at the
     same place, and its SHA-256 is computed here once; workers check that they loaded those bytes.
     """
-    if name not in GENERATORS:
-        raise ParamError("name", f"unknown generator {name!r}; choose one of {', '.join(GENERATORS)}")
+    generator_class(name)  # a known generator (ParamError naming them otherwise)
     expect: dict[str, Any] = {}
     if name == "sam":
-        from rat.shared.regions.sam import resolve_checkpoint
-
         path = resolve_checkpoint(kwargs.get("checkpoint")).resolve()
         kwargs = {**kwargs, "checkpoint": str(path)}
         expect["checkpoint_sha256"] = sha256_file(path)
@@ -267,7 +264,7 @@ def run_masks_distributed(ds: DatasetDef, entries: Iterable[Entry], root: str | 
                 outcome = future.result() if future.status == "finished" else _lost(entry, future)
                 future.release()
                 outcomes[i] = reporter.add(outcome)
-        refresh_labels_list(group)
+        st.refresh_labels_list(group)
     finally:
         try:
             client.unregister_worker_plugin(plugin.name)

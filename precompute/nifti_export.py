@@ -16,11 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from rat.shared import store as st
-from rat.shared.batch import Outcome, run_each
 from rat.shared.errors import one_line
-from rat.shared.index import Entry
+from rat.shared.index import Entry, source_path
 from rat.shared.io import ImageReadError, image_affine, to_itk_order, volume_affine, volume_shape, write_nifti
-from rat.shared.locate import source_path
+from rat.shared.jobs import Outcome, run_each
 
 
 def _itk_order(path: Path) -> bool:

@@ -15,15 +15,14 @@ import numpy as np
 import zarr
 
 from rat.shared import store as st
-from rat.shared.batch import Outcome, run_each
 from rat.shared.datasets import DatasetDef
 from rat.shared.errors import one_line
-from rat.shared.index import Entry, checked_lq, read_lq
+from rat.shared.index.build import derivation_versions
+from rat.shared.index.entries import Entry, checked_lq, read_lq
 from rat.shared.io import ImageReadError
-from rat.shared.manifest import derivation_versions
+from rat.shared.jobs import Outcome, run_each
 from rat.shared.regions import Generator
 from rat.shared.regions.window import render_for_sam, sam_windows
-from rat.shared.store_dataset import record_dataset, refresh_labels_list
 
 
 def compute_labels(entry: Entry, root: Path, ds: DatasetDef, generator: Generator
@@ -71,7 +70,7 @@ def open_run_store(ds: DatasetDef, index: list[Entry], root: Path, out: str | Pa
     record the dataset it belongs to (definition, full index, root). Returns (store, provenance)."""
     prov = st.make_provenance(ds.name, generator_provenance, sam_windows(ds), chunk)
     group = st.init_store(out, prov, overwrite=overwrite)
-    record_dataset(group, ds, index, root, derivation_versions(root, index))
+    st.record_dataset(group, ds, index, root, derivation_versions(root, index))
     return group, prov
 
 
@@ -87,5 +86,5 @@ def run_masks(ds: DatasetDef, entries: Iterable[Entry], root: Path, out: str | P
                                  generator.provenance(), overwrite, chunk)
     outcomes = run_each(entries, lambda e: process_entry(e, root, ds, generator, group, overwrite, chunk,
                                                          prov["fingerprint"]), "label maps", progress)
-    refresh_labels_list(group)
+    st.refresh_labels_list(group)
     return outcomes

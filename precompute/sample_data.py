@@ -7,8 +7,8 @@ Layout under the output folder (described by ``rat.data_manifests/sample.toml``)
     ct/hq/ct_NN.dcm                 variants of pydicom's ``data/test_files/CT_small.dcm``
     ct/lq/ct_NN.dcm                 their simulated low-dose versions
 
-Pathology LQ is not written here: the manifest derives it (``derive_lq = "bicubic_x4"``), as
-for the TMA dataset. CT LQ comes from :func:`rat.shared.degrade.simulate_low_dose_ct` and is
+Pathology LQ is not written here: the index derives it (``derive_lq = "bicubic_x4"``), as
+for the TMA dataset. CT LQ comes from :func:`rat.shared.datasets.degrade.simulate_low_dose_ct` and is
 written with CT_small's tags (HU stored through its RescaleSlope/RescaleIntercept).
 Everything depends only on ``seed`` and the two source files: the same bytes on every run.
 """
@@ -21,7 +21,7 @@ import numpy as np
 import pydicom
 import skimage
 
-from rat.shared.degrade import simulate_low_dose_ct
+from rat.shared.datasets.degrade import simulate_low_dose_ct
 from rat.shared.io import read_image, write_image
 
 
@@ -126,11 +126,11 @@ def _readme(seed: int, photons: float, notes: list[str]) -> str:
         "- pathology: scikit-image data/ihc.png, immunohistochemical (IHC) staining of colonic",
         "  glands (FHL2 protein revealed with DAB, hematoxylin counterstain), acquired at the",
         "  Center for Microscopy And Molecular Imaging (CMMI); no known copyright restrictions.",
-        "  HQ = seeded RGB crops; LQ is derived by `rat-precompute manifest` with the TMA",
+        "  HQ = seeded RGB crops; LQ is derived by `rat-precompute index` with the TMA",
         "  degradation (4x bicubic down, bicubic up) into .rat/derived/sample/.",
         "- ct: pydicom data/test_files/CT_small.dcm, a 128x128 CT slice (int16, RescaleSlope 1,",
         "  RescaleIntercept -1024, 0.66 mm pixels). HQ = seeded variants (rot90, flip, shift);",
-        "  LQ = low-dose simulation (rat.shared.degrade.simulate_low_dose_ct): HU -> attenuation,",
+        "  LQ = low-dose simulation (rat.shared.datasets.degrade.simulate_low_dose_ct): HU -> attenuation,",
         "  radon projection, Poisson noise on transmitted counts with I0 = "
         f"{photons:g} photons per bin",
         "  and view, filtered back-projection of the noise, added to the HQ slice in HU. Both",

@@ -22,8 +22,8 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from rat.shared import store as st
-from rat.shared.cache import image_record
-from rat.shared.store_dataset import refresh_labels_list
+from rat.shared.store import legacy
+from rat.shared.store.access import raw_store
 
 #: Record fields that must agree when two stores hold the same item (equal fields = equal bytes).
 ITEM_IDENTITY_FIELDS = {"labels": ("source_sha256", "labels_sha256", "dtype", "shape"),
@@ -80,11 +80,8 @@ def complete_items(group: zarr.Group, with_images: bool = False) -> tuple[list[I
             incomplete.append(image_id)
         else:
             items.append(Item("labels", image_id, rec))
-    if with_images and "images" in group:
-        for key in sorted(group["images"].group_keys()):
-            rec = image_record(group, st.image_id(key))
-            if rec is not None:
-                items.append(Item("images", st.image_id(key), rec))
+    if with_images:
+        items += [Item("images", image_id, rec) for image_id, rec in legacy.image_items(group)]
     return items, incomplete
 
 
@@ -200,7 +197,7 @@ def merge_stores(sources: Sequence[str | Path], out: str | Path, with_images: bo
         named.insert(0, (str(out), target, st.provenance(target)))
     for name, _, prov in named:
         if prov["schema"] != st.SCHEMA_VERSION:
-            raise st.StoreError(f"{st.upgrade_hint(name)}; nothing merged")
+            raise st.StoreError(f"{legacy.upgrade_hint(name)}; nothing merged")
     first_name, _, first = named[0]
     for name, _, prov in named[1:]:
         if prov["fingerprint"] != first["fingerprint"]:
@@ -226,10 +223,10 @@ def merge_stores(sources: Sequence[str | Path], out: str | Path, with_images: bo
     offset = 1 if target is not None else 0
     jobs = [(groups[n - offset].store, item) for n, item in chosen.values() if n >= offset]
     if target is None:  # the first store's dataset record comes with its root record: copy its index too
-        sync(_copy_keys(groups[0].store, st._store(out, read_only=False), [], _index_array(provs[0])))
+        sync(_copy_keys(groups[0].store, raw_store(out, read_only=False), [], _index_array(provs[0])))
     dst = st.init_store(out, dict(provs[0]))
     sync(_copy_items(jobs, dst.store))
-    refresh_labels_list(dst)
+    st.refresh_labels_list(dst)
     report.label_maps = sum(item.kind == "labels" for _, item in jobs)
     report.images = sum(item.kind == "images" for _, item in jobs)
     return report

@@ -1,4 +1,4 @@
-"""Code both sides use: image readers, dataset manifests, the label-map store schema."""
+"""Code both sides use: datasets, the index, the label store, region generators, image readers and writers."""
 
 from importlib.metadata import PackageNotFoundError, version
 

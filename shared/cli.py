@@ -1,12 +1,15 @@
 """What both command lines share: option sets, the error handler, the exit status of batch jobs.
 
-Library functions raise one-line errors and :class:`~rat.shared.errors.ParamError` naming their
-parameters; :func:`cli_errors` turns them into click errors, naming flags instead. Heavy modules (torch,
-segment_anything, zarr, dask) are imported by the commands that use them, never here: help stays instant.
+Library functions raise one-line errors (:class:`~rat.shared.errors.RatError`) and
+:class:`~rat.shared.errors.ParamError` naming their parameters; :func:`cli_errors` turns them, and the known
+faults of input files (missing, not readable), into click errors naming flags instead. Anything else is a bug
+and keeps its traceback. Heavy modules (torch, segment_anything, zarr, dask) are imported by the commands that
+use them, never here: help stays instant.
 """
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -14,9 +17,9 @@ from pathlib import Path
 
 import click
 
-from rat.shared.datasets import builtin_datasets
-from rat.shared.errors import ParamError, RatError
-from rat.shared.index import SPLITS
+from rat.shared.datasets.load import builtin_datasets
+from rat.shared.datasets.splits import SPLITS
+from rat.shared.errors import INPUT_FAULTS, ParamError, RatError, one_line
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -42,15 +45,19 @@ def with_flags(text: str, flags: Mapping[str, str] | None = None) -> str:
 
 @contextmanager
 def cli_errors(flags: Mapping[str, str] | None = None) -> Iterator[None]:
-    """Turn the package's one-line errors into click errors that name flags instead of parameters: a
-    ParamError's parameter, and parameters referred to as `name` in any message (``flags`` maps names
-    whose flag is spelled otherwise, e.g. ``{"n_workers": "--workers"}``)."""
+    """Turn the package's one-line errors (RatError) and known input faults (a missing file, a permission
+    error: :data:`~rat.shared.errors.INPUT_FAULTS`) into click errors that name flags instead of parameters:
+    a ParamError's parameter, and parameters referred to as `name` in any message (``flags`` maps names
+    whose flag is spelled otherwise, e.g. ``{"n_workers": "--workers"}``). Other exceptions are bugs: they
+    keep their traceback."""
     try:
         yield
     except ParamError as err:
         fail(with_flags(f"{flag(err.param, flags)}: {err.reason}", flags))
-    except (RatError, ValueError, OSError) as err:
+    except RatError as err:
         fail(with_flags(str(err), flags))
+    except INPUT_FAULTS as err:
+        fail(one_line(err))
 
 
 class LazyHelp(click.Option):
@@ -70,6 +77,13 @@ class LazyHelp(click.Option):
     @help.setter
     def help(self, value: str | None) -> None:
         self._help = value
+
+
+def alias(command: click.Command, name: str) -> click.Command:
+    """``command`` under an older ``name``: the same command, hidden from the list of commands."""
+    old = copy.copy(command)
+    old.name, old.hidden = name, True
+    return old
 
 
 def _stack(func: Callable, options: list[Callable]) -> Callable:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 #: Longest reason kept in a one-line error (the rest is cut with "...").
 MAX_REASON = 240
+#: Faults of the user's files that the command lines report in one line, like the package's own errors.
+INPUT_FAULTS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
 
 
 def one_line(error: object) -> str:

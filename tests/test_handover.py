@@ -11,18 +11,19 @@ import numpy as np
 import pydicom
 import pytest
 from click.testing import CliRunner
-from conftest import write_schema1_store
+from helpers import write_schema1_store
 
 from rat.precompute.cli import main as pre
 from rat.precompute.runner import compute_labels
-from rat.shared import hashes
 from rat.shared import store as st
-from rat.shared.datasets import ManifestError, load_dataset
+from rat.shared.datasets import load_dataset
+from rat.shared.index import hash_cache as hashes
 from rat.shared.index import load_index
-from rat.shared.locate import resolve_root
-from rat.shared.manifest import ensure_index
+from rat.shared.index.build import ensure_index
+from rat.shared.index.locate import DataRootError, resolve_root
 from rat.shared.regions import build_generator
-from rat.shared.store_dataset import check_sources, store_definition, store_index
+from rat.shared.store.checks import source_problems
+from rat.shared.store.dataset import store_definition, store_index
 from rat.training.cli import main as train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -87,7 +88,7 @@ def test_a_colleague_trains_from_the_store_alone(alice, tmp_path, monkeypatch):
 
 def test_no_root_anywhere_names_the_three_ways(tmp_path, monkeypatch):
     monkeypatch.delenv("RAT_DATA_ROOT", raising=False)
-    with pytest.raises(ManifestError) as err:
+    with pytest.raises(DataRootError) as err:
         resolve_root(load_dataset("tma"))
     text = str(err.value)
     assert "no data root for dataset tma" in text and "`root`" in text and "RAT_DATA_ROOT" in text
@@ -110,7 +111,7 @@ def test_data_root_from_argument_environment_definition_or_store(tmp_path, monke
     assert resolve_root(ds) == tmp_path / "def"
     plain = load_dataset("sample")
     assert resolve_root(plain, recorded=str(tmp_path / "recorded")) == tmp_path / "recorded"
-    with pytest.raises(ManifestError, match=r"RAT_DATA_ROOT/sample = .*nowhere.*not exist.*store's root"):
+    with pytest.raises(DataRootError, match=r"RAT_DATA_ROOT/sample = .*nowhere.*not exist.*store's root"):
         resolve_root(plain, recorded=str(tmp_path / "gone"))
 
 
@@ -131,7 +132,7 @@ def test_the_index_rehashes_only_what_changed(sample_root, tmp_path, monkeypatch
     changed = [a.id for a, b in zip(first, again, strict=True) if a != b]
     assert changed == ["ct_02"]
     hashed.clear()
-    assert not check_sources(ds, again, root) and hashed == []  # the trainer's check: cached hashes
+    assert not source_problems(ds, again, root) and hashed == []  # the trainer's check: cached hashes
 
 
 def test_re_derived_lq_that_differs_names_the_images_and_versions(sample_root, tmp_path, monkeypatch):
@@ -139,11 +140,11 @@ def test_re_derived_lq_that_differs_names_the_images_and_versions(sample_root, t
     ds = load_dataset("sample")
     entries = [e for e in ensure_index(ds, root, progress=False)[0] if e.group == "pathology"][:2]
     shutil.rmtree(root / ".rat" / "derived")          # a colleague without the derived files
-    from rat.shared import degrade
+    from rat.shared.datasets import degrade
 
     monkeypatch.setitem(degrade.DERIVE_METHODS, "bicubic_x4", lambda hq: degrade.bicubic_down_up(hq) + 3)
     recorded = [{"Pillow": "0.0-recorded", "numpy": "0.0-recorded"}]
-    problems = check_sources(ds, entries, root, recorded)
+    problems = source_problems(ds, entries, root, recorded)
     assert [p.split(":")[0] for p in problems] == [e.id for e in entries]
     assert "LQ derived here (bicubic_x4) differs from the store's: derived with Pillow 0.0-recorded" \
         in problems[0]

@@ -18,8 +18,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from rat.shared.datasets import DatasetDef, definition_from_text, load_dataset
 from rat.shared.errors import one_line
 from rat.training.config import TrainConfig, TrainError
+from rat.training.model.network import build_model
 
 CHECKPOINT_FORMAT = "rat-train/1"
 
@@ -63,19 +65,14 @@ def _tensor_dict(obj: Any) -> bool:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True`` onto the CPU, or a model folder (never unpickled).
+    """Load a checkpoint file with ``weights_only=True`` onto the CPU.
 
-    A checkpoint of this trainer comes back as saved. A model folder written by `rat-train export`
-    (``model.safetensors`` + ``config.json``, :mod:`rat.training.export`) comes back in the same form,
-    with ``"exported": True``. A bare state dict (the authors' public code saves
-    ``model.module.state_dict()``; BasicSR-style ``{"params": ...}`` wrappers too) comes back as
+    A checkpoint of this trainer comes back as saved (a model folder of `rat-train export` is loaded by
+    :func:`rat.training.inference.model_folder.load_model_source`). A bare state dict (the authors' public
+    code saves ``model.module.state_dict()``; BasicSR-style ``{"params": ...}`` wrappers too) comes back as
     ``{"model": state_dict, "bare": True}``, with any DDP ``module.`` prefix removed.
     """
     path = Path(path)
-    if path.is_dir():
-        from rat.training.export import load_model_folder
-
-        return load_model_folder(path)
     if not path.is_file():
         raise TrainError(f"{path}: checkpoint not found")
     try:
@@ -105,8 +102,6 @@ def model_from_checkpoint(ck: Mapping[str, Any], *, name: str = "rat", attention
                           backend: str = "auto") -> nn.Module:
     """Rebuild and load the model of a checkpoint (strict). A run's checkpoint names its own model; a
     bare state dict is loaded into ``name`` with the channels and width read from its first conv."""
-    from rat.training.model import build_model
-
     state = ck["model"]
     if ck.get("bare"):
         if "intro.weight" not in state:
@@ -145,10 +140,8 @@ def weights_sha256(state: Mapping[str, Tensor]) -> str:
     return digest.hexdigest()
 
 
-def checkpoint_dataset(ck: Mapping[str, Any]):
+def checkpoint_dataset(ck: Mapping[str, Any]) -> DatasetDef | None:
     """The dataset definition a run was trained on (its text travels in the checkpoint), else None."""
-    from rat.shared.datasets import definition_from_text, load_dataset
-
     data = ck.get("data") or {}
     if data.get("definition"):
         return definition_from_text(data["definition"], f"checkpoint (definition {data.get('dataset')})")

@@ -28,8 +28,8 @@ from rat.shared.cli import (
 )
 from rat.shared.devices import DEVICES
 from rat.shared.regions import GENERATOR_NAMES
+from rat.training.choices import ATTENTIONS, BACKENDS, MODEL_NAMES, OVERLAP, TILE
 from rat.training.config import CHOICES, TrainConfig, help_text
-from rat.training.options import ATTENTIONS, BACKENDS, MODEL_NAMES, OVERLAP, TILE
 
 
 def _train_options(func):
@@ -72,11 +72,10 @@ def main(ctx: click.Context, **settings) -> None:
     if not given:
         click.echo(ctx.get_help())
         return
-    from rat.training.config import make_config
     from rat.training.trainer import train
 
     with cli_errors():
-        summary = train(make_config(given))
+        summary = train(given)
     best = summary["best_psnr"]
     click.echo(f"done: {summary['step']} steps in {summary['out']}"
                + (f"; best validation PSNR {best:.4f} dB" if best > float("-inf") else ""))
@@ -126,10 +125,8 @@ def _restorer(opts: dict):
 def _split(opts: dict, restorer):
     """(store, entries, root) of the dataset split to evaluate or restore: the checkpoint's store and data
     unless named, the split, shard and limit asked for; the store checked for them."""
-    from rat.shared.index import parse_shard, select
-    from rat.shared.store import open_store
-    from rat.shared.store_dataset import dataset_for
-    from rat.training.data import check_store
+    from rat.shared.index import select_entries
+    from rat.shared.store import check_labels, dataset_for, open_store
 
     saved = restorer.meta["config"]
     masks = opts["masks"] or saved.get("masks")
@@ -138,11 +135,11 @@ def _split(opts: dict, restorer):
     store = open_store(masks)
     _, index, root = dataset_for(store, opts["dataset"] or saved.get("dataset"),
                                  opts["root"] or saved.get("root"), opts["index"] or saved.get("index"))
-    mine = [e for e in index if e.group == restorer.group.name]
-    entries = select(mine, opts["split"], parse_shard(opts["shard"]), opts["limit"])
+    entries = select_entries(index, opts["split"], group=restorer.group.name, shard=opts["shard"],
+                             limit=opts["limit"])
     if not entries:
         fail(f"no {opts['split']} images of group {restorer.group.name!r} in the index")
-    check_store(store, entries)
+    check_labels(store, entries, masks)
     return store, entries, root
 
 
@@ -214,10 +211,10 @@ def restore_cmd(inputs, out, sam_checkpoint, generator, save_regions, **opts):
     derived series in the same study; NIfTI a volume with the source's shape, affine and units; PNG and
     TIFF keep their bit depth. Bad inputs are reported and skipped; the exit status is 1 if any failed.
     """
-    from rat.shared.batch import failed
+    from rat.shared.jobs import failed
     from rat.training.inference.inputs import collect_scans, scans_of_entries
     from rat.training.inference.region_source import RegionSource
-    from rat.training.inference.restore import restore_scans
+    from rat.training.inference.restore_scans import restore_scans
 
     problems: list[tuple[str, str]] = []
     with cli_errors({"checkpoint": "--sam-checkpoint"}):  # the SAM weights' parameter
@@ -256,7 +253,7 @@ def export_cmd(checkpoint, out, overwrite):
     `restore`, `eval` and `rat-train --init` take the folder in place of a checkpoint; loading it never
     unpickles anything.
     """
-    from rat.training.export import export_model
+    from rat.training.inference.model_folder import export_model
 
     with cli_errors():
         folder = export_model(checkpoint, out, overwrite=overwrite)

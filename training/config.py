@@ -1,20 +1,20 @@
-"""The settings of a training run: one dataclass, its checks, and resuming with the run's own settings.
+"""The settings of a training run: one dataclass, its checks, and the settings of a resumed run.
 
 Every default lives in :class:`TrainConfig` and nowhere else; each field carries its help text, from which
 `rat-train` builds one option per field (passing on only what the user set). Torch-free: `rat-train --help`
-imports this module.
+imports this module. The run folder that holds a run's settings is :mod:`rat.training.run`.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from rat.shared.devices import DEVICES
 from rat.shared.errors import ParamError, RatError
-from rat.training.options import (
+from rat.training.choices import (
     ATTENTIONS,
     BACKENDS,
     FR_NORMS,
@@ -26,8 +26,6 @@ from rat.training.options import (
     PRECISIONS,
     TILE,
 )
-
-LAST, BEST = "last.pt", "best.pt"
 
 
 class TrainError(RatError, RuntimeError):
@@ -89,7 +87,8 @@ class TrainConfig:
     seed: int = _setting(0, "Seed of the model initialisation and of the patch stream.")
     # system
     device: str = _setting("auto", "auto, cpu or cuda.")
-    workers: int = _setting(4, "DataLoader worker processes per GPU/process.")
+    workers: int | None = _setting(None, "DataLoader worker processes per process (default: up to 4, no more "
+                                         "than the process's share of the cores).")
     # logging, validation, checkpoints
     log_every: int = _setting(50, "Log the mean training loss every N steps.")
     eval_every: int = _setting(1000, "Validate on whole images every N steps (and keep the best checkpoint).")
@@ -137,35 +136,36 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if not 0 <= cfg.overlap < cfg.tile:
         raise ParamError("overlap", f"must be in 0..tile-1, got {cfg.overlap}")
     for key in ("workers", "grad_clip"):
-        if getattr(cfg, key) < 0:
+        if getattr(cfg, key) is not None and getattr(cfg, key) < 0:
             raise ParamError(key, f"must be >= 0, got {getattr(cfg, key)}")
     return cfg
 
 
-def make_config(overrides: Mapping[str, Any]) -> TrainConfig:
-    """The config of a run from the settings the user gave.
+def default_workers(world_size: int = 1) -> int:
+    """DataLoader workers per process when ``workers`` is not set: at most 4, and no more than this process's
+    share of the cores (PyTorch warns about more)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(4, cores // max(1, world_size)))
 
-    A fresh run: the defaults updated by ``overrides``. With ``resume`` and a checkpoint in the run
-    directory: the checkpoint's config (less :data:`SESSION_KEYS`), updated by the overrides that may
-    change on resume (:data:`RUNTIME_KEYS`); overriding any other setting with another value is refused.
+
+def make_config(overrides: Mapping[str, Any], saved: Mapping[str, Any] | None = None,
+                source: str = "the run") -> TrainConfig:
+    """The config of a run from the settings the user gave, checked (once).
+
+    A fresh run (``saved`` None): the defaults updated by ``overrides``. A resumed run: ``saved``, the config
+    in its checkpoint (less :data:`SESSION_KEYS`), updated by the overrides that may change on resume
+    (:data:`RUNTIME_KEYS`); overriding any other setting with another value is refused (naming ``source``).
     """
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ParamError(unknown[0], "unknown setting")
-    cfg = TrainConfig(**overrides)
-    last = Path(cfg.out) / LAST
-    if not cfg.resume or not last.is_file():
-        return validate(cfg)
-    from rat.training.checkpoint import load_checkpoint
-
-    saved = load_checkpoint(last)
-    if saved.get("bare"):
-        raise TrainError(f"{last}: not a checkpoint of this trainer")
-    base = {k: v for k, v in saved["config"].items() if k in known and k not in SESSION_KEYS}
+    if saved is None:
+        return validate(TrainConfig(**overrides))
+    base = {k: v for k, v in saved.items() if k in known and k not in SESSION_KEYS}
     clash = [f"`{k}` {v!r} (run has {base.get(k)!r})" for k, v in overrides.items()
              if k not in RUNTIME_KEYS and base.get(k) != v]
     if clash:
-        raise TrainError(f"{last}: cannot resume with other settings: {', '.join(clash)}; "
-                         "start a new run (another `out`) instead")
+        raise TrainError(f"{source}: cannot resume with other settings: {', '.join(clash)}; start a new run "
+                         "(another `out`) instead")
     return validate(TrainConfig(**{**base, **{k: v for k, v in overrides.items() if k in RUNTIME_KEYS}}))

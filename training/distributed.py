@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from tqdm import tqdm
 
 from rat.shared.devices import pick_device
 
@@ -56,8 +57,6 @@ def barrier(rt: Runtime) -> None:
 def say(rt: Runtime, text: str) -> None:
     """Print a line on the main process (above its progress bar)."""
     if rt.main:
-        from tqdm import tqdm
-
         tqdm.write(text)
 
 

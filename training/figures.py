@@ -10,7 +10,8 @@ import numpy as np
 from torch import Tensor
 
 from rat.shared.datasets import Group
-from rat.training.inference.scores import Score, to_source
+from rat.training.inference.scores import Score
+from rat.training.normalisation import to_source
 
 
 def display(x: Tensor | np.ndarray, group: Group) -> np.ndarray:

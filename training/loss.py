@@ -2,7 +2,7 @@
 
 Per pixel ``|err| * (1 + gamma * w_r)``, averaged over pixels, where ``w_r`` is the mean error
 of the pixel's region raised to ``delta`` and normalised to [0, 1]. Two normalisations
-(:data:`rat.training.options.FR_NORMS`):
+(:data:`rat.training.choices.FR_NORMS`):
 
 - ``image`` (default, the paper's formula): divided by the largest region weight of the same
   image, so every image has a region of weight 1;
@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rat.training.options import FR_NORMS
-from rat.training.regions import region_ids
+from rat.training.choices import FR_NORMS
+from rat.training.model.attention_plan import region_ids
 
 
 def region_weights(err: Tensor, labels: Tensor, delta: float = 1.0, norm: str = "image") -> Tensor:

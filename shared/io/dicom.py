@@ -350,13 +350,3 @@ def _series_order(
     if all(n is not None for n in numbers):
         return np.argsort(np.array(numbers, dtype=np.int64), kind="stable").tolist(), None
     return list(range(len(files))), None
-
-
-# ----------------------------------------------------------------------------- writing
-
-
-def write_dicom(tmp: Path, out: Path, arr: np.ndarray, like: Path) -> None:
-    """Write ``arr`` into the template ``like`` as ``tmp`` (see :func:`rat.shared.io.write_image`)."""
-    from rat.shared.io.dicom_write import write_from_template
-
-    write_from_template(tmp, out, arr, like)

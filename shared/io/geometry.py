@@ -35,6 +35,7 @@ import numpy as np
 
 from rat.shared.io.base import ImageReadError, PathLike, reading
 from rat.shared.io.dicom import _dcmread, _dicom_spacing, _volume_spacing, sorted_series
+from rat.shared.io.images import open_source
 from rat.shared.io.volumes import _spatial_axis, nifti_affine
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -124,9 +125,7 @@ def _source_affine(path: Path) -> tuple[np.ndarray, tuple[int, ...], bool]:
     """The affine of the whole array the readers return, its shape, and whether it is a volume."""
     if path.is_dir():
         return _series_affine(path)
-    from rat.shared.io import _open  # the readers' own dispatch: the same shapes and spacing
-
-    src = _open(path, page=None, tiff_stack=True, header_only=True)
+    src = open_source(path, page=None, tiff_stack=True, header_only=True)
     if src.format == "nifti":
         import nibabel as nib
 

@@ -10,7 +10,7 @@ This module is torch-free (the command line's help reads the names below).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 from typing import Any, Protocol
 
 import numpy as np
@@ -19,8 +19,6 @@ from rat.shared.errors import ParamError
 
 #: Generator names, as the store records them.
 GENERATOR_NAMES = ("sam", "superpixels")
-#: SAM model types: segment-anything's registry, and a tiny random-weight model for tests.
-SAM_MODEL_TYPES = ("vit_b", "vit_l", "vit_h", "vit_tiny")
 #: scikit-image superpixel methods.
 SUPERPIXEL_METHODS = ("slic", "felzenszwalb")
 
@@ -34,24 +32,20 @@ class Generator(Protocol):
     def __call__(self, rgb: np.ndarray) -> np.ndarray: ...
 
 
-def _sam(**kwargs: Any) -> Generator:
-    from rat.shared.regions.sam import SamGenerator
-
-    return SamGenerator(**kwargs)
-
-
-def _superpixels(**kwargs: Any) -> Generator:
-    from rat.shared.regions.superpixels import SuperpixelGenerator
-
-    return SuperpixelGenerator(**kwargs)
-
-
-GENERATORS: dict[str, Callable[..., Generator]] = {"sam": _sam, "superpixels": _superpixels}
+#: Where each generator class lives ("module:class"), imported only when it is built (SAM imports torch).
+GENERATORS: dict[str, str] = {"sam": "rat.shared.regions.sam:SamGenerator",
+                              "superpixels": "rat.shared.regions.superpixels:SuperpixelGenerator"}
 assert tuple(GENERATORS) == GENERATOR_NAMES
+
+
+def generator_class(name: str) -> type:
+    """The class of generator ``name`` (ParamError naming the known ones)."""
+    if name not in GENERATORS:
+        raise ParamError("name", f"unknown generator {name!r}; choose one of {', '.join(GENERATORS)}")
+    module, attr = GENERATORS[name].split(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def build_generator(name: str, **kwargs: Any) -> Generator:
     """The generator ``name`` built with ``kwargs`` (SAM: checkpoint, model_type, device, its parameters)."""
-    if name not in GENERATORS:
-        raise ParamError("name", f"unknown generator {name!r}; choose one of {', '.join(GENERATORS)}")
-    return GENERATORS[name](**kwargs)
+    return generator_class(name)(**kwargs)

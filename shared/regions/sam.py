@@ -7,7 +7,6 @@ and recorded in the store, and so that a wrong file fails with one line instead 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -17,26 +16,16 @@ import numpy as np
 import torch
 
 from rat.shared.devices import pick_device
-from rat.shared.errors import RatError, one_line
-from rat.shared.io import sha256_file
-from rat.shared.regions import SAM_MODEL_TYPES
+from rat.shared.errors import one_line
+from rat.shared.hashes import sha256_file
 from rat.shared.regions.labels import resolve_rle_masks
-from rat.shared.regions.sam_params import generator_defaults
-
-CHECKPOINT_ENV = "RAT_SAM_CHECKPOINT"
-#: Published checkpoints: file name -> SHA-256. A file with one of these names and another hash is refused.
-PUBLISHED_SHA256 = {
-    "sam_vit_b_01ec64.pth": "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
-}
-CHECKPOINT_HELP = (
-    "download sam_vit_b_01ec64.pth from the segment-anything project's model checkpoints "
-    f"on a machine with internet, then pass it as `checkpoint` or set {CHECKPOINT_ENV}; "
-    "the superpixels `generator` needs no weights"
+from rat.shared.regions.sam_config import (
+    PUBLISHED_SHA256,
+    SAM_MODEL_TYPES,
+    SamError,
+    generator_defaults,
+    resolve_checkpoint,
 )
-
-
-class SamError(RatError, RuntimeError):
-    """A one-line problem with SAM's checkpoint or configuration."""
 
 
 def build_sam_tiny() -> torch.nn.Module:
@@ -81,17 +70,6 @@ def _builders() -> dict[str, Callable[[], torch.nn.Module]]:
                 for name in SAM_MODEL_TYPES if name in sam_model_registry}
     builders["vit_tiny"] = build_sam_tiny
     return builders
-
-
-def resolve_checkpoint(checkpoint: str | Path | None) -> Path:
-    """The checkpoint path from the argument or the environment; one-line errors when missing."""
-    value = checkpoint or os.environ.get(CHECKPOINT_ENV)
-    if not value:
-        raise SamError(f"no SAM checkpoint given: {CHECKPOINT_HELP}")
-    path = Path(value)
-    if not path.is_file():
-        raise SamError(f"{path}: SAM checkpoint not found: {CHECKPOINT_HELP}")
-    return path
 
 
 def load_sam(checkpoint: str | Path, model_type: str = "vit_b") -> tuple[torch.nn.Module, str]:

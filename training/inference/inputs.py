@@ -16,9 +16,9 @@ from pathlib import Path
 
 from rat.shared.errors import one_line
 from rat.shared.index import Entry
+from rat.shared.index.locate import source_path
 from rat.shared.io import ImageReadError, volume_shape
 from rat.shared.io.dicom import series_files
-from rat.shared.locate import source_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom", ".ima", ".nii", ".nii.gz")
 _GLOB = set("*?[")

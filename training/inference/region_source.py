@@ -16,8 +16,9 @@ import numpy as np
 
 from rat.shared import store as st
 from rat.shared.errors import ParamError
-from rat.shared.hashes import source_sha256
+from rat.shared.index.hash_cache import source_sha256
 from rat.shared.regions import Generator, build_generator
+from rat.shared.regions.sam_config import SamError, resolve_checkpoint
 from rat.shared.regions.window import render_for_sam
 from rat.training.inference.inputs import Scan
 from rat.training.inference.restorer import Restorer
@@ -31,8 +32,6 @@ def trained_generator(recorded: dict[str, Any] | None, *, name: str | None = Non
     Returns (generator, note): the note says when the regions differ from the training ones. SAM weights
     (``sam_checkpoint`` or RAT_SAM_CHECKPOINT) whose SHA-256 is not the recorded one are refused.
     """
-    from rat.shared.regions.sam import SamError, resolve_checkpoint
-
     note = ""
     if recorded is None and name is None:
         raise ParamError("generator", "the model records no region generator: name one (and a label store or "
@@ -66,9 +65,7 @@ class RegionSource:
         self.notes: list[str] = []
         self._by_source: dict[tuple[str, int | None, int | None], str] = {}
         if store is not None:
-            from rat.shared.store_dataset import store_index
-
-            for e in store_index(store) or []:
+            for e in st.store_index(store) or []:
                 self._by_source[(e.sha256, e.slice, None if e.slice is None else e.axis % 3)] = e.id
 
     def generator(self) -> Generator:

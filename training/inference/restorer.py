@@ -17,12 +17,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from rat.shared.datasets import DatasetDef, Group, Window, load_dataset, pick_group
+from rat.shared.datasets import DatasetDef, Group, Window, channel_count, load_dataset, pick_group
+from rat.shared.devices import pick_device
 from rat.shared.errors import ParamError
 from rat.shared.io import ImageMeta, ImageReadError
-from rat.training.inference.scores import to_source
+from rat.training.checkpoint import checkpoint_dataset, model_from_checkpoint, weights_sha256
+from rat.training.choices import OVERLAP, TILE
+from rat.training.inference.model_folder import load_model_source
 from rat.training.inference.tiling import model_labels, predict
-from rat.training.options import OVERLAP, TILE
+from rat.training.normalisation import channels_first, normalise, to_source
 
 #: DICOM Modality codes of the modalities a dataset group may name.
 DICOM_MODALITIES = {"CT": "CT", "PET": "PT", "PT": "PT", "MR": "MR", "MRI": "MR"}
@@ -56,7 +59,7 @@ class Restorer:
 
     def check(self, image: np.ndarray, meta: ImageMeta, path: str | Path) -> None:
         """ImageReadError naming the file when it is not what the model restores (channels, modality)."""
-        channels = image.shape[2] if image.ndim == 3 else 1
+        channels = channel_count(image.shape)
         if channels != self.group.channels:
             raise ImageReadError(path, f"{channels} channel(s), but the model restores "
                                  f"{self.group.channels}-channel {self.group.modality} images")
@@ -71,10 +74,7 @@ class Restorer:
     def __call__(self, image: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
         """image (H, W) or (H, W, C) in source units, labels (H, W) -> restored, same shape, source units,
         clipped to the group's normalisation range."""
-        from rat.training.data import normalise
-
-        planes = image[None] if image.ndim == 2 else np.moveaxis(image, -1, 0)
-        x = torch.as_tensor(normalise(planes, self.group))
+        x = torch.as_tensor(normalise(channels_first(image), self.group))
         lab = None if labels is None else model_labels(self.model, labels)
         restored = predict(self.model, x, lab, self.tile, self.overlap, autocast=self.autocast)
         return to_source(restored, self.group)
@@ -86,15 +86,7 @@ def load_restorer(checkpoint: str | Path, *, dataset: str | None = None, group: 
                   ) -> Restorer:
     """The restorer of a checkpoint or model folder (see the module doc). ``dataset`` and ``group`` name
     the data for checkpoints that do not (bare state dicts), or pick a group of a several-group dataset."""
-    from rat.shared.devices import pick_device
-    from rat.training.checkpoint import (
-        checkpoint_dataset,
-        load_checkpoint,
-        model_from_checkpoint,
-        weights_sha256,
-    )
-
-    ck = load_checkpoint(checkpoint)
+    ck = load_model_source(checkpoint)
     ds = load_dataset(dataset) if dataset else checkpoint_dataset(ck)
     if ds is None:
         raise ParamError("dataset", f"{checkpoint} does not say what data it was trained on: name it")

@@ -19,15 +19,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch import Tensor
 
 from rat.shared.datasets import Group
-
-
-def to_source(x: Tensor | np.ndarray, group: Group, clip: bool = True) -> np.ndarray:
-    """Normalised (C, H, W) -> source units (H, W) or (H, W, C) float64, clipped to the norm range."""
-    arr = np.asarray(x, dtype=np.float64)
-    arr = arr * (group.norm_high - group.norm_low) + group.norm_low
-    if clip:
-        arr = np.clip(arr, group.norm_low, group.norm_high)
-    return arr[0] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1)
+from rat.training.normalisation import to_source
 
 
 def image_metrics(pred: np.ndarray, target: np.ndarray, data_range: float) -> tuple[float, float]:
@@ -59,7 +51,7 @@ def score_image(image_id: str, lq: Tensor, hq: Tensor, restored: Tensor, group: 
     return Score(image_id, psnr, ssim, lq_psnr, lq_ssim)
 
 
-def summarize(scores: Sequence[Score]) -> dict[str, dict[str, float]]:
+def summarize_scores(scores: Sequence[Score]) -> dict[str, dict[str, float]]:
     """{"restored": {psnr, psnr_std, ssim, ssim_std}, "lq": {...}}: mean and std (ddof 0) over images."""
     if not scores:
         raise ValueError("no images were scored")
@@ -74,7 +66,7 @@ def summarize(scores: Sequence[Score]) -> dict[str, dict[str, float]]:
 
 def format_table(scores: Sequence[Score], title: str = "RAT") -> str:
     """The paper-style table: one row for the LQ input, one for the restored images."""
-    s = summarize(scores)
+    s = summarize_scores(scores)
     lines = [f"{'':<12}{'PSNR (dB)':>20}{'SSIM':>20}   ({len(scores)} images)"]
     for label, key in (("LQ input", "lq"), (title, "restored")):
         r = s[key]
@@ -87,7 +79,7 @@ def write_scores_csv(scores: Sequence[Score], path: str | Path) -> Path:
     """Per-image rows (id, psnr, ssim, lq_psnr, lq_ssim), then "mean" and "std" rows."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    s = summarize(scores)
+    s = summarize_scores(scores)
     names = ["id", "psnr", "ssim", "lq_psnr", "lq_ssim"]
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=names)

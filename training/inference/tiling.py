@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rat.training.options import OVERLAP, TILE
+from rat.training.choices import OVERLAP, TILE
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:

@@ -1,0 +1,86 @@
+"""Opening a label store: a local folder, a read-only ``.zip`` hand-over file or any fsspec URL.
+
+Readers open a store read-only (:func:`open_store`); a store of schema 1 is then presented in the schema-2
+layout (:mod:`rat.shared.store.legacy`), so that no other code knows the old one. Writers open it with
+:func:`init_store`, which creates the root record atomically when absent and refuses another configuration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import zarr
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.group import GroupMetadata
+
+from rat.shared.errors import one_line
+from rat.shared.store import legacy
+from rat.shared.store.schema import ATTR, MISSING, StoreError, describe_difference, retrying
+
+
+def raw_store(url: str | Path, read_only: bool) -> zarr.abc.store.Store:
+    """The zarr store object of a location (no layout translation)."""
+    text = str(url)
+    if text.endswith(".zip"):
+        if not read_only:
+            raise StoreError(f"{text}: zip stores are read-only hand-over files; write to a directory")
+        if not Path(text).is_file():
+            raise StoreError(f"{text}: no such store")
+        return zarr.storage.ZipStore(text, mode="r")
+    if "://" in text and not text.startswith("file://"):
+        try:
+            return zarr.storage.FsspecStore.from_url(text, read_only=read_only)
+        except ImportError as err:
+            raise StoreError(f"{text}: {err}; for s3:// install rat[s3]") from None
+    path = Path(text.removeprefix("file://"))
+    if read_only and not (path / "zarr.json").is_file():
+        raise StoreError(f"{path}: no such store (no zarr.json)")
+    return zarr.storage.LocalStore(path, read_only=read_only)
+
+
+def open_store(url: str | Path, mode: str = "r") -> zarr.Group:
+    """Open a store read-only (`mode="r"`) or for writing label maps into (`"r+"`, `"a"`).
+
+    Read-only, a schema-1 store comes back in the schema-2 layout (:func:`rat.shared.store.legacy.view`).
+    """
+    store = raw_store(url, read_only=(mode == "r"))
+    try:
+        group = retrying(str(url), lambda: zarr.open_group(store, mode=mode))
+    except (StoreError, *MISSING) as err:
+        reason = f"{type(err).__name__}: {one_line(err)}"
+        raise StoreError(f"{url}: not a readable zarr store ({reason})") from None
+    return legacy.view(group) if mode == "r" else group
+
+
+def create_if_absent(store: zarr.abc.store.Store, path: str, attributes: dict[str, Any]) -> None:
+    """Atomically create group metadata at `path` unless it exists (first writer wins)."""
+    buf = GroupMetadata(attributes=attributes).to_buffer_dict(default_buffer_prototype())["zarr.json"]
+    key = f"{path}/zarr.json" if path else "zarr.json"
+    zarr.core.sync.sync(store.set_if_not_exists(key, buf))
+
+
+def init_store(url: str | Path, prov: dict[str, Any], overwrite: bool = False) -> zarr.Group:
+    """Open `url` for writing label maps made under `prov`, creating the root record if absent.
+
+    An existing store made under another configuration is refused (one line naming the differences),
+    unless `overwrite`, which replaces the root record: items of the old configuration then no longer
+    count as done and are recomputed. A schema-1 store is refused with the way to upgrade it.
+    """
+    store = raw_store(url, read_only=False)
+    create_if_absent(store, "", {ATTR: prov})
+    group = zarr.open_group(store, mode="a")
+    have = group.attrs.get(ATTR)
+    if not isinstance(have, dict):
+        raise StoreError(f"{url}: exists but is not a RAT label store")
+    if legacy.is_legacy(have):
+        raise StoreError(legacy.upgrade_hint(url))
+    if have.get("fingerprint") != prov["fingerprint"]:
+        if not overwrite:
+            raise StoreError(
+                f"{url}: made with another configuration ({describe_difference(have, prov)}); "
+                "use another store, or `overwrite` to recompute every image")
+        kept = {k: have[k] for k in ("definition", "root", "index", "derive_versions") if k in have}
+        group.attrs[ATTR] = {**prov, **kept}
+    create_if_absent(store, "labels", {"ome": {"version": "0.5", "labels": []}})
+    return group

@@ -1,0 +1,114 @@
+"""The dataset a label store carries (schema 2): the definition's text, the index, the root it was made from.
+
+With these a store is a complete hand-over: ``rat-train --masks STORE`` needs nothing else but the data under
+a root. The coordinator of a run (the `masks` command, `upgrade`, `merge`) records them
+(:func:`record_dataset`); the index is kept as UTF-8 JSON in a one-chunk array named after its SHA-256
+(``index-<sha>``), so that rewriting it never exposes half an index, and the root record points at it.
+:func:`dataset_for` is how every command gets from a store to its definition, entries and data root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from rat.shared.datasets.definition import DatasetDef
+from rat.shared.datasets.load import definition_from_text, load_dataset
+from rat.shared.errors import ParamError
+from rat.shared.index.build import index_entries
+from rat.shared.index.entries import INDEX_COLUMNS, Entry, entry_from_row, entry_row
+from rat.shared.index.locate import resolve_root
+from rat.shared.store.schema import ATTR, MISSING, ZSTD_LEVEL, StoreError, provenance, retrying
+
+
+def record_dataset(group: zarr.Group, ds: DatasetDef, entries: Iterable[Entry], root: str | Path,
+                   derive_versions: list[dict[str, str]] | None = None) -> None:
+    """Write the index and the definition, root and derivation versions into the store (coordinator only)."""
+    rows = [entry_row(e) for e in sorted(entries, key=lambda e: e.id)]
+    payload = json.dumps({"columns": list(INDEX_COLUMNS), "rows": rows}, separators=(",", ":")).encode()
+    sha = hashlib.sha256(payload).hexdigest()
+    name = f"index-{sha[:16]}"
+    prov = provenance(group)
+    if prov.get("index", {}).get("sha256") != sha and name not in group:
+        arr = group.create_array(name, shape=(len(payload),), dtype="uint8", chunks=(max(1, len(payload)),),
+                                 compressors=zarr.codecs.ZstdCodec(level=ZSTD_LEVEL), overwrite=True)
+        arr[...] = np.frombuffer(payload, dtype=np.uint8)
+        arr.attrs[ATTR] = {"sha256": sha, "entries": len(rows), "columns": list(INDEX_COLUMNS)}
+    new = {**prov,
+           "definition": {"name": ds.name, "text": ds.text, "sha256": ds.sha256, "builtin": ds.builtin},
+           "root": str(Path(root).resolve()),
+           "index": {"array": name, "sha256": sha, "entries": len(rows)}}
+    if derive_versions:
+        new["derive_versions"] = derive_versions
+    if new != prov:
+        group.attrs[ATTR] = new
+
+
+def store_definition(group: zarr.Group) -> DatasetDef | None:
+    """The dataset definition a store carries (None for stores that carry none: schema 1)."""
+    d = provenance(group).get("definition")
+    if not d:
+        return None
+    if d.get("builtin"):
+        builtin = load_dataset(d["name"])
+        if builtin.sha256 == d["sha256"]:
+            return builtin
+    return definition_from_text(d["text"], f"{group.store} (definition {d['name']})")
+
+
+def store_index(group: zarr.Group) -> list[Entry] | None:
+    """The index a store carries (None when it carries none); StoreError if its bytes are not the recorded."""
+    pointer = provenance(group).get("index")
+    if not pointer:
+        return None
+    name = pointer["array"]
+    try:
+        payload = retrying(f"{group.store}: {name}", lambda: bytes(group[name][...]))
+    except MISSING:
+        raise StoreError(f"{group.store}: the index {name} the store points at is missing") from None
+    if hashlib.sha256(payload).hexdigest() != pointer["sha256"]:
+        raise StoreError(f"{group.store}: the index {name} does not match its recorded SHA-256")
+    doc = json.loads(payload)
+    columns = tuple(doc["columns"])
+    if columns != INDEX_COLUMNS:
+        raise StoreError(f"{group.store}: index columns {columns} are not {INDEX_COLUMNS}")
+    return [entry_from_row(row) for row in doc["rows"]]
+
+
+def recorded_root(group: zarr.Group) -> str | None:
+    """The data root a store was made from (a hint: it may not exist here)."""
+    return provenance(group).get("root")
+
+
+def dataset_for(group: zarr.Group | None, dataset: str | None = None, root: str | Path | None = None,
+                index: str | Path | None = None, progress: bool = False
+                ) -> tuple[DatasetDef, list[Entry], Path]:
+    """The dataset definition, index entries and data root to use with a label store (or without one).
+
+    A store that carries its definition and index: without ``dataset`` (or with the same definition) they are
+    used as they are; the root is resolved as :func:`rat.shared.index.locate.resolve_root` says, with the
+    store's recorded root as the last resort. With another definition, a store that carries none (schema 1)
+    or no store, ``dataset`` is required and the index under the root is built or brought up to date. An
+    ``index`` file named by the user is used as it is.
+    """
+    carried = store_definition(group) if group is not None else None
+    if dataset is None and carried is None:
+        if group is not None:
+            raise ParamError("dataset", f"{group.store} is a schema-1 store, which does not carry its "
+                             "dataset: pass it (and the data root), or upgrade the store")
+        raise ParamError("dataset", "is required")
+    ds = load_dataset(dataset) if dataset is not None else carried
+    if group is not None and ds.name != provenance(group).get("dataset"):
+        raise StoreError(f"{group.store}: label maps of dataset {provenance(group).get('dataset')!r}, "
+                         f"not {ds.name!r}")
+    path = resolve_root(ds, root, recorded_root(group) if group is not None else None)
+    if carried is not None and carried.sha256 == ds.sha256 and index is None:
+        entries = store_index(group)
+        if entries is not None:
+            return ds, entries, path
+    return ds, index_entries(ds, path, index, progress), path

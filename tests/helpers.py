@@ -1,0 +1,84 @@
+"""Helpers the tests import: tiny models made lively, console scripts, schema-1 stores, test data."""
+
+import shutil
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from rat.shared import store as st
+
+#: Files the tests read (state-dict keys and shapes of the authors' model).
+DATA = Path(__file__).parent / "data"
+#: Settings of a tiny training run on the sample dataset's CT group (seconds on a CPU).
+TINY_RUN = dict(dataset="sample", group="ct", model="rat-small", width=8, patch_size=32, batch_size=2,
+                workers=0, val_limit=1, eval_every=100, save_every=100, log_every=1, progress=False)
+#: A small valid dataset definition (one CT group, LQ/HQ DICOM pairs by id) that tests change.
+GOOD = """
+name = "mine"
+[defaults]
+patch_size = 64
+split = { rule = "seeded", unit = "id", test_count = 1 }
+[groups.g]
+modality = "CT"
+channels = 1
+hq = ["hq/{id}.dcm"]
+lq = ["lq/{id}.dcm"]
+norm_low = -1024
+norm_high = 3072
+sam_window = { kind = "fixed", low = -160, high = 240 }
+"""
+
+def lively(model: torch.nn.Module, generator: torch.Generator | None = None, seed: int = 0):
+    """Give a RAT's zero-initialised branch scales random values, so every branch affects the output."""
+    g = generator if generator is not None else torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        if name.rsplit(".", 1)[-1] in ("beta", "gamma", "lambda_ra", "lambda_wa"):
+            p.data = torch.randn(p.shape, generator=g) * 0.5
+    return model
+
+
+def console_script(name: str) -> str:
+    """Path of an installed console script of this environment."""
+    path = Path(sys.executable).parent / name
+    return str(path) if path.exists() else shutil.which(name) or name
+
+
+def write_schema1_store(url, dataset: str, labels: dict, generator: dict, windows: dict, chunk: int = 256):
+    """A label store in the layout of schema 1 (version 0.1 of this package), written with zarr directly:
+    root attributes {"rat": provenance} whose fingerprint hashes schema, dataset, generator and windows;
+    each label map the array labels/<key> with its record in its attributes. labels: id -> (map, LQ sha)."""
+    import hashlib
+    import json
+
+    import numpy as np
+    import zarr
+
+    identity = {"schema": 1, "dataset": dataset, "generator": generator, "windows": windows}
+    fp = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+    root = zarr.open_group(zarr.storage.LocalStore(url), mode="w")
+    root.attrs["rat"] = {**identity, "chunk": [chunk, chunk], "package_version": "0.1.0", "fingerprint": fp}
+    root.require_group("labels")
+    root.require_group("images")
+    for image_id, (lab, sha) in labels.items():
+        arr = root.create_array(f"labels/{image_id.replace('/', '~')}", shape=lab.shape, dtype=lab.dtype,
+                                chunks=(min(chunk, lab.shape[0]), min(chunk, lab.shape[1])),
+                                compressors=zarr.codecs.ZstdCodec(level=5), fill_value=0)
+        arr[...] = lab
+        arr.attrs["rat"] = {"source_sha256": sha, "shape": list(lab.shape), "dtype": str(lab.dtype),
+                            "regions": int(np.count_nonzero(np.bincount(lab.ravel())[1:])),
+                            "labels_sha256": hashlib.sha256(np.ascontiguousarray(lab).tobytes()).hexdigest(),
+                            "fingerprint": fp, "complete": True}
+    return url
+
+
+def prov(**params):
+    """A store's root record for superpixel label maps of the sample dataset (``params`` changed)."""
+    return st.make_provenance("sample", {"name": "superpixels", "params": {"n_segments": 8, **params}},
+                              {"ct": {"kind": "fixed", "low": -160.0, "high": 240.0}})
+
+
+def entry(image_id, sha="a" * 64, shape=(5, 7)):
+    """The fields of an index entry that the store's checks read."""
+    return SimpleNamespace(id=image_id, sha256=sha, shape=shape, lq=f"{image_id}.png")

@@ -1,0 +1,78 @@
+"""The real SAM code path with a tiny randomly initialised SAM saved as a checkpoint file
+(rat.shared.regions.sam; its parameters, defaults and checkpoint rules from rat.shared.regions.sam_config)."""
+
+import numpy as np
+import pytest
+import torch
+from segment_anything import SamAutomaticMaskGenerator
+
+from rat.shared.regions import sam as S
+from rat.shared.regions.labels import resolve_masks
+
+FAST = {"points_per_side": 6, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0,
+        "box_nms_thresh": 1.0}
+
+
+@pytest.fixture
+def tiny_ckpt(tiny_sam_checkpoint):
+    return tiny_sam_checkpoint
+
+
+
+
+
+
+def test_checkpoint_loads_and_is_hashed(tiny_ckpt):
+    model, digest = S.load_sam(tiny_ckpt, "vit_tiny")
+    from rat.shared.hashes import sha256_file
+
+    assert digest == sha256_file(tiny_ckpt) and len(digest) == 64
+    ref = torch.load(tiny_ckpt, weights_only=True)
+    assert all(torch.equal(v, ref[k]) for k, v in model.state_dict().items())
+
+
+def test_label_map_equals_resolving_sams_own_binary_masks(tiny_ckpt):
+    rng = np.random.default_rng(0)
+    rgb = np.clip(rng.normal(128, 60, (48, 64, 3)), 0, 255).astype(np.uint8)
+    gen = S.SamGenerator(tiny_ckpt, model_type="vit_tiny", device="cpu", **FAST)
+    labels = gen(rgb)
+    model, _ = S.load_sam(tiny_ckpt, "vit_tiny")
+    records = SamAutomaticMaskGenerator(model, **FAST).generate(rgb)   # binary masks, SAM's own output
+    assert len(records) > 3
+    expected = resolve_masks(np.stack([r["segmentation"] for r in records]), [r["area"] for r in records])
+    assert labels.shape == (48, 64) and labels.dtype == np.uint16
+    assert (labels == expected).all()
+    prov = gen.provenance()
+    assert prov["model_type"] == "vit_tiny" and prov["params"]["points_per_side"] == 6
+    assert prov["params"]["crop_n_layers"] == 0          # defaults recorded too
+
+
+def test_published_name_with_other_hash_is_refused(tiny_ckpt, tmp_path):
+    fake = tmp_path / "sam_vit_b_01ec64.pth"
+    fake.write_bytes(tiny_ckpt.read_bytes())
+    with pytest.raises(S.SamError, match="sam_vit_b_01ec64.pth: SHA-256 .* differs from the published"):
+        S.load_sam(fake, "vit_b")
+
+
+def test_bad_checkpoints_give_one_line(tiny_ckpt, tmp_path):
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a pickle")
+    with pytest.raises(S.SamError, match="junk.pth: not a loadable") as err:
+        S.load_sam(junk, "vit_tiny")
+    assert "\n" not in str(err.value)
+    with pytest.raises(S.SamError, match="sam_tiny.pth: not a SAM vit_b checkpoint") as err:
+        S.load_sam(tiny_ckpt, "vit_b")
+    assert "\n" not in str(err.value)
+
+
+
+
+def test_unknown_parameter_and_device():
+    with pytest.raises(S.SamError, match="points_per_sid"):
+        S.SamGenerator("x.pth", points_per_sid=3)
+    if not torch.cuda.is_available():
+        from rat.shared.devices import pick_device
+        from rat.shared.errors import ParamError
+
+        with pytest.raises(ParamError, match="device: cuda asked, but torch sees no CUDA"):
+            pick_device("cuda")

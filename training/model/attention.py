@@ -1,0 +1,202 @@
+"""Multi-head self-attention for RAT: region (R-MSA), window (W-MSA) and global (MSA).
+
+Region attention is ``softmax(Q K^T s + M) V`` with ``M = lambda`` (-1000) between tokens of
+different regions and 0 within a region. In float32, ``exp(-1000 + ...)`` underflows to exactly
+0, so the dense formulation equals attention restricted to the query's own region; only the
+within-region pairs need computing (14-34 % of the dense entries on real SAM label maps).
+
+Backends for region attention, all exact and differentiable (plans: :mod:`rat.training.model.attention_plan`):
+
+- ``dense``: the paper's formulation, a (B, 1, N, N) additive mask on full attention. Baseline.
+- ``sparse``: portable (CPU and CUDA), no N x N tensor. The tokens of each region attend among
+  themselves; regions of similar size (within a factor 2^(1/4)) are stacked into one batch,
+  padded to the largest with masked keys, and go through PyTorch's fused
+  ``scaled_dot_product_attention`` (flash kernels on CPU, memory-efficient ones on CUDA), one
+  call per size class. One gather feeds every class and one gather puts the results back in
+  token order. Cost: the within-region entries plus at most 41 % padding.
+- ``flex``: FlexAttention over the tokens of the whole batch sorted by (image, region), with a
+  block table of the (query block, key block) pairs that share a region; compiled once for all
+  shapes (:mod:`rat.training.model.flex`; fused kernels on CUDA, forward only on CPU).
+- ``auto``: ``flex`` on CUDA where FlexAttention is available, else ``sparse``.
+
+The kernels take token rows (T, 3, heads, d): the Q/K/V projection of a channels-last feature
+map read as one row per token, without a copy.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rat.training.choices import ATTENTIONS
+from rat.training.model.attention_plan import DensePlan, SparsePlan
+from rat.training.model.flex import FlexPlan, flex_rows
+from rat.training.model.memory import kept
+from rat.training.model.nafblock import folded
+
+RegionPlan = DensePlan | SparsePlan | FlexPlan
+
+
+# ----------------------------------------------------------------------------- kernels
+
+
+def region_attention(q: Tensor, k: Tensor, v: Tensor, plan: RegionPlan, scale: float) -> Tensor:
+    """Attention of each token to the tokens of its own region.
+
+    q, k, v: (B, heads, N, d); ``plan`` from :func:`rat.training.model.attention_plan.plan_region_attention`
+    on the (B, N) token labels. Returns (B, heads, N, d).
+    """
+    b, h, n, d = q.shape
+    rows = torch.stack([q, k, v], dim=1).permute(0, 3, 1, 2, 4).reshape(b * n, 3, h, d)
+    out = region_attention_rows(rows, plan, scale, b)  # (B * N, H * d)
+    return out.view(b, n, h, d).transpose(1, 2)
+
+
+def region_attention_rows(rows: Tensor, plan: RegionPlan, scale: float, batch: int) -> Tensor:
+    """Region attention of token rows (T = batch * N, 3, heads, d) -> (T, heads * d)."""
+    t, _, h, d = rows.shape
+    if isinstance(plan, DensePlan):
+        q, k, v = rows.view(batch, t // batch, 3, h, d).permute(2, 0, 3, 1, 4).unbind(0)
+        out = dense_region_attention(q, k, v, plan.bias, scale)  # (B, H, N, d)
+        return out.transpose(1, 2).reshape(t, h * d)
+    if plan.batch * plan.tokens != t:
+        raise ValueError(f"plan is for {plan.batch} x {plan.tokens} tokens, got {t} tokens")
+    if isinstance(plan, FlexPlan):
+        return flex_rows(rows, plan, scale)
+    return _sparse_rows(rows, plan, scale)
+
+
+def dense_region_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float) -> Tensor:
+    """softmax(q k^T scale + bias) v, the paper's R-MSA. q, k, v (B, H, N, d), bias (B, 1, N, N)."""
+    attn = (q @ k.transpose(-2, -1)) * scale + bias.to(q.dtype)  # (B, H, N, N)
+    return attn.softmax(dim=-1) @ v
+
+
+def _sparse_rows(rows: Tensor, plan: SparsePlan, scale: float) -> Tensor:
+    t, _, h, d = rows.shape
+    slots = rows.reshape(t, 3 * h * d).index_select(0, plan.index)  # (S, 3 H d), one gather
+    out = []
+    for c, x in zip(plan.classes, slots.split([c.slots for c in plan.classes]), strict=True):
+        # (regions, length, 3, H, d) -> q, k, v (regions, H, length, d); unbind: one stack back
+        q, k, v = (y.transpose(1, 2) for y in x.view(c.regions, c.length, 3, h, d).unbind(2))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=c.mask, scale=scale)
+        out.append(y.transpose(1, 2).reshape(c.slots, h * d))
+    return torch.cat(out).index_select(0, plan.order)  # (T, H d) in token order
+
+
+def _global_rows(rows: Tensor, scale: float, batch: int) -> Tensor:
+    """Plain multi-head attention over each image's tokens: rows (T, 3, H, d) -> (T, H d)."""
+    t, _, h, d = rows.shape
+    q, k, v = (x.transpose(1, 2) for x in rows.view(batch, t // batch, 3, h, d).unbind(2))
+    return F.scaled_dot_product_attention(q, k, v, scale=scale).transpose(1, 2).reshape(t, h * d)
+
+
+# ----------------------------------------------------------------------------- windows
+
+
+def window_partition(x: Tensor, window: int) -> Tensor:
+    """(B, C, H, W) -> (B * H/window * W/window, window * window, C), windows row-major."""
+    b, c, h, w = x.shape
+    x = x.permute(0, 2, 3, 1).view(b, h // window, window, w // window, window, c)
+    return x.transpose(2, 3).reshape(-1, window * window, c)
+
+
+def window_reverse(x: Tensor, window: int, b: int, h: int, w: int) -> Tensor:
+    """Inverse of :func:`window_partition`: (B * nW, window^2, C) -> (B, C, H, W) channels-last."""
+    c = x.shape[-1]
+    x = x.view(b, h // window, w // window, window, window, c).transpose(2, 3)
+    return x.reshape(b, h, w, c).permute(0, 3, 1, 2)
+
+
+def _window_rows(rows: Tensor, scale: float) -> Tensor:
+    """Attention within windows: rows (nW, n, 3, H, d) -> (nW, n, H d).
+
+    Explicit matmul-softmax: for windows of 16 tokens it is about 2x faster than the fused
+    kernels on CPU (their per-problem overhead dominates), and the scores are small.
+    """
+    nw, n, _, h, d = rows.shape
+    q, k, v = (x.transpose(1, 2) for x in rows.unbind(2))  # (nW, H, n, d)
+    attn = (q @ k.transpose(-2, -1)) * scale  # (nW, H, n, n)
+    return (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(nw, n, h * d)
+
+
+def _token_rows(x: Tensor) -> Tensor:
+    """(B, C, H, W) -> (B * H * W, C): a view for channels-last maps, else a copy."""
+    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+
+def _map(rows: Tensor, b: int, h: int, w: int) -> Tensor:
+    """(B * H * W, C) -> (B, C, H, W) channels-last view."""
+    return rows.view(b, h, w, -1).permute(0, 3, 1, 2)
+
+
+# ----------------------------------------------------------------------------- modules
+
+
+class RegionAttention(nn.Module):
+    """R-MSA on (B, C, H, W): 1x1-conv Q/K/V, attention, 1x1-conv output projection.
+
+    ``mode`` gives the ablations of the paper's Table 4 with the same parameters: ``rmsa``
+    (region attention, needs a plan), ``wmsa`` (non-overlapping ``window`` x ``window``
+    windows) and ``msa`` (global attention over all tokens).
+    """
+
+    def __init__(self, dim: int, heads: int, mode: str = "rmsa", window: int = 4) -> None:
+        super().__init__()
+        if mode not in ATTENTIONS:
+            raise ValueError(f"unknown attention mode {mode!r}; choose one of {ATTENTIONS}")
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+        self.heads, self.mode, self.window = heads, mode, window
+        self.scale = heads**-0.5  # the paper's and the authors' code's choice (not d^-0.5)
+        self.qkv = nn.Conv2d(dim, dim * 3, kernel_size=1)
+        self.project_out = nn.Conv2d(dim, dim, kernel_size=1)
+
+    def forward(self, x: Tensor, plan: RegionPlan | None = None,
+                out_scale: Tensor | None = None) -> Tensor:
+        """x (B, C, H, W) -> (B, C, H, W); ``plan`` over the B x (H * W) tokens for ``rmsa``.
+
+        ``out_scale`` (C,) multiplies the output per channel, folded into the projection (no
+        extra activation is stored for it).
+        """
+        b, c, h, w = x.shape
+        heads, d = self.heads, c // self.heads
+        qkv = kept(self.qkv, x)  # (B, 3C, H, W); channel = (q|k|v, head, d) as the authors' code
+        if self.mode == "wmsa":
+            rows = window_partition(qkv, self.window).unflatten(-1, (3, heads, d))
+            out = window_reverse(_window_rows(rows, self.scale), self.window, b, h, w)
+        else:
+            rows = _token_rows(qkv).view(-1, 3, heads, d)
+            if self.mode == "msa":
+                out = _map(_global_rows(rows, self.scale, b), b, h, w)
+            elif plan is None:
+                raise ValueError("region attention needs a region plan (labels)")
+            else:
+                out = _map(region_attention_rows(rows, plan, self.scale, b), b, h, w)
+        return F.conv2d(out, *folded(self.project_out.weight, self.project_out.bias, out_scale))
+
+
+class WindowAttention(nn.Module):
+    """W-MSA on (B, C, H, W): non-overlapping windows, no shift, no position bias, Linear Q/K/V."""
+
+    def __init__(self, dim: int, heads: int, window: int = 4) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+        self.heads, self.window = heads, window
+        self.scale = heads**-0.5
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj_out = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, out_scale: Tensor | None = None) -> Tensor:
+        """(B, C, H, W) -> (B, C, H, W) channels-last; H and W divisible by the window.
+
+        ``out_scale`` (C,): as in :meth:`RegionAttention.forward`.
+        """
+        b, c, h, w = x.shape
+        win = window_partition(x, self.window)  # (B * nW, window^2, C)
+        rows = kept(self.qkv, win).unflatten(-1, (3, self.heads, c // self.heads))
+        out = F.linear(_window_rows(rows, self.scale),
+                       *folded(self.proj_out.weight, self.proj_out.bias, out_scale))
+        return window_reverse(out, self.window, b, h, w)
