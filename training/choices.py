@@ -17,6 +17,8 @@ MEMORY_POLICIES = ("selective", "full", "none")
 #: Focal region loss weights divided by the largest region weight of each image (the paper's
 #: formula) or of the whole batch (the authors' public code); the first is the default.
 FR_NORMS = ("image", "batch")
+#: Splits that may choose best.pt: the validation split (default), or the test split as the authors did.
+VAL_SPLITS = ("val", "test")
 PRECISIONS = ("auto", "bf16", "fp32")
 METRICS_FORMATS = ("jsonl", "csv")
 

@@ -125,22 +125,19 @@ def _restorer(opts: dict):
 def _split(opts: dict, restorer):
     """(store, entries, root) of the dataset split to evaluate or restore: the checkpoint's store and data
     unless named, the split, shard and limit asked for; the store checked for them."""
-    from rat.shared.index import select_entries
-    from rat.shared.store import check_labels, dataset_for, open_store
+    from rat.training.inference.evaluate import split_entries
 
-    saved = restorer.meta["config"]
-    masks = opts["masks"] or saved.get("masks")
-    if not masks:
-        fail("--masks is required (the checkpoint does not name a label store)")
-    store = open_store(masks)
-    _, index, root = dataset_for(store, opts["dataset"] or saved.get("dataset"),
-                                 opts["root"] or saved.get("root"), opts["index"] or saved.get("index"))
-    entries = select_entries(index, opts["split"], group=restorer.group.name, shard=opts["shard"],
-                             limit=opts["limit"])
-    if not entries:
-        fail(f"no {opts['split']} images of group {restorer.group.name!r} in the index")
-    check_labels(store, entries, masks)
-    return store, entries, root
+    return split_entries(restorer, opts["masks"], opts["split"], dataset=opts["dataset"], root=opts["root"],
+                         index=opts["index"], shard=opts["shard"], limit=opts["limit"])
+
+
+def _units_table(scores, group) -> str | None:
+    """The table per split unit (e.g. patient), when the dataset's unit is not the image."""
+    from rat.training.inference.scores import format_table, per_unit
+
+    if not any(s.unit for s in scores):
+        return None
+    return f"per {group.split.unit}:\n" + format_table(per_unit(scores), what=f"{group.split.unit}s")
 
 
 @main.command("eval")
@@ -153,7 +150,9 @@ def _split(opts: dict, restorer):
 def eval_cmd(csv_path, figure, figure_id, **opts):
     """PSNR and SSIM of a checkpoint on whole images (tiled), against the LQ input as baseline.
 
-    Prints mean +- std over images and writes one CSV row per image plus mean and std rows.
+    Scores the test split by default (once, after training: checkpoints are chosen on val). Prints mean +-
+    std over images, and over patients where the dataset splits by patient (the independent samples), and
+    writes one CSV row per image plus mean and std rows.
     """
     import torch
 
@@ -185,7 +184,78 @@ def eval_cmd(csv_path, figure, figure_id, **opts):
     step = "" if restorer.meta["step"] is None else f" (step {restorer.meta['step']})"
     click.echo(f"{group.name}, split {opts['split']}, {Path(opts['checkpoint']).name}{step}")
     click.echo(format_table(scores))
+    units = _units_table(scores, group)
+    if units:
+        click.echo(units)
+    if restorer.meta["config"].get("val_split") == "test":
+        click.echo("note: this checkpoint was selected on the test split: these scores are biased upwards")
     click.echo(f"per-image metrics: {csv_path}" + (f"\nfigure: {figure}" if figure else ""))
+
+
+@main.command("compare")
+@click.argument("models", nargs=-1, required=True, metavar="RUN_OR_CHECKPOINT...")
+@click.option("--baseline", default=None, help="Model the others are paired against (default: the first).")
+@click.option("--by", type=click.Choice(["image", "unit"]), default="image", show_default=True,
+              help="Pair per image, or per split unit (a patient: the mean of its images).")
+@click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True,
+              help="Images to score (the test split: after training, once).")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Data root (default: as for each model's store).")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the per-image (per-unit) table of every model's PSNR and SSIM.")
+@click.option("--figure", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write a box plot of the paired differences to the baseline.")
+@click.option("--resamples", type=click.IntRange(min=100), default=10_000, show_default=True,
+              help="Bootstrap resamples of the confidence intervals.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+              help="Where the models run.")
+@progress_option
+def compare_cmd(models, baseline, by, split, root, csv_path, figure, resamples, seed, device, progress):
+    """Score models on the same test images and compare them, paired.
+
+    RUN_OR_CHECKPOINT: a run folder (its best.pt), a checkpoint, or an exported model folder. Each model is
+    scored with the label maps of its own store (models trained on other region sources keep theirs); the
+    images must be the same. Prints PSNR and SSIM (mean +- std) of the LQ input and every model, and for each
+    model against the baseline the mean paired difference with its 95 % bootstrap confidence interval and the
+    Wilcoxon signed-rank p-value.
+    """
+    from rat.training.inference.compare import (
+        box_plot,
+        check_comparable,
+        compare,
+        format_comparison,
+        model_file,
+        model_names,
+        write_comparison_csv,
+    )
+    from rat.training.inference.evaluate import evaluate_split
+    from rat.training.inference.restorer import load_restorer
+
+    with cli_errors():
+        files = [model_file(m) for m in models]
+        names = model_names(files)
+        restorers = [load_restorer(f, device=device) for f in files]
+        runs = []
+        for name, r in zip(names, restorers, strict=True):
+            if progress:
+                click.echo(f"scoring {name} ...", err=True)
+            runs.append(evaluate_split(r, split=split, root=root, progress=progress))
+            check_comparable(names[: len(runs)], restorers[: len(runs)], runs)
+        result = compare(names, runs, baseline, by, resamples, seed)
+        if csv_path:
+            write_comparison_csv(result, csv_path)
+        if figure:
+            box_plot(result, figure)
+    first = restorers[0]
+    click.echo(f"{first.dataset.name}/{first.group.name}, split {split}")
+    click.echo(format_comparison(result))
+    for name, r in zip(names, restorers, strict=True):
+        if r.meta["config"].get("val_split") == "test":
+            click.echo(f"note: {name} was selected on the test split: its scores are biased upwards")
+    for label, path in (("per-image table", csv_path), ("box plot", figure)):
+        if path:
+            click.echo(f"{label}: {path}")
 
 
 @main.command("restore")

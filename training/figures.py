@@ -52,23 +52,36 @@ def save_figure(path: str | Path, lq: Tensor, restored: Tensor, hq: Tensor, labe
     return path
 
 
+def best_step(records: list[Mapping[str, Any]]) -> int | None:
+    """The step whose validation chose best.pt: the first of the highest validation PSNR (the trainer keeps
+    a checkpoint only when the PSNR rises)."""
+    val = [r for r in records if r["kind"] == "val"]
+    return max(val, key=lambda r: (r["psnr"], -r["step"]))["step"] if val else None
+
+
 def plot_curves(records: list[Mapping[str, Any]], path: str | Path) -> Path:
-    """PNG of the training loss and the validation PSNR against the step."""
+    """PNG of the training loss, and the validation PSNR and SSIM (with the LQ input's), against the step;
+    a dashed line marks the step of best.pt."""
     from matplotlib.figure import Figure
 
     train = [r for r in records if r["kind"] == "train"]
     val = [r for r in records if r["kind"] == "val"]
-    fig = Figure(figsize=(10, 4), layout="constrained")
-    ax_loss, ax_psnr = fig.subplots(1, 2)
+    split = val[-1].get("split", "val") if val else "val"
+    best = best_step(records)
+    fig = Figure(figsize=(15, 4), layout="constrained")
+    ax_loss, ax_psnr, ax_ssim = fig.subplots(1, 3)
     ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], lw=1)
-    ax_loss.set(xlabel="step", ylabel="training loss", yscale="log" if train else "linear",
-                title="loss")
-    if val:
-        ax_psnr.plot([r["step"] for r in val], [r["psnr"] for r in val], "o-", label="restored")
-        ax_psnr.axhline(val[-1]["lq_psnr"], color="grey", ls="--", label="LQ input")
-        ax_psnr.legend()
-    ax_psnr.set(xlabel="step", ylabel="PSNR (dB)", title="validation")
-    for ax in (ax_loss, ax_psnr):
+    ax_loss.set(xlabel="step", ylabel="training loss", yscale="log" if train else "linear", title="loss")
+    for ax, key, unit in ((ax_psnr, "psnr", "PSNR (dB)"), (ax_ssim, "ssim", "SSIM")):
+        if val:
+            ax.plot([r["step"] for r in val], [r[key] for r in val], "o-", label="restored")
+            ax.axhline(val[-1][f"lq_{key}"], color="grey", ls="--", label="LQ input")
+        ax.set(xlabel="step", ylabel=unit, title=f"{split} split")
+    for ax in (ax_loss, ax_psnr, ax_ssim):
+        if best is not None:
+            ax.axvline(best, color="tab:red", ls=":", label=f"best.pt (step {best})")
         ax.grid(True, alpha=0.3)
+    if val:
+        ax_psnr.legend()
     fig.savefig(path, dpi=100)
     return Path(path)

@@ -12,7 +12,9 @@ from typing import Any
 class MetricsLog:
     """Records of a run ({"step", "kind": "train"|"val", ...}) as JSON lines or CSV, and TensorBoard."""
 
-    COLUMNS = ("step", "kind", "loss", "lr", "it_s", "psnr", "ssim", "lq_psnr", "lq_ssim", "elapsed")
+    COLUMNS = ("step", "kind", "loss", "lr", "it_s", "psnr", "ssim", "lq_psnr", "lq_ssim", "elapsed", "split",
+               "images")
+    TEXT = ("kind", "split")
 
     def __init__(self, out: Path, fmt: str = "jsonl", tensorboard: bool = True) -> None:
         self.path = out / f"metrics.{fmt}"
@@ -32,7 +34,7 @@ class MetricsLog:
         with open(self.path, encoding="utf-8", newline="") as fh:
             if self.fmt == "jsonl":
                 return [json.loads(line) for line in fh if line.strip()]
-            return [{k: (v if k == "kind" else _number(v)) for k, v in row.items() if v not in ("", None)}
+            return [{k: (v if k in self.TEXT else _number(v)) for k, v in row.items() if v not in ("", None)}
                     for row in csv.DictReader(fh)]
 
     def truncate(self, step: int) -> list[dict[str, Any]]:
@@ -58,7 +60,7 @@ class MetricsLog:
         self._write(record)
         if self.tb is not None:
             for k, v in record.items():
-                if k not in ("step", "kind") and isinstance(v, (int, float)):
+                if k not in ("step", "kind") and isinstance(v, (int, float)) and not isinstance(v, bool):
                     self.tb.add_scalar(f"{record['kind']}/{k}", v, record["step"])
             self.tb.flush()
 

@@ -36,6 +36,7 @@ class Progress:
     samples: int = 0
     best: float = -math.inf
     val: dict[str, Any] | None = None
+    best_step: int | None = None
 
 
 @dataclass
@@ -66,7 +67,8 @@ class Run:
         if saved.get("bare") or "config" not in saved:
             raise TrainError(f"{last}: not a checkpoint of this trainer")
         cfg = make_config(settings, saved["config"], source=str(last))
-        progress = Progress(saved["step"], saved["samples"], saved["best_psnr"], saved["val"] or None)
+        progress = Progress(saved["step"], saved["samples"], saved["best_psnr"], saved["val"] or None,
+                            (saved.get("selection") or {}).get("step"))
         return cls(cfg, saved, progress)
 
     def write_config(self) -> None:
@@ -84,6 +86,7 @@ class Run:
                               "next_lr": next_lr},
                 "config": asdict(cfg), "model_args": model_args, "provenance": data.provenance,
                 "rng": rng_state(), "best_psnr": p.best, "val": p.val or {},
+                "selection": {"split": cfg.val_split, "metric": "psnr", "step": p.best_step},
                 "data": {"definition": data.dataset.text, "definition_sha256": data.dataset.sha256,
                          "dataset": data.dataset.name, "group": data.group.name, "root": str(data.root),
                          "train": len(data.train), "val": len(data.val)}}

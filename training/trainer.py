@@ -166,6 +166,10 @@ def train(settings: Mapping[str, Any] | Run) -> dict[str, Any]:
 
 def _train(run: Run, rt: Runtime) -> dict[str, Any]:
     cfg, progress = run.cfg, run.progress
+    if cfg.val_split == "test":
+        say(rt, "warning: validating on the test split: best.pt is chosen on the images the results are "
+            "reported on, so its test scores are biased upwards (the authors' practice; default: val). The "
+            "checkpoints and the model card say so.")
     data = load_data(cfg, progress=rt.main and cfg.progress)
     if run.resumed is not None and run.resumed["provenance"].get("fingerprint") != data.provenance.get(
             "fingerprint"):
@@ -228,11 +232,12 @@ def _train(run: Run, rt: Runtime) -> dict[str, Any]:
         if step % cfg.eval_every == 0 or final:
             val = progress.val = validation(raw, data, cfg, rt, amp)
             if rt.main and val is not None:
-                record({"step": step, "kind": "val", **val, "elapsed": time.perf_counter() - t0})
+                record({"step": step, "kind": "val", "split": cfg.val_split, **val,
+                        "elapsed": time.perf_counter() - t0})
                 say(rt, f"step {step}: val PSNR {val['psnr']:.4f} dB, SSIM {val['ssim']:.4f} "
                     f"(LQ {val['lq_psnr']:.4f} / {val['lq_ssim']:.4f})")
             if val is not None and val["psnr"] > progress.best:
-                progress.best = val["psnr"]
+                progress.best, progress.best_step = val["psnr"], step
                 if rt.main:
                     save(BEST)
             if rt.main:

@@ -39,15 +39,17 @@ class Window:
 
 @dataclass(frozen=True)
 class Split:
-    """How a group's images are split into "train" and "test", at the level of ``unit``.
+    """How a group's images are split into "train", "val" and "test", at the level of ``unit``.
 
     unit: the named pattern field whose values are split (e.g. "patient": all images of a
     patient land in the same split).
     rule "seeded": units are ordered by the SHA-256 of ``"<seed>:<unit value>"`` (stable across
-    platforms and library versions) and the first ``test_count`` (or ``round(test_fraction * n)``)
-    are test, the rest train.
-    rule "explicit": the units named in ``test`` are test; with ``train`` given, those are train and
-    units in neither list are reported as problems and left out; without it, all others are train.
+    platforms and library versions); the first ``test_count`` (or ``round(test_fraction * n)``)
+    are test, the next ``val_count`` (or ``round(val_fraction * the units left)``) are val (carved
+    from the training units: the test split is the same with or without them), the rest train.
+    rule "explicit": the units named in ``test`` are test and those in ``val`` val; with ``train``
+    given, those are train and units in no list are reported as problems and left out; without it,
+    all others are train.
     """
 
     rule: str
@@ -57,6 +59,14 @@ class Split:
     test_fraction: float | None = None
     test: tuple[str, ...] = ()
     train: tuple[str, ...] | None = None
+    val_count: int | None = None
+    val_fraction: float | None = None
+    val: tuple[str, ...] = ()
+
+    @property
+    def has_val(self) -> bool:
+        """Whether the rule names a validation split (definitions older than it do not)."""
+        return bool(self.val_count or self.val_fraction or self.val)
 
 
 @dataclass(frozen=True)

@@ -181,7 +181,8 @@ def _parse_window(v: Any, where: str, fail) -> Window:
 
 
 def _parse_split(v: Any, where: str, names: set[str], fail) -> Split:
-    allowed = {"rule", "unit", "seed", "test_count", "test_fraction", "test", "train"}
+    allowed = {"rule", "unit", "seed", "test_count", "test_fraction", "test", "train", "val_count",
+               "val_fraction", "val"}
     _check_table(v, where, allowed, "{rule = ..., unit = ..., ...}", fail)
     unit = v.get("unit")
     if unit not in names:
@@ -192,19 +193,14 @@ def _parse_split(v: Any, where: str, names: set[str], fail) -> Split:
         seed = v.get("seed", 0)
         if not _is_int(seed):
             raise fail(f"{where}.seed", f"expected an integer, got {seed!r}")
-        count, frac = v.get("test_count"), v.get("test_fraction")
-        if (count is None) == (frac is None):
-            raise fail(where, "seeded rule needs exactly one of test_count and test_fraction")
-        if count is not None and (not _is_int(count) or count < 0):
-            raise fail(f"{where}.test_count", f"expected an integer >= 0, got {count!r}")
-        if frac is not None and (not _is_number(frac) or not 0 <= frac <= 1):
-            raise fail(f"{where}.test_fraction", f"expected a number in 0..1, got {frac!r}")
-        if "test" in v or "train" in v:
-            raise fail(where, "lists test/train belong to rule 'explicit'")
-        return Split("seeded", unit, seed, count, None if frac is None else float(frac))
+        count, frac = _share(v, where, "test", fail, required=True)
+        val_count, val_frac = _share(v, where, "val", fail, required=False)
+        if {"test", "train", "val"} & set(v):
+            raise fail(where, "lists test/train/val belong to rule 'explicit'")
+        return Split("seeded", unit, seed, count, frac, val_count=val_count, val_fraction=val_frac)
     if rule == "explicit":
         lists = {}
-        for k in ("test", "train"):
+        for k in ("test", "train", "val"):
             if k in v:
                 items = v[k]
                 if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
@@ -212,13 +208,28 @@ def _parse_split(v: Any, where: str, names: set[str], fail) -> Split:
                 lists[k] = tuple(items)
         if not lists.get("test"):
             raise fail(f"{where}.test", "explicit rule needs a non-empty test list")
-        both = set(lists["test"]) & set(lists.get("train", ()))
-        if both:
-            raise fail(where, f"{sorted(both)[0]!r} is in both test and train")
-        if {"seed", "test_count", "test_fraction"} & set(v):
-            raise fail(where, "seed/test_count/test_fraction belong to rule 'seeded'")
-        return Split("explicit", unit, test=lists["test"], train=lists.get("train"))
+        for a, b in (("test", "train"), ("test", "val"), ("val", "train")):
+            both = set(lists.get(a, ())) & set(lists.get(b, ()))
+            if both:
+                raise fail(where, f"{sorted(both)[0]!r} is in both {a} and {b}")
+        seeded_keys = {"seed", "test_count", "test_fraction", "val_count", "val_fraction"}
+        if seeded_keys & set(v):
+            raise fail(where, f"{'/'.join(sorted(seeded_keys & set(v)))} belong to rule 'seeded'")
+        return Split("explicit", unit, test=lists["test"], train=lists.get("train"), val=lists.get("val", ()))
     raise fail(f"{where}.rule", f"expected 'seeded' or 'explicit', got {rule!r}")
+
+
+def _share(v: Any, where: str, name: str, fail, required: bool) -> tuple[int | None, float | None]:
+    """(``<name>_count``, ``<name>_fraction``) of a seeded rule: at most one (exactly one if required)."""
+    count, frac = v.get(f"{name}_count"), v.get(f"{name}_fraction")
+    if (count is not None and frac is not None) or (required and count is None and frac is None):
+        raise fail(where, f"seeded rule needs {'exactly' if required else 'at most'} one of {name}_count and "
+                   f"{name}_fraction")
+    if count is not None and (not _is_int(count) or count < 0):
+        raise fail(f"{where}.{name}_count", f"expected an integer >= 0, got {count!r}")
+    if frac is not None and (not _is_number(frac) or not 0 <= frac <= 1):
+        raise fail(f"{where}.{name}_fraction", f"expected a number in 0..1, got {frac!r}")
+    return count, None if frac is None else float(frac)
 
 
 def _parse_volume(v: Any, where: str, fail) -> Volume:

@@ -290,15 +290,15 @@ def _assign_splits(
             assigned = split_units(split, units)
         except ValueError as e:
             raise DefinitionError(f"{ds.source}: groups.{gname}.split.{e} under the data root; "
-                                "lower it or use test_fraction") from None
-        problems += [Problem(str(ds.source), f"groups.{gname}.split.test: {split.unit} {u!r} "
-                             "not found under the data root") for u in sorted(set(split.test)
-                                                                             - units)]
+                                "lower it or use a fraction") from None
+        problems += [Problem(str(ds.source), f"groups.{gname}.split.{name}: {split.unit} {u!r} not found "
+                             "under the data root") for name in ("test", "val")
+                     for u in sorted(set(getattr(split, name)) - units)]
         for pair, entries in group_rows:
             unit = pair.fields[split.unit]
             if unit not in assigned:
-                problems.append(Problem(pair.hq, f"{split.unit} {unit!r} is in neither split "
-                                        "list (test, train) of the definition"))
+                problems.append(Problem(pair.hq, f"{split.unit} {unit!r} is in no split "
+                                        "list (test, val, train) of the definition"))
                 continue
             out += [replace(e, split=assigned[unit]) for e in entries]
     return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -23,7 +24,10 @@ from rat.shared.errors import ParamError
 from rat.shared.index.build import index_entries
 from rat.shared.index.entries import INDEX_COLUMNS, Entry, entry_from_row, entry_row
 from rat.shared.index.locate import resolve_root
+from rat.shared.index.select import with_val_split
 from rat.shared.store.schema import ATTR, MISSING, ZSTD_LEVEL, StoreError, provenance, retrying
+
+log = logging.getLogger(__name__)
 
 
 def record_dataset(group: zarr.Group, ds: DatasetDef, entries: Iterable[Entry], root: str | Path,
@@ -94,7 +98,9 @@ def dataset_for(group: zarr.Group | None, dataset: str | None = None, root: str 
     used as they are; the root is resolved as :func:`rat.shared.index.locate.resolve_root` says, with the
     store's recorded root as the last resort. With another definition, a store that carries none (schema 1)
     or no store, ``dataset`` is required and the index under the root is built or brought up to date. An
-    ``index`` file named by the user is used as it is.
+    ``index`` file named by the user is used as it is. An index without a validation split (made before
+    there were any) gets one carved from its training units (:func:`rat.shared.index.select.with_val_split`),
+    and a note says so.
     """
     carried = store_definition(group) if group is not None else None
     if dataset is None and carried is None:
@@ -107,8 +113,12 @@ def dataset_for(group: zarr.Group | None, dataset: str | None = None, root: str 
         raise StoreError(f"{group.store}: label maps of dataset {provenance(group).get('dataset')!r}, "
                          f"not {ds.name!r}")
     path = resolve_root(ds, root, recorded_root(group) if group is not None else None)
+    entries = None
     if carried is not None and carried.sha256 == ds.sha256 and index is None:
         entries = store_index(group)
-        if entries is not None:
-            return ds, entries, path
-    return ds, index_entries(ds, path, index, progress), path
+    if entries is None:
+        entries = index_entries(ds, path, index, progress)
+    entries, note = with_val_split(ds, entries)
+    if note:
+        log.warning(note)
+    return ds, entries, path

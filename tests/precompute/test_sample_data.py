@@ -159,7 +159,8 @@ def test_cli_sample_data_and_index(tmp_path, sample):
                                   "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "16 images indexed, 0 problem(s)" in result.output
-    assert "ct: train 6, test 2" in result.output and "pathology: train 6, test 2" in result.output
+    for group in ("ct", "pathology"):
+        assert f"{group}: train 5, val 1, test 2" in result.output
     first_run = sample[1][0] / ".rat/sample.csv"
     assert (data / ".rat/sample.csv").read_bytes() == first_run.read_bytes()
 

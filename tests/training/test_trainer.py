@@ -23,6 +23,7 @@ from rat.shared.store import StoreError
 from rat.training.checkpoint import load_checkpoint, model_from_checkpoint
 from rat.training.cli import main
 from rat.training.config import TrainError
+from rat.training.inference.model_folder import export_model
 from rat.training.model.network import build_model
 from rat.training.trainer import lr_at, train
 
@@ -208,3 +209,55 @@ def test_memory_policy_changes_nothing_but_memory(store, sample_root, tmp_path):
         torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-6, msg=name)
     result = CliRunner().invoke(main, ["--help"])
     assert "--memory [selective|full|none]" in result.output and "--fr-norm [image|batch]" in result.output
+
+
+def test_training_never_reads_a_test_image_unless_asked_to(store, sample_root, tmp_path, monkeypatch):
+    """Every file the trainer opens is recorded: the test split's files are among them only with
+    --val-split test (the authors' practice, which also says so)."""
+    import builtins
+    import io
+
+    index = [e for e in load_index(load_dataset("sample"), sample_root) if e.group == "ct"]
+
+    def files(split: str) -> set[str]:
+        return {str((sample_root / rel).resolve()) for e in index if e.split == split for rel in (e.lq, e.hq)}
+
+    test_files = files("test")
+    opened: list[str] = []
+    real_open = builtins.open
+
+    def recording_open(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)):
+            opened.append(str(Path(file).resolve()))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", recording_open)
+    monkeypatch.setattr(io, "open", recording_open)
+    cache = tmp_path / "cache"  # a cold image cache: the run reads and caches what it uses
+    summary = train(cfg(store, sample_root, tmp_path / "val", iters=2, eval_every=1, cache=str(cache),
+                        val_limit=None))
+    assert summary["val"]["images"] == 1                                 # the one val image of the group
+    assert files("train") <= set(opened) and files("val") <= set(opened)  # the recorder sees what is read
+    assert not test_files & set(opened)
+    opened.clear()
+    train(cfg(store, sample_root, tmp_path / "test", iters=1, cache=str(cache), val_split="test",
+              val_limit=None))
+    assert test_files & set(opened)                                      # asked for: read, and recorded
+    ck = load_checkpoint(tmp_path / "test" / "best.pt")
+    assert ck["selection"]["split"] == "test" and ck["config"]["val_split"] == "test"
+    folder = export_model(tmp_path / "test" / "best.pt", tmp_path / "model")
+    assert json.loads((folder / "config.json").read_text())["selection"]["split"] == "test"
+    assert "selected on the test split" in (folder / "README.md").read_text()
+
+
+def test_best_pt_is_chosen_on_validation(store, sample_root, tmp_path):
+    out = tmp_path / "run"
+    train(cfg(store, sample_root, out, iters=6, eval_every=2, lr=3e-3, val_limit=None))
+    val = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in val if r["kind"] == "val"]
+    assert [r["step"] for r in val] == [2, 4, 6] and {r["split"] for r in val} == {"val"}
+    best = max(val, key=lambda r: (r["psnr"], -r["step"]))                # first of the highest PSNR
+    ck = load_checkpoint(out / "best.pt")
+    assert ck["step"] == best["step"] == ck["selection"]["step"] and ck["selection"]["split"] == "val"
+    assert ck["best_psnr"] == pytest.approx(best["psnr"])
+    assert load_checkpoint(out / "last.pt")["selection"]["step"] == best["step"]

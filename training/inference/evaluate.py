@@ -1,18 +1,27 @@
-"""Evaluation on whole test images: restore each (tiled) and score it against its HQ image."""
+"""Evaluation on whole images: restore each (tiled) and score it against its HQ image; a split of a store.
+
+The test split is what `eval` and `compare` score: once, after training, never to choose a checkpoint.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from rat.shared import store as st
 from rat.shared.datasets import Group
-from rat.shared.index import Entry
+from rat.shared.errors import ParamError
+from rat.shared.index import Entry, select_entries
+from rat.shared.index.select import entry_unit
 from rat.training.choices import OVERLAP, TILE
 from rat.training.data import load_full
+from rat.training.inference.restorer import Restorer
 from rat.training.inference.scores import Score, score_image
 from rat.training.inference.tiling import model_labels, predict
 
@@ -36,7 +45,48 @@ def evaluate(model: nn.Module, entries: Sequence[Entry], root: str | Path, store
             lq, hq, labels = load_full(store, entry, root, group, cache, check=check)
             restored = predict(model, torch.as_tensor(lq), model_labels(model, labels), tile, overlap,
                                autocast=autocast)
-            scores.append(score_image(entry.id, torch.as_tensor(lq), torch.as_tensor(hq), restored, group))
+            unit = entry_unit(group, entry)
+            scores.append(score_image(entry.id, torch.as_tensor(lq), torch.as_tensor(hq), restored, group,
+                                      "" if unit == entry.id else unit))
     finally:
         model.train(was_training)
     return scores
+
+
+@dataclass
+class SplitScores:
+    """The images of a split a model was scored on, where they came from, and the scores."""
+
+    store: Any
+    entries: list[Entry]
+    root: Path
+    scores: list[Score]
+
+
+def split_entries(restorer: Restorer, masks: str | None = None, split: str = "test",
+                  dataset: str | None = None, root: str | Path | None = None, index: str | Path | None = None,
+                  shard: str | None = None, limit: int | None = None) -> tuple[Any, list[Entry], Path]:
+    """(open store, entries, data root) of a split of the model's own group: its recorded store and data
+    unless others are named; the label maps checked (StoreError naming every problem)."""
+    saved = restorer.meta["config"]
+    masks = masks or saved.get("masks")
+    if not masks:
+        raise ParamError("masks", "is required (the checkpoint does not name a label store)")
+    store = st.open_store(masks)
+    _, index_entries, data_root = st.dataset_for(store, dataset or saved.get("dataset"),
+                                                 root or saved.get("root"), index or saved.get("index"))
+    entries = select_entries(index_entries, split, group=restorer.group.name, shard=shard, limit=limit)
+    if not entries:
+        raise ParamError("split", f"no {split} images of group {restorer.group.name!r} in the index of "
+                         f"{masks}")
+    st.check_labels(store, entries, str(masks))
+    return store, entries, data_root
+
+
+def evaluate_split(restorer: Restorer, masks: str | None = None, split: str = "test", progress: bool = False,
+                   **where: Any) -> SplitScores:
+    """Score a model on a split of its store (see :func:`split_entries`): one Score per image."""
+    store, entries, root = split_entries(restorer, masks, split, **where)
+    scores = evaluate(restorer.model, entries, root, store, restorer.group, restorer.tile, restorer.overlap,
+                      autocast=restorer.autocast, progress=progress)
+    return SplitScores(store, entries, root, scores)

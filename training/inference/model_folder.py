@@ -62,6 +62,7 @@ def export_model(checkpoint: str | Path, out: str | Path, overwrite: bool = Fals
         "training": {**{k: ck["config"].get(k) for k in RECIPE}, "steps": ck.get("step"),
                      "world_size": ck.get("world_size")},
         "metrics": {"best_psnr": ck.get("best_psnr"), "last_validation": ck.get("val") or {}},
+        "selection": ck.get("selection") or {"split": ck["config"].get("val_split"), "metric": "psnr"},
         "data": {k: v for k, v in (ck.get("data") or {}).items() if k != "definition"},
         "definition": ds.text,
         "provenance": {k: v for k, v in prov.items() if k != "definition"},
@@ -103,7 +104,8 @@ def load_model_folder(folder: str | Path) -> dict[str, Any]:
     return {"format": MODEL_FORMAT, "exported": True, "model": state, "model_args": config["model_args"],
             "config": config["config"], "provenance": config["provenance"], "step": config["step"],
             "val": config["metrics"]["last_validation"], "best_psnr": config["metrics"]["best_psnr"],
-            "data": {**config["data"], "definition": config["definition"]}}
+            "data": {**config["data"], "definition": config["definition"]},
+            "selection": config.get("selection")}
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -115,6 +117,9 @@ def model_card(config: Mapping[str, Any], source: str) -> str:
     t, m, n = config["training"], config["metrics"], config["normalisation"]
     gen = config.get("generator") or {}
     val = m.get("last_validation") or {}
+    selected = (config.get("selection") or {}).get("split") or "val"
+    biased = ("" if selected != "test" else " The checkpoint was selected on the test split (the authors' "
+              "practice): scores on the test split are biased upwards; report a model selected on `val`.")
     data = config.get("data") or {}
     sam = (f" (SAM {gen.get('model_type')}, checkpoint SHA-256 `{gen.get('checkpoint_sha256')}`)"
            if gen.get("name") == "sam" else "")
@@ -145,7 +150,7 @@ def model_card(config: Mapping[str, Any], source: str) -> str:
         f"{t.get('batch_size')} x {t.get('world_size')} process(es), patch "
         f"{t.get('patch_size') or 'the group default'}, seed {t.get('seed')}.",
         "",
-        "## Metrics (validation split, whole images)",
+        f"## Metrics ({selected} split, whole images)",
         "",
         "| | PSNR (dB) | SSIM |",
         "|---|---|---|",
@@ -168,7 +173,7 @@ def model_card(config: Mapping[str, Any], source: str) -> str:
         "",
         "For research use only: not a medical device, not for diagnosis or treatment. The model was trained "
         "and validated on the data above only; on scans of other scanners, protocols, doses or stains it may "
-        "fail silently. Compare its outputs with the inputs before relying on them.",
+        "fail silently. Compare its outputs with the inputs before relying on them." + biased,
         "",
     ]
     return "\n".join(lines)

@@ -32,6 +32,10 @@ def image_metrics(pred: np.ndarray, target: np.ndarray, data_range: float) -> tu
     return float(psnr), float(ssim)
 
 
+#: The metrics of a :class:`Score`, in order.
+METRICS = ("psnr", "ssim", "lq_psnr", "lq_ssim")
+
+
 @dataclass(frozen=True)
 class Score:
     """Metrics of one test image: restored and LQ-input PSNR (dB) and SSIM against the HQ image."""
@@ -41,14 +45,27 @@ class Score:
     ssim: float
     lq_psnr: float
     lq_ssim: float
+    unit: str = ""  # the split unit it belongs to (a patient); "" when the image is its own unit
 
 
-def score_image(image_id: str, lq: Tensor, hq: Tensor, restored: Tensor, group: Group) -> Score:
+def score_image(image_id: str, lq: Tensor, hq: Tensor, restored: Tensor, group: Group,
+                unit: str = "") -> Score:
     """Score normalised (C, H, W) tensors in source units (see the module doc)."""
     target = to_source(hq, group, clip=False)
     psnr, ssim = image_metrics(to_source(restored, group), target, group.data_range)
     lq_psnr, lq_ssim = image_metrics(to_source(lq, group, clip=False), target, group.data_range)
-    return Score(image_id, psnr, ssim, lq_psnr, lq_ssim)
+    return Score(image_id, psnr, ssim, lq_psnr, lq_ssim, unit)
+
+
+def per_unit(scores: Sequence[Score]) -> list[Score]:
+    """One score per unit (e.g. patient): the mean of its images' scores, in order of first appearance; the
+    unit is the independent sample when a dataset splits by patient."""
+    units: dict[str, list[Score]] = {}
+    for s in scores:
+        units.setdefault(s.unit or s.id, []).append(s)
+    return [Score(u, *(float(np.mean([getattr(s, k) for s in group])) for k in METRICS), unit=u)
+            for u, group in units.items()]
+
 
 
 def summarize_scores(scores: Sequence[Score]) -> dict[str, dict[str, float]]:
@@ -64,10 +81,11 @@ def summarize_scores(scores: Sequence[Score]) -> dict[str, dict[str, float]]:
     return out
 
 
-def format_table(scores: Sequence[Score], title: str = "RAT") -> str:
-    """The paper-style table: one row for the LQ input, one for the restored images."""
+def format_table(scores: Sequence[Score], title: str = "RAT", what: str = "images") -> str:
+    """The paper-style table: one row for the LQ input, one for the restored images (mean +- std over
+    ``what``: images, or patients for :func:`per_unit` scores)."""
     s = summarize_scores(scores)
-    lines = [f"{'':<12}{'PSNR (dB)':>20}{'SSIM':>20}   ({len(scores)} images)"]
+    lines = [f"{'':<12}{'PSNR (dB)':>20}{'SSIM':>20}   ({len(scores)} {what})"]
     for label, key in (("LQ input", "lq"), (title, "restored")):
         r = s[key]
         lines.append(f"{label:<12}{r['psnr']:>11.4f} +- {r['psnr_std']:<6.4f}"
@@ -76,11 +94,11 @@ def format_table(scores: Sequence[Score], title: str = "RAT") -> str:
 
 
 def write_scores_csv(scores: Sequence[Score], path: str | Path) -> Path:
-    """Per-image rows (id, psnr, ssim, lq_psnr, lq_ssim), then "mean" and "std" rows."""
+    """Per-image rows (id, psnr, ssim, lq_psnr, lq_ssim, unit), then "mean" and "std" rows."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     s = summarize_scores(scores)
-    names = ["id", "psnr", "ssim", "lq_psnr", "lq_ssim"]
+    names = ["id", "psnr", "ssim", "lq_psnr", "lq_ssim", "unit"]
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=names)
         writer.writeheader()

@@ -19,7 +19,8 @@ def test_builtin_definitions_state_the_papers_settings():
     aapm = load_dataset("aapm").groups["ct"]
     assert (aapm.modality, aapm.channels, aapm.patch_size) == ("CT", 1, 256)
     assert aapm.split.rule == "explicit" and aapm.split.test == ("L506",)
-    assert len(aapm.split.train) == 9 and "L506" not in aapm.split.train
+    training = aapm.split.train + aapm.split.val
+    assert len(training) == 9 and "L506" not in training
     assert aapm.sam_window == mf.Window("fixed", -160.0, 240.0)
     pet = load_dataset("pet").groups["pet"]
     assert (pet.patch_size, pet.split.test_count, pet.split.unit) == (192, 25, "patient")
@@ -30,11 +31,23 @@ def test_builtin_definitions_state_the_papers_settings():
     assert sample.groups["pathology"].channels == 3 and sample.groups["ct"].channels == 1
 
 
-def test_paper_split_sizes_from_the_seeded_rules():
+def counts(assigned: dict[str, str]) -> tuple[int, int, int]:
+    return tuple(list(assigned.values()).count(s) for s in ("train", "val", "test"))
+
+
+def test_builtin_splits_hold_the_papers_test_sets_and_carve_val_from_their_training_sets():
     tma = split_units(load_dataset("tma").groups["tma"].split, [f"img{i:03d}" for i in range(573)])
-    assert sorted(tma.values()).count("test") == 113 and len(tma) == 573
+    assert counts(tma) == (414, 46, 113)                        # paper: 460 train (414 + 46) / 113 test
     pet = split_units(load_dataset("pet").groups["pet"].split, [f"P{i:03d}" for i in range(115)])
-    assert list(pet.values()).count("train") == 90
+    assert counts(pet) == (81, 9, 25)                           # paper: 90 train patients (81 + 9) / 25 test
+    patients = ["L067", "L096", "L109", "L143", "L192", "L286", "L291", "L310", "L333", "L506"]
+    aapm = split_units(load_dataset("aapm").groups["ct"].split, patients)
+    assert aapm["L506"] == "test" and aapm["L333"] == "val" and counts(aapm) == (8, 1, 1)  # paper: 9 / 1
+    for group in load_dataset("sample").groups.values():
+        assert counts(split_units(group.split, [f"x_{i:02d}" for i in range(8)])) == (5, 1, 2)
+
+
+def test_paper_split_sizes_from_the_seeded_rules():
     # stable: independent of input order, and a different seed gives a different split
     units = [f"u{i}" for i in range(50)]
     rule = Split("seeded", "id", seed=3, test_fraction=0.2)
@@ -54,6 +67,8 @@ def test_paper_split_sizes_from_the_seeded_rules():
         ('lq = ["lq/{id}.dcm"]', 'lq = ["lq/{id}.dcm"]\nderive_lq = "bicubic_x4"', "groups.g"),
         ('kind = "fixed"', 'kind = "magic"', "groups.g.sam_window.kind"),
         ('unit = "id"', 'unit = "patient"', "defaults.split.unit"),
+        ("test_count = 1 }", "test_count = 1, val_count = 1, val_fraction = 0.5 }", "defaults.split"),
+        ("test_count = 1 }", "test_count = 1, val = ['a'] }", "defaults.split"),
         ("norm_high = 3072", "norm_high = -2000", "groups.g.norm_high"),
         ('modality = "CT"\n', "", "groups.g.modality"),
         ('name = "mine"', 'name = "mine"\n[groups', "invalid TOML"),

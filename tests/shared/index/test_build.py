@@ -90,7 +90,7 @@ def test_seeded_split_too_big_for_the_data_is_a_clear_error(tmp_path):
 
 def test_aapm_layout_pairs_by_patient_and_slice_and_splits_by_patient(tmp_path):
     root = tmp_path / "aapm"
-    for patient in ("L067", "L096", "L506", "L999"):
+    for patient in ("L067", "L096", "L333", "L506", "L999"):
         for n in (1, 2):
             # the challenge's names: series and time stamps differ between doses
             fd = root / patient / "full_1mm" / f"{patient}_FD_1_1.CT.0001.{n:04d}.2015.{n}.IMA"
@@ -102,14 +102,14 @@ def test_aapm_layout_pairs_by_patient_and_slice_and_splits_by_patient(tmp_path):
     entries, problems = build_index(load_dataset("aapm"), root, progress=False)
     splits = {e.id: e.split for e in entries}
     assert splits == {"L067_0001": "train", "L067_0002": "train", "L096_0001": "train",
-                      "L506_0001": "test", "L506_0002": "test"}
+                      "L333_0001": "val", "L333_0002": "val", "L506_0001": "test", "L506_0002": "test"}
     assert all(e.shape == (128, 128) and e.lq.startswith(e.id[:4] + "/quarter_1mm/")
                for e in entries)
     assert [p.path.split("/")[0] for p in problems] == ["L096", "L999", "L999"]
     assert problems[0].reason == (
         "no LQ file pairs with it (e.g. L096/quarter_1mm/*.CT.*.0002.*.IMA)")
     assert problems[1].reason == (
-        "patient 'L999' is in neither split list (test, train) of the definition")
+        "patient 'L999' is in no split list (test, val, train) of the definition")
     hu, meta = read_lq(entries[0], root)
     assert meta.modality == "CT" and hu.min() < -800  # HU through the rescale tags
 
