@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from distributed import Client, WorkerPlugin, as_completed, get_worker
 
-from rat.precompute.runner import open_run_store, process_entry
+from rat.precompute.runner import already_done, open_run_store, process_entry
 from rat.shared import store as st
 from rat.shared.datasets import DatasetDef
 from rat.shared.errors import ParamError, RatError, one_line
@@ -250,21 +250,24 @@ def run_masks_distributed(ds: DatasetDef, entries: Iterable[Entry], root: str | 
             url = str(Path(url).resolve())
         group, prov = open_run_store(ds, index if index is not None else entries, Path(root), url, gen_prov,
                                      overwrite, chunk)
+        done = already_done(group, entries, overwrite)            # a rerun ships nothing done already
+        todo = [e for e in entries if e.id not in done]
         run = uuid.uuid4().hex[:8]
-        keys = [f"rat-masks-{run}-{st.image_key(e.id)}" for e in entries]
-        futures = client.map(process_on_worker, entries, key=keys, pure=False,
+        keys = [f"rat-masks-{run}-{st.image_key(e.id)}" for e in todo]
+        futures = client.map(process_on_worker, todo, key=keys, pure=False,
                              root=str(Path(root).resolve()), ds=ds, url=url, plugin_name=plugin.name,
                              generator_provenance=gen_prov, fingerprint=prov["fingerprint"],
                              overwrite=overwrite, chunk=chunk)
-        by_key = {f.key: (i, e) for i, (f, e) in enumerate(zip(futures, entries, strict=True))}
-        outcomes: list[Outcome | None] = [None] * len(entries)
-        with Reporter(len(entries), "label maps", progress) as reporter:
+        position = {e.id: i for i, e in enumerate(entries)}
+        by_key = {f.key: (position[e.id], e) for f, e in zip(futures, todo, strict=True)}
+        outcomes: list[Outcome | None] = [done.get(e.id) for e in entries]
+        with Reporter(len(todo), "label maps", progress) as reporter:
             for future in as_completed(futures):
                 i, entry = by_key[future.key]
                 outcome = future.result() if future.status == "finished" else _lost(entry, future)
                 future.release()
                 outcomes[i] = reporter.add(outcome)
-        st.refresh_labels_list(group)
+        st.consolidate(group)
     finally:
         try:
             client.unregister_worker_plugin(plugin.name)

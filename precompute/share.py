@@ -226,7 +226,7 @@ def merge_stores(sources: Sequence[str | Path], out: str | Path, with_images: bo
         sync(_copy_keys(groups[0].store, raw_store(out, read_only=False), [], _index_array(provs[0])))
     dst = st.init_store(out, dict(provs[0]))
     sync(_copy_items(jobs, dst.store))
-    st.refresh_labels_list(dst)
+    st.consolidate(dst)
     report.label_maps = sum(item.kind == "labels" for _, item in jobs)
     report.images = sum(item.kind == "images" for _, item in jobs)
     return report

@@ -31,7 +31,7 @@ def upgrade_store(url: str | Path, ds: DatasetDef, entries: list[Entry], root: s
     new = st.make_provenance(old["dataset"], old["generator"], old["windows"], int(old["chunk"][0]))
     if not legacy.is_legacy(old):
         st.record_dataset(group, ds, entries, root, derivation_versions(root, entries))
-        st.refresh_labels_list(group)
+        st.consolidate(group)
         return f"{url}: already schema {st.SCHEMA_VERSION}; its dataset record was refreshed"
     seen = legacy.view(group)  # the old label maps, read in the new layout
 
@@ -60,6 +60,6 @@ def upgrade_store(url: str | Path, ds: DatasetDef, entries: list[Entry], root: s
     outcomes = run_each(st.label_ids(seen), safely, "upgrade", progress)
     group.attrs[st.ATTR] = new
     st.record_dataset(group, ds, entries, root, derivation_versions(root, entries))
-    st.refresh_labels_list(group)
+    st.consolidate(group)
     return (f"{url}: upgraded to schema {st.SCHEMA_VERSION}\n"
             + summarize(outcomes, done="label maps converted", skipped="already converted"))

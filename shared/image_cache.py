@@ -19,6 +19,7 @@ else float32. Nothing is ever squeezed to 8 bit.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import time
@@ -105,15 +106,21 @@ class ImageCache:
         key = hashlib.sha256(f"{entry.sha256}:{hq}:{entry.slice}:{entry.axis}".encode()).hexdigest()
         return self.folder / key[:2] / f"{key[2:34]}.zarr"
 
+    def has(self, entry: Entry) -> bool:
+        """Whether the entry's images are cached: their complete record, read from the group's metadata file
+        alone (a small JSON read: cheap enough to ask for every image of a large dataset)."""
+        try:
+            meta = json.loads((self.path(entry) / "zarr.json").read_bytes())
+        except (OSError, ValueError):
+            return False
+        return _valid(meta.get("attributes", {}).get(ATTR), entry)
+
     def arrays(self, entry: Entry) -> tuple[zarr.Array, zarr.Array] | None:
         """(lq, hq) arrays cached for the entry's files, else None."""
-        path = self.path(entry)
-        if not (path / "zarr.json").is_file():
+        if not self.has(entry):
             return None
         try:
-            group = zarr.open_group(zarr.storage.LocalStore(path, read_only=True), mode="r")
-            if not _valid(group.attrs.get(ATTR), entry):
-                return None
+            group = zarr.open_group(zarr.storage.LocalStore(self.path(entry), read_only=True), mode="r")
             return group["lq"], group["hq"]
         except (*MISSING, ValueError, OSError):
             return None
@@ -121,7 +128,7 @@ class ImageCache:
     def add(self, entry: Entry, root: str | Path) -> Outcome:
         """Cache one entry's LQ and HQ unless they are there; a failure is an Outcome, never raised."""
         start = time.perf_counter()
-        if self.arrays(entry) is not None:
+        if self.has(entry):
             return Outcome(entry.id, "skipped")
         tmp = self.path(entry).with_name(f".{self.path(entry).name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
         try:
@@ -145,7 +152,7 @@ class ImageCache:
             try:
                 os.rename(tmp, self.path(entry))  # atomic; fails if another process got there first
             except OSError:
-                if self.arrays(entry) is None:  # what is there is no valid image: a stale leftover
+                if not self.has(entry):  # what is there is no valid image: a stale leftover
                     shutil.rmtree(self.path(entry), ignore_errors=True)
                     os.rename(tmp, self.path(entry))
         except (ImageReadError, StoreError, ValueError, RuntimeError, OSError) as err:

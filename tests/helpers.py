@@ -82,3 +82,22 @@ def prov(**params):
 def entry(image_id, sha="a" * 64, shape=(5, 7)):
     """The fields of an index entry that the store's checks read."""
     return SimpleNamespace(id=image_id, sha256=sha, shape=shape, lq=f"{image_id}.png")
+
+
+def store_files(root: Path) -> dict[str, bytes]:
+    """Every file of a local store by relative path, byte for byte, except the consolidated records table
+    (a cache of stamps of this store's own files: its array, and its pointer in the root record)."""
+    import json
+
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        if not p.is_file() or rel.startswith("records-"):
+            continue
+        data = p.read_bytes()
+        if rel == "zarr.json":
+            doc = json.loads(data)
+            doc["attributes"].get("rat", {}).pop("records", None)
+            data = json.dumps(doc, sort_keys=True).encode()
+        out[rel] = data
+    return out

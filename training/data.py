@@ -96,7 +96,8 @@ class PatchDataset(Dataset):
         self.seed = int(seed)
         self.augment = augment
         self.cache = cache
-        self.cached = [cached_arrays(e, cache) is not None for e in self.entries]
+        images = ImageCache(cache or None) if cache is not False else None
+        self.cached = [images is not None and images.has(e) for e in self.entries]
         if self.root is None and not all(self.cached):
             missing = self.entries[self.cached.index(False)].id
             raise ValueError(f"{missing}: not in the image cache, and no data root to read it from")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from rat.shared.hashes import sha256_file
@@ -45,6 +46,8 @@ def _connection() -> sqlite3.Connection | None:
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, "
                         "mtime_ns INTEGER, sha256 TEXT)")
+            con.execute("CREATE TABLE IF NOT EXISTS checked (kind TEXT, name TEXT, stamp TEXT, sha256 TEXT, "
+                        "PRIMARY KEY (kind, name))")
             con.commit()
         except (OSError, sqlite3.Error):
             con = None  # read-only or odd file system: remember hashes in this process only
@@ -55,7 +58,7 @@ def _connection() -> sqlite3.Connection | None:
 def source_sha256(path: str | Path) -> str:
     """SHA-256 of a file or DICOM-series folder (:func:`rat.shared.hashes.sha256_file`), computed again only
     when its size or modification time changed."""
-    name = str(Path(path).resolve())
+    name = os.path.realpath(path)
     stamp = file_stamp(path)
     with _lock:
         if (name, stamp) in _memory:
@@ -83,3 +86,75 @@ def source_sha256(path: str | Path) -> str:
     with _lock:
         _memory[(name, stamp)] = digest
     return digest
+
+
+_QUERY_ROWS = 500  # names per SELECT (SQLite's limit on bound parameters is far above)
+
+
+def _rows(query: str, names: list[str], *prefix: str) -> list[tuple]:
+    con = _connection()
+    if con is None or not names:
+        return []
+    rows: list[tuple] = []
+    with _lock:
+        try:
+            for k in range(0, len(names), _QUERY_ROWS):
+                part = names[k : k + _QUERY_ROWS]
+                marks = ",".join("?" * len(part))
+                rows += con.execute(query.format(marks=marks), (*prefix, *part)).fetchall()
+        except sqlite3.Error:
+            return []
+    return rows
+
+
+def source_sha256_many(paths: list[str | Path], threads: int = 8) -> dict[str, str | None]:
+    """:func:`source_sha256` of many files at once, by the paths given (None for a file that is not there):
+    one stat each, the remembered hashes looked up together, the others hashed in ``threads`` threads."""
+    stamps: dict[str, tuple[str, Stamp] | None] = {}
+    for path in map(str, paths):
+        try:
+            stamps[path] = (os.path.realpath(path), file_stamp(path))
+        except OSError:
+            stamps[path] = None
+    out: dict[str, str | None] = {p: None for p, v in stamps.items() if v is None}
+    with _lock:
+        for path, v in stamps.items():
+            if v is not None and v in _memory:
+                out[path] = _memory[v]
+    wanted = {v[0]: v[1] for p, v in stamps.items() if v is not None and p not in out}
+    rows = _rows("SELECT path, size, mtime_ns, sha256 FROM files WHERE path IN ({marks})", list(wanted))
+    known = {row[0]: row[3] for row in rows if wanted.get(row[0]) == (row[1], row[2])}
+    missing = []
+    for path, v in stamps.items():
+        if path in out or v is None:
+            continue
+        if v[0] in known:
+            out[path] = known[v[0]]
+            with _lock:
+                _memory[v] = known[v[0]]
+        else:
+            missing.append(path)
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        for path, digest in zip(missing, pool.map(source_sha256, missing), strict=True):
+            out[path] = digest
+    return out
+
+
+def checked(kind: str, names: list[str]) -> dict[str, tuple[str, str]]:
+    """{name: (stamp, sha256)} remembered by :func:`remember_checked` for these names of ``kind``."""
+    rows = _rows("SELECT name, stamp, sha256 FROM checked WHERE kind = ? AND name IN ({marks})", names, kind)
+    return {row[0]: (row[1], row[2]) for row in rows}
+
+
+def remember_checked(kind: str, rows: list[tuple[str, str, str]]) -> None:
+    """Remember that each (name, stamp, sha256) was checked: the thing ``name`` had these contents while it
+    carried this version stamp (e.g. a label map's bytes, by the stamps of its store objects)."""
+    con = _connection()
+    if con is None or not rows:
+        return
+    with _lock:
+        try:
+            con.executemany("INSERT OR REPLACE INTO checked VALUES (?, ?, ?, ?)", [(kind, *r) for r in rows])
+            con.commit()
+        except sqlite3.Error:
+            pass

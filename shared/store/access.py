@@ -7,16 +7,30 @@ layout (:mod:`rat.shared.store.legacy`), so that no other code knows the old one
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import zarr
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.group import GroupMetadata
+from zarr.core.sync import sync
 
 from rat.shared.errors import one_line
 from rat.shared.store import legacy
-from rat.shared.store.schema import ATTR, MISSING, StoreError, describe_difference, retrying
+from rat.shared.store.schema import (
+    ATTR,
+    MISSING,
+    READ_ATTEMPTS,
+    READ_THREADS,
+    RETRY_WAIT,
+    StoreError,
+    describe_difference,
+    retrying,
+)
 
 
 def raw_store(url: str | Path, read_only: bool) -> zarr.abc.store.Store:
@@ -84,3 +98,46 @@ def init_store(url: str | Path, prov: dict[str, Any], overwrite: bool = False) -
         group.attrs[ATTR] = {**prov, **kept}
     create_if_absent(store, "labels", {"ome": {"version": "0.5", "labels": []}})
     return group
+
+
+def read_documents(store: zarr.abc.store.Store, keys: Sequence[str], threads: int = READ_THREADS
+                   ) -> list[dict[str, Any] | None]:
+    """The JSON documents at ``keys`` (None where there is none, or half of one), read concurrently: a local
+    store's files directly, any other store through its own asynchronous reads. Transient errors are retried
+    (:func:`rat.shared.store.schema.retrying`)."""
+    if isinstance(store, zarr.storage.LocalStore):
+        root = Path(store.root)
+
+        def read(key: str) -> dict[str, Any] | None:
+            try:
+                return json.loads((root / key).read_bytes())
+            except (FileNotFoundError, NotADirectoryError, ValueError):
+                return None
+
+        with ThreadPoolExecutor(max(1, min(threads, len(keys)))) as pool:
+            return list(pool.map(lambda k: retrying(f"{store}: {k}", lambda: read(k)), keys))
+    return sync(_read_many(store, list(keys), threads))
+
+
+async def _read_many(store: zarr.abc.store.Store, keys: list[str], threads: int
+                     ) -> list[dict[str, Any] | None]:
+    limit = asyncio.Semaphore(threads)
+    prototype = default_buffer_prototype()
+
+    async def one(key: str) -> dict[str, Any] | None:
+        async with limit:
+            for attempt in range(READ_ATTEMPTS):
+                try:
+                    buf = await store.get(key, prototype)
+                    return None if buf is None else json.loads(buf.to_bytes())
+                except MISSING:
+                    return None
+                except Exception as err:  # noqa: BLE001 - network and server errors come in many types
+                    if attempt == READ_ATTEMPTS - 1:
+                        reason = f"{type(err).__name__}: {one_line(err)}"
+                        raise StoreError(f"{store}: {key}: cannot read ({reason}) after {READ_ATTEMPTS} "
+                                         "attempts") from None
+                    await asyncio.sleep(RETRY_WAIT * 2**attempt)
+        return None
+
+    return list(await asyncio.gather(*(one(k) for k in keys)))

@@ -6,8 +6,11 @@
   the data root against the index (the ``verify`` command).
 - :func:`source_problems`: the LQ and HQ files under a local root against the store's SHA-256s (a colleague's
   copy of the data); missing derived LQ images are derived again first.
-- :func:`check_for_training`: all of these for the images a run uses, in one parallel pass in which each
-  label map is read and hashed once; StoreError listing every problem by image id.
+- :func:`check_for_training`: all of these for the images a run uses, before its first step; StoreError
+  listing every problem by image id. Records come in one batch
+  (:func:`rat.shared.store.records.read_records`), files are hashed through the hash cache, and a label map
+  whose store objects still carry the version stamps (:mod:`rat.shared.store.stamps`) they had when its
+  bytes last matched their SHA-256 is not read again; the others are read and hashed once, in parallel.
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ from rat.shared.datasets.definition import DatasetDef
 from rat.shared.datasets.degrade import derive_versions
 from rat.shared.index.build import ensure_derived
 from rat.shared.index.entries import Entry
-from rat.shared.index.hash_cache import source_sha256
+from rat.shared.index.hash_cache import checked, remember_checked, source_sha256_many
 from rat.shared.index.locate import source_path
 from rat.shared.store.labels import label_array, read_labels, record
-from rat.shared.store.schema import StoreError, provenance
+from rat.shared.store.records import read_records
+from rat.shared.store.schema import StoreError, image_key, provenance
+from rat.shared.store.stamps import key_stamps
 
 #: Problems listed in an error before it says "... and N more".
 MAX_LISTED = 20
@@ -35,9 +40,7 @@ MAX_LISTED = 20
 THREADS = 8
 
 
-def label_problem(group: zarr.Group, entry: Entry) -> str | None:
-    """Why the label map of an index entry cannot be used (one line), or None (see the module doc)."""
-    rec = record(group, entry.id)
+def _label_problem(entry: Entry, rec: dict[str, Any] | None) -> str | None:
     if rec is None:
         return f"{entry.id}: missing or incomplete label map"
     if rec["source_sha256"] != entry.sha256:
@@ -45,6 +48,17 @@ def label_problem(group: zarr.Group, entry: Entry) -> str | None:
     if list(rec["shape"]) != list(entry.shape[:2]):
         return f"{entry.id}: label map shape {rec['shape']} != image shape {list(entry.shape[:2])}"
     return None
+
+
+def label_problem(group: zarr.Group, entry: Entry) -> str | None:
+    """Why the label map of an index entry cannot be used (one line), or None (see the module doc)."""
+    return _label_problem(entry, record(group, entry.id))
+
+
+def label_problems(group: zarr.Group, entries: Sequence[Entry]) -> list[str | None]:
+    """:func:`label_problem` of many entries, their records read in one batch."""
+    found = read_records(group, [e.id for e in entries])
+    return [_label_problem(e, found[e.id]) for e in entries]
 
 
 def checked_labels(group: zarr.Group, entry: Entry) -> zarr.Array:
@@ -63,13 +77,40 @@ def _bytes_problem(group: zarr.Group, image_id: str) -> str | None:
     return None
 
 
-def _lq_problem(entry: Entry, root: str | Path) -> str | None:
-    path = source_path(root, entry.lq)
-    if not path.exists():
-        return f"{entry.id}: LQ file {path} not found"
-    if source_sha256(path) != entry.sha256:
-        return f"{entry.id}: LQ file {path} differs from the label map's source"
-    return None
+def _object_keys(image_id: str, rec: dict[str, Any]) -> list[str] | None:
+    """The store objects a label map's bytes come from (array metadata, chunks), from its record's shape
+    and chunks (None for records without chunks: older stores)."""
+    if "chunks" not in rec:
+        return None
+    base = f"labels/{image_key(image_id)}/0"
+    (h, w), (ch, cw) = rec["shape"], rec["chunks"]
+    grid = [(i, j) for i in range(-(-h // ch)) for j in range(-(-w // cw))]
+    return [f"{base}/zarr.json", *(f"{base}/c/{i}/{j}" for i, j in grid)]
+
+
+def bytes_problems(group: zarr.Group, entries: Sequence[Entry], recs: dict[str, dict[str, Any] | None],
+                   remember: bool = False, threads: int = THREADS, progress: bool = False
+                   ) -> dict[str, str | None]:
+    """Whether the label bytes of entries with a complete record match their recorded SHA-256 (read and
+    hashed in parallel). With ``remember``, maps whose store objects still carry the stamps they had when
+    they last matched are not read again, and those that match now are remembered (local hash cache)."""
+    todo = [e for e in entries if recs.get(e.id) is not None]
+    stamps: dict[str, str] = {}
+    if remember:
+        keys = {e.id: _object_keys(e.id, recs[e.id]) for e in todo}
+        found = key_stamps(group.store, [k for ks in keys.values() if ks for k in ks], "labels/")
+        if found is not None:
+            stamps = {i: "|".join(found[k] or "-" for k in ks) for i, ks in keys.items() if ks}
+        names = {i: f"{group.store}|{image_key(i)}" for i in stamps}
+        known = checked("labels", list(names.values()))
+        todo = [e for e in todo if known.get(names.get(e.id, "")) != (stamps.get(e.id),
+                                                                     recs[e.id]["labels_sha256"])]
+    problems = dict(zip((e.id for e in todo), _parallel(lambda e: _bytes_problem(group, e.id), todo, threads,
+                                                       "check label bytes", progress), strict=True))
+    if remember:
+        remember_checked("labels", [(f"{group.store}|{image_key(i)}", stamps[i], recs[i]["labels_sha256"])
+                                    for i, p in problems.items() if p is None and i in stamps])
+    return problems
 
 
 def _versions(v: dict[str, Any]) -> str:
@@ -77,28 +118,33 @@ def _versions(v: dict[str, Any]) -> str:
 
 
 def source_problem(ds: DatasetDef, entry: Entry, root: str | Path,
-                   recorded_versions: list[dict[str, str]] | None = None) -> str | None:
+                   recorded_versions: list[dict[str, str]] | None = None,
+                   hashes: dict[str, str | None] | None = None) -> str | None:
     """Whether the LQ and HQ files of ``entry`` under ``root`` are those the store was made from (one line),
     or None. A derived LQ image is derived again when missing; if its bytes differ, the library versions
-    recorded with the store and those present here are named."""
+    recorded with the store and those present here are named. ``hashes``: the files' SHA-256 by path, known
+    already (:func:`rat.shared.index.hash_cache.source_sha256_many`; None for a missing file)."""
     e = entry
     hq = Path(root) / e.hq
-    if not hq.exists():
+    known = hashes if hashes is not None else source_sha256_many([hq, source_path(root, e.lq)])
+    hq_sha = known.get(str(hq)) if str(hq) in known else source_sha256_many([hq])[str(hq)]
+    if hq_sha is None:
         return f"{e.id}: HQ file {hq} not found"
-    if e.hq_sha256 and source_sha256(hq) != e.hq_sha256:
+    if e.hq_sha256 and hq_sha != e.hq_sha256:
         return f"{e.id}: HQ file {hq} differs from the one the store was made with (SHA-256)"
     method = ds.groups[e.group].derive_lq if e.group in ds.groups else None
     if method is not None:
-        _, sha = ensure_derived(ds.name, method, root, e.hq, e.hq_sha256 or source_sha256(hq))
+        _, sha = ensure_derived(ds.name, method, root, e.hq, e.hq_sha256 or hq_sha)
         if sha == e.sha256:
             return None
         recorded = "; ".join(_versions(v) for v in recorded_versions or []) or "not recorded"
         return (f"{e.id}: LQ derived here ({method}) differs from the store's: derived with {recorded} "
                 f"there, {_versions(derive_versions())} here")
     lq = source_path(root, e.lq)
-    if not lq.exists():
+    lq_sha = known.get(str(lq)) if str(lq) in known else source_sha256_many([lq])[str(lq)]
+    if lq_sha is None:
         return f"{e.id}: LQ file {lq} not found"
-    if source_sha256(lq) != e.sha256:
+    if lq_sha != e.sha256:
         return f"{e.id}: LQ file {lq} differs from the one the store was made with (SHA-256)"
     return None
 
@@ -112,24 +158,35 @@ def _parallel(work, items: Sequence[Any], threads: int, desc: str, progress: boo
 def verify(group: zarr.Group, entries: Iterable[Entry], root: str | Path | None = None,
            hash_labels: bool = True, threads: int = THREADS, progress: bool = False) -> list[str]:
     """Problems of the store against index entries (one line each, in entry order; empty when all is well):
-    :func:`label_problem`, with `hash_labels` the label bytes against their SHA-256, with `root` the LQ file
-    under the data root against the index."""
-    def problem(entry: Entry) -> str | None:
-        found = label_problem(group, entry)
-        if found is None and root is not None:
-            found = _lq_problem(entry, root)
-        if found is None and hash_labels:
-            found = _bytes_problem(group, entry.id)
-        return found
-
-    return [p for p in _parallel(problem, list(entries), threads, "verify", progress) if p is not None]
+    :func:`label_problem`, with `root` the LQ file under the data root against the index, with
+    `hash_labels` the label bytes against their SHA-256 (every one read: this is the thorough check)."""
+    entries = list(entries)
+    recs = read_records(group, [e.id for e in entries])
+    found = [_label_problem(e, recs[e.id]) for e in entries]
+    if root is not None:
+        lq = [source_path(root, e.lq) for e in entries]
+        hashes = source_sha256_many([p for p, f in zip(lq, found, strict=True) if f is None], threads)
+        for k, e in enumerate(entries):
+            if found[k] is None:
+                sha = hashes[str(lq[k])]
+                found[k] = (f"{e.id}: LQ file {lq[k]} not found" if sha is None else
+                            f"{e.id}: LQ file {lq[k]} differs from the label map's source"
+                            if sha != e.sha256 else None)
+    if hash_labels:
+        ok = [e for e, f in zip(entries, found, strict=True) if f is None]
+        hashed = bytes_problems(group, ok, recs, threads=threads, progress=progress)
+        found = [f if f is not None else hashed.get(e.id) for e, f in zip(entries, found, strict=True)]
+    return [f for f in found if f is not None]
 
 
 def source_problems(ds: DatasetDef, entries: Iterable[Entry], root: str | Path,
                     recorded_versions: list[dict[str, str]] | None = None, threads: int = THREADS,
                     progress: bool = False) -> list[str]:
-    """:func:`source_problem` of every entry (one line each, in entry order)."""
-    found = _parallel(lambda e: source_problem(ds, e, root, recorded_versions), list(entries), threads,
+    """:func:`source_problem` of every entry (one line each, in entry order), the files hashed together."""
+    entries = list(entries)
+    hashes = source_sha256_many([p for e in entries for p in (Path(root) / e.hq, source_path(root, e.lq))],
+                                threads)
+    found = _parallel(lambda e: source_problem(ds, e, root, recorded_versions, hashes), entries, threads,
                       "check files", progress)
     return [p for p in found if p is not None]
 
@@ -151,21 +208,19 @@ def check_labels(group: zarr.Group, entries: Sequence[Entry], store_name: str, h
 
 def check_for_training(group: zarr.Group, ds: DatasetDef, entries: Sequence[Entry], root: str | Path,
                        store_name: str, threads: int = THREADS, progress: bool = False) -> None:
-    """Check every image a run uses, once: its label map (:func:`label_problem`, then its bytes against their
-    SHA-256) and its LQ and HQ files under ``root`` (:func:`source_problem`). StoreError listing every
+    """Check every image a run uses, once (see the module doc): its label map (complete, made from its LQ
+    bytes, its bytes matching their SHA-256) and its LQ and HQ files under ``root``. StoreError listing every
     problem by image id; nothing is trained on before this passes."""
-    versions = provenance(group).get("derive_versions")
-
-    def problems(entry: Entry) -> tuple[str | None, str | None]:
-        labels = label_problem(group, entry) or _bytes_problem(group, entry.id)
-        return labels, source_problem(ds, entry, root, versions)
-
-    found = _parallel(problems, list(entries), threads, "check store", progress)
-    labels = [p for p, _ in found if p is not None]
-    if labels:
-        raise StoreError(listing(f"{store_name}: {len(labels)} of {len(entries)} images cannot be used for "
-                                 "training:", labels))
-    sources = [p for _, p in found if p is not None]
+    entries = list(entries)
+    recs = read_records(group, [e.id for e in entries])
+    labels = {e.id: _label_problem(e, recs[e.id]) for e in entries}
+    labels.update(bytes_problems(group, [e for e in entries if labels[e.id] is None], recs, remember=True,
+                                 threads=threads, progress=progress))
+    bad = [labels[e.id] for e in entries if labels[e.id] is not None]
+    if bad:
+        raise StoreError(listing(f"{store_name}: {len(bad)} of {len(entries)} images cannot be used for "
+                                 "training:", bad))
+    sources = source_problems(ds, entries, root, provenance(group).get("derive_versions"), threads, progress)
     if sources:
         header = f"{root}: {len(sources)} images are not the files {store_name} was made from:"
         raise StoreError(listing(header, sources))

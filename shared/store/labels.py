@@ -7,13 +7,23 @@ complete record made under the store's configuration does not exist for readers 
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
+from numcodecs import Zstd
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
 
-from rat.shared.store.ngff import label_image_attrs, labels_group_attrs
+from rat.shared.store.ngff import label_image_attrs
 from rat.shared.store.schema import (
     ATTR,
     DEFAULT_CHUNK,
@@ -42,11 +52,14 @@ def record(group: zarr.Group, image_id: str) -> dict[str, Any] | None:
         rec = retrying(f"{group.store}: labels/{image_id}", read)
     except MISSING:
         return None
-    if not isinstance(rec, dict) or not rec.get("complete"):
-        return None
-    if rec.get("fingerprint") != group.attrs.get(ATTR, {}).get("fingerprint"):
-        return None
-    return rec
+    return complete(rec, group.attrs.get(ATTR, {}).get("fingerprint"))
+
+
+def complete(rec: Any, fingerprint: str | None) -> dict[str, Any] | None:
+    """A record that counts: complete, and made under the store's configuration."""
+    if isinstance(rec, dict) and rec.get("complete") and rec.get("fingerprint") == fingerprint:
+        return rec
+    return None
 
 
 def write_labels(group: zarr.Group, image_id: str, labels: np.ndarray, source_sha256: str,
@@ -57,23 +70,79 @@ def write_labels(group: zarr.Group, image_id: str, labels: np.ndarray, source_sh
     ``fingerprint``: of the configuration the map was computed under (default: the store's now); a writer
     passes its own, so that a map is never recorded under a configuration that replaced it meanwhile.
     ``spacing``: (row, col) pixel spacing in mm, for viewers.
+
+    The objects are those zarr writes for ``labels/<key>/0`` (the array, chunks equal to the fill value 0
+    left out), byte for byte (a test compares), and the group ``labels/<key>`` as a compact zarr v3 group
+    document: the old node removed, the array's metadata and chunks, then the group's document holding the
+    record, last.
     """
     if labels.ndim != 2:
         raise StoreError(f"{image_id}: label map must be 2-D, got shape {labels.shape}")
     key = image_key(image_id)
     counts = np.bincount(labels.ravel())
-    node = group.create_group(f"labels/{key}", overwrite=True,
-                              attributes={"ome": label_image_attrs(key, counts, spacing)})
-    arr = node.create_array("0", shape=labels.shape, dtype=labels.dtype,
-                            chunks=(min(chunk, labels.shape[0]), min(chunk, labels.shape[1])),
-                            compressors=zarr.codecs.ZstdCodec(level=ZSTD_LEVEL), fill_value=0,
-                            dimension_names=("y", "x"))
-    arr[...] = labels
-    rec = {"source_sha256": source_sha256, "shape": list(labels.shape), "dtype": str(labels.dtype),
-           "regions": int(np.count_nonzero(counts[1:])), "labels_sha256": labels_sha256(labels),
+    chunks = (min(chunk, labels.shape[0]), min(chunk, labels.shape[1]))
+    rec = {"source_sha256": source_sha256, "shape": list(labels.shape), "chunks": list(chunks),
+           "dtype": str(labels.dtype), "regions": int(np.count_nonzero(counts[1:])),
+           "labels_sha256": labels_sha256(labels),
            "fingerprint": fingerprint or provenance(group)["fingerprint"], "complete": True}
-    node.attrs[ATTR] = rec
+    attributes = {"ome": label_image_attrs(key, counts, spacing), ATTR: rec}
+    group_doc = json.dumps({"attributes": attributes, "zarr_format": 3, "node_type": "group"},
+                           separators=(",", ":")).encode()
+    array_doc = _array_document(labels.shape, labels.dtype.str, chunks)
+    _put(group.store, f"labels/{key}", array_doc, dict(_encoded_chunks(labels, chunks)), group_doc)
     return rec
+
+
+@functools.lru_cache(maxsize=64)
+def _array_document(shape: tuple[int, int], dtype: str, chunks: tuple[int, int]) -> bytes:
+    """The metadata document zarr writes for a label array of this shape, dtype and chunks (made by zarr)."""
+    memory = zarr.storage.MemoryStore()
+    zarr.create_array(memory, shape=shape, dtype=np.dtype(dtype), chunks=chunks, fill_value=0,
+                      compressors=zarr.codecs.ZstdCodec(level=ZSTD_LEVEL), dimension_names=("y", "x"))
+    return sync(memory.get("zarr.json", default_buffer_prototype())).to_bytes()
+
+
+def _encoded_chunks(labels: np.ndarray, chunks: tuple[int, int]):
+    """(key, bytes) of each chunk not equal to the fill value: C-order little-endian bytes, zstd (the
+    array's codecs: ``bytes`` then ``zstd``), edge chunks padded with the fill value as zarr pads them."""
+    codec = Zstd(level=ZSTD_LEVEL)
+    little = labels.astype(labels.dtype.newbyteorder("<"), copy=False)
+    (h, w), (ch, cw) = labels.shape, chunks
+    for i in range(-(-h // ch)):
+        for j in range(-(-w // cw)):
+            part = little[i * ch:(i + 1) * ch, j * cw:(j + 1) * cw]
+            if not part.any():
+                continue
+            block = np.zeros(chunks, dtype=little.dtype)
+            block[:part.shape[0], :part.shape[1]] = part
+            yield f"c/{i}/{j}", codec.encode(block.tobytes())
+
+
+def _put(store: zarr.abc.store.Store, prefix: str, array_doc: bytes, encoded: dict[str, bytes],
+         group_doc: bytes) -> None:
+    """Replace the node at ``prefix``: remove it, write the array's metadata and chunks, then the group's
+    document (the record) last. Files of a local store are written directly, each atomically (temporary
+    name, then rename), as zarr writes them; other stores through their own concurrent writes."""
+    objects = {"0/zarr.json": array_doc, **{f"0/{k}": v for k, v in encoded.items()}}
+    if isinstance(store, zarr.storage.LocalStore):
+        node = Path(store.root) / prefix
+        shutil.rmtree(node, ignore_errors=True)
+        for name, data in [*objects.items(), ("zarr.json", group_doc)]:
+            path = node / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        return
+    sync(_put_async(store, prefix, objects, group_doc))
+
+
+async def _put_async(store: zarr.abc.store.Store, prefix: str, objects: dict[str, bytes], group_doc: bytes
+                     ) -> None:
+    buffer = default_buffer_prototype().buffer
+    await store.delete_dir(prefix)
+    await asyncio.gather(*(store.set(f"{prefix}/{k}", buffer.from_bytes(v)) for k, v in objects.items()))
+    await store.set(f"{prefix}/zarr.json", buffer.from_bytes(group_doc))    # the record, last
 
 
 def label_array(group: zarr.Group, image_id: str) -> zarr.Array:
@@ -104,25 +173,3 @@ def label_ids(group: zarr.Group) -> list[str]:
     except KeyError:
         return []
     return sorted(image_id(k) for k in labels.group_keys())
-
-
-def refresh_labels_list(group: zarr.Group) -> None:
-    """List the complete label maps in the ``labels`` group's NGFF attributes (for ome-zarr readers)."""
-    keys = [image_key(i) for i in label_ids(group) if record(group, i) is not None]
-    labels = group.require_group("labels")
-    if labels.attrs.get("ome") != labels_group_attrs(keys):  # unchanged: not rewritten
-        labels.attrs["ome"] = labels_group_attrs(keys)
-
-
-def store_summary(group: zarr.Group) -> dict[str, Any]:
-    """Provenance, counts and region statistics of a store."""
-    prov = provenance(group)
-    ids = label_ids(group)
-    records = [record(group, i) for i in ids]
-    regions = np.array([r["regions"] for r in records if r is not None], dtype=np.int64)
-    stats = ({"min": int(regions.min()), "median": float(np.median(regions)),
-              "mean": float(regions.mean()), "max": int(regions.max())} if regions.size else {})
-    return {"provenance": {k: v for k, v in prov.items() if k != "definition"}, "label_maps": len(ids),
-            "complete": int(sum(r is not None for r in records)),
-            "incomplete": [i for i, r in zip(ids, records, strict=True) if r is None],
-            "regions": stats}

@@ -2,24 +2,17 @@
 
 Each label map is an NGFF "image-label": a group whose attributes hold ``{"ome": {"version": "0.5",
 "multiscales": [...], "image-label": {...}}}`` and whose array ``0`` holds the (y, x) labels, one resolution
-level. Its ``properties`` list every region (label value and area in pixels), its ``colors`` give each a
-fixed colour. The ``labels`` group lists the label images (``{"ome": {"version": "0.5", "labels": [...]}}``).
+level. Its ``properties`` list every region (label value and area in pixels); viewers choose the colours.
+The ``labels`` group lists the label images (``{"ome": {"version": "0.5", "labels": [...]}}``).
 """
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import numpy as np
 
 NGFF_VERSION = "0.5"
-
-
-def _colour(value: int) -> list[int]:
-    """A fixed, well-spread RGBA colour for a label value (the same in every map)."""
-    digest = hashlib.sha256(str(value).encode()).digest()
-    return [64 + digest[0] % 192, 64 + digest[1] % 192, 64 + digest[2] % 192, 255]
 
 
 def label_image_attrs(name: str, counts: np.ndarray, spacing: tuple[float, float] | None = None
@@ -37,7 +30,6 @@ def label_image_attrs(name: str, counts: np.ndarray, spacing: tuple[float, float
         "multiscales": [{"name": name, "axes": axes, "datasets": [
             {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}]}],
         "image-label": {
-            "colors": [{"label-value": v, "rgba": _colour(v)} for v in regions],
             "properties": [{"label-value": v, "area (pixels)": int(counts[v])} for v in regions],
         },
     }

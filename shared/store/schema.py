@@ -50,6 +50,8 @@ ATTR = "rat"
 IDENTITY_FIELDS = ("dataset", "generator", "windows")
 #: Attempts of a read that fails for another reason than a missing node (object stores), and the first wait.
 READ_ATTEMPTS, RETRY_WAIT = 4, 0.25
+#: Concurrent reads of many small objects (records, chunks): local files and object stores alike.
+READ_THREADS = 32
 #: What a missing (or half-written, never completed) node raises.
 MISSING = (KeyError, FileNotFoundError, json.JSONDecodeError)
 T = TypeVar("T")

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import store_files
 
 from rat.precompute import cluster as cl
 from rat.precompute.cli import main
@@ -75,10 +76,8 @@ def test_cluster_run_equals_single_process_byte_for_byte(client, sample_root, tm
                                         client, progress=False)
     assert [o.status for o in outcomes] == ["done"] * len(entries)
     assert [o.image_id for o in outcomes] == [e.id for e in entries]
-    files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
-    assert files == sorted(p.relative_to(many) for p in many.rglob("*") if p.is_file())
-    for rel in files:          # root record, array metadata with records, every compressed chunk
-        assert (one / rel).read_bytes() == (many / rel).read_bytes(), rel
+    # root record, array metadata with records, every compressed chunk (not the consolidated table of stamps)
+    assert store_files(one) == store_files(many) and len(store_files(one)) > 3 * len(entries)
     again = cl.run_masks_distributed(ds, entries, sample_root, many, cl.generator_spec("superpixels"),
                                      client, progress=False)
     assert {o.status for o in again} == {"skipped"}
@@ -192,7 +191,8 @@ def test_sigkilled_worker_costs_only_its_images(client, sample_root, tiny_sam_ch
     gen = build_generator("sam", checkpoint=tiny_sam_checkpoint, **SAM_FAST)
     run_masks(ds, entries, sample_root, ref, gen, progress=False)
     ref_group = st.open_store(ref)
-    assert st.provenance(ref_group) == st.provenance(group)
+    same = {k: v for k, v in st.provenance(ref_group).items() if k != "records"}   # not the stamps' cache
+    assert same == {k: v for k, v in st.provenance(group).items() if k != "records"}
     for e in entries:
         assert np.array_equal(st.read_labels(group, e.id), st.read_labels(ref_group, e.id)), e.id
         assert st.record(group, e.id) == st.record(ref_group, e.id)

@@ -157,19 +157,23 @@ def format_comparison(c: Comparison) -> str:
     """The table: mean +- std per model, then mean difference to the baseline [95 % CI] and Wilcoxon p."""
     n = len(c.rows[c.baseline])
     what = "images" if c.by == "image" else "units"
-    lines = [f"{'':<16}{'PSNR (dB)':>18}{'SSIM':>18}   {'dPSNR [95% CI]':>26}{'p':>8}   "
-             f"{'dSSIM [95% CI]':>28}{'p':>8}   ({n} {what}, paired against {c.baseline})"]
+    widths = (16, 18, 18, 32, 8, 34, 8)
+    head = ["", "PSNR (dB)", "SSIM", "dPSNR [95% CI]", "p", "dSSIM [95% CI]", "p"]
+    lines = ["".join(f"{h:<{w}}" if k == 0 else f"{h:>{w}}"
+                     for k, (h, w) in enumerate(zip(head, widths, strict=True)))
+             + f"   ({n} {what}, paired against {c.baseline})"]
     for name in c.names:
         s = summarize_scores(list(c.rows[name].values()))["restored"]
-        row = (f"{name[:16]:<16}{s['psnr']:>10.4f} +- {s['psnr_std']:<4.2f}"
-               f"{s['ssim']:>10.4f} +- {s['ssim_std']:<4.3f}")
+        cells = [name[:16], f"{s['psnr']:.4f} +- {s['psnr_std']:.2f}",
+                 f"{s['ssim']:.4f} +- {s['ssim_std']:.3f}"]
         if name == c.baseline:
-            row += "   (baseline)"
+            cells += ["(baseline)", "", "", ""]
         else:
             d, e = c.pairs[name]["psnr"], c.pairs[name]["ssim"]
-            row += (f"   {d.mean:>+8.4f} [{d.low:+.4f}, {d.high:+.4f}]{d.p:>8.3g}"
-                    f"   {e.mean:>+8.5f} [{e.low:+.5f}, {e.high:+.5f}]{e.p:>8.3g}")
-        lines.append(row)
+            cells += [f"{d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}]", f"{d.p:.3g}",
+                      f"{e.mean:+.5f} [{e.low:+.5f}, {e.high:+.5f}]", f"{e.p:.3g}"]
+        lines.append("".join(f"{x:<{w}}" if k == 0 else f"{x:>{w}}"
+                             for k, (x, w) in enumerate(zip(cells, widths, strict=True))).rstrip())
     return "\n".join(lines)
 
 

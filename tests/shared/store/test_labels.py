@@ -1,5 +1,7 @@
 """Label maps in a store (rat.shared.store.labels): written with their record last, read, listed."""
 
+import json
+
 import numpy as np
 import pytest
 from helpers import entry, prov
@@ -45,3 +47,42 @@ def test_corrupt_metadata_reads_as_missing(tmp_path):
     assert st.record(st.open_store(url), "x") is None
 
 
+
+
+@pytest.mark.parametrize("shape, chunk, dtype", [((5, 7), 256, np.uint16), ((300, 170), 128, np.uint16),
+                                                 ((64, 64), 32, np.uint32)])
+def test_a_label_map_is_written_as_zarr_writes_it_byte_for_byte(tmp_path, shape, chunk, dtype):
+    """The batched writer against zarr's own: a group with the NGFF and record attributes (the same document)
+    and an array "0" written through zarr's API (byte for byte; empty chunks left out by zarr as well)."""
+    from pathlib import Path
+
+    import zarr
+
+    from rat.shared.store.ngff import label_image_attrs
+
+    rng = np.random.default_rng(1)
+    lab = rng.integers(0, 70, shape).astype(dtype)
+    lab[: shape[0] // 2, : shape[1] // 2] = 0                       # some chunks equal the fill value
+    ours = st.init_store(tmp_path / "ours.zarr", prov())
+    rec = st.write_labels(ours, "p1/s3", lab, "a" * 64, chunk=chunk, spacing=(0.5, 0.7))
+    theirs = st.init_store(tmp_path / "zarr.zarr", prov())
+    counts = np.bincount(lab.ravel())
+    ome = label_image_attrs("p1~s3", counts, (0.5, 0.7))
+    node = theirs.create_group("labels/p1~s3", attributes={"ome": ome})
+    chunks = (min(chunk, shape[0]), min(chunk, shape[1]))
+    arr = node.create_array("0", shape=shape, dtype=dtype, chunks=chunks, fill_value=0,
+                            compressors=zarr.codecs.ZstdCodec(level=5), dimension_names=("y", "x"))
+    arr[...] = lab
+    node.attrs["rat"] = rec
+
+    def files(root: Path) -> dict[str, bytes]:
+        base = root / "labels" / "p1~s3"
+        return {str(p.relative_to(base)): p.read_bytes() for p in sorted(base.rglob("*")) if p.is_file()}
+
+    ours_files, zarr_files = files(tmp_path / "ours.zarr"), files(tmp_path / "zarr.zarr")
+    group_docs = [json.loads(f.pop("zarr.json")) for f in (ours_files, zarr_files)]  # compact JSON: same doc
+    assert group_docs[0] == group_docs[1] and ours_files == zarr_files and len(ours_files) >= 2
+    np.testing.assert_array_equal(st.read_labels(st.open_store(tmp_path / "ours.zarr"), "p1/s3"), lab)
+    st.write_labels(ours, "p1/s3", np.ones((4, 4), dtype), "b" * 64, chunk=chunk)   # replaces the node whole
+    assert st.read_labels(st.open_store(tmp_path / "ours.zarr"), "p1/s3").shape == (4, 4)
+    assert set(files(tmp_path / "ours.zarr")) == {"zarr.json", "0/zarr.json", "0/c/0/0"}

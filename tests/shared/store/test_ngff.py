@@ -18,9 +18,9 @@ def test_label_maps_are_ome_zarr_label_images(tmp_path):
     lab = np.zeros((40, 50), np.uint16)
     lab[:10, :20], lab[20:, 30:], lab[5:8, 40:45] = 1, 2, 7
     st.write_labels(g, "ct_01", lab, "a" * 64, chunk=16, spacing=(0.7, 0.5))
-    from rat.shared.store.labels import refresh_labels_list
+    from rat.shared.store.records import consolidate
 
-    refresh_labels_list(g)
+    consolidate(g)
     (node, *_) = Reader(parse_url(str(url / "labels" / "ct_01")))()
     assert any(isinstance(spec, Label) for spec in node.specs)
     np.testing.assert_array_equal(np.asarray(node.data[0]), lab)
