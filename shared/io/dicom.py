@@ -271,7 +271,8 @@ def sort_series(name: PathLike, files: list[Path], headers: list) -> tuple[list[
     for f, ds in zip(files, headers, strict=True):
         geometry = tuple(ds.get(k) for k in key)
         if geometry != ref:
-            raise ImageReadError(f, f"slice geometry {geometry} differs from {files[0].name} {ref}")
+            raise ImageReadError(name, f"{f.name}: slice geometry {geometry} differs from "
+                                       f"{files[0].name} {ref}")
     if ref[0] is None or ref[1] is None:
         raise ImageReadError(files[0], "no pixel data (no Rows/Columns)")
     if (ref[2] or 1) != 1:

@@ -57,6 +57,9 @@ def test_files_at_one_place_or_without_positions_are_images(tmp_path):
     write(tmp_path / "mixed" / "2.dcm", uid, None)
     with pytest.raises(ImageReadError, match=r"^mixed: 2\.dcm has no ImagePositionPatient"):
         series_stack(folder_series(tmp_path / "mixed")[0], "mixed")
+    write(tmp_path / "mixed" / "2.dcm", uid, 2.0)
+    with pytest.raises(ImageReadError, match=r"^mixed: slices 1\.dcm and 2\.dcm share one position"):
+        series_stack(folder_series(tmp_path / "mixed")[0], "mixed")
 
 
 def test_label_maps_are_one_slice_volumes_in_itk_order(tmp_path):
