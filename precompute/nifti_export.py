@@ -80,8 +80,9 @@ def plan_exports(entries: list[Entry], root: str | Path, per_slice: bool = False
 
 def _series_exports(folder: PurePosixPath, entries: list[Entry], root: str | Path) -> list[Export]:
     """Exports of the 2-D DICOM entries of one folder: one per series that is a volume, one per image else."""
+    hq = {source_path(root, e.hq) for e in entries if e.hq}  # HQ files beside the LQ: slices of none
     try:
-        found = folder_series(source_path(root, folder.as_posix()))
+        found = folder_series(source_path(root, folder.as_posix()), exclude=hq)
     except OSError:  # a missing folder: each image fails on its own
         found = []
     series_by_file = {f: s for s in found for f in s.files}

@@ -10,17 +10,19 @@ are written for.
   orientation). A series with several orientations, gantry tilt, a gap or uneven spacing is refused with one
   line naming it (:class:`~rat.shared.io.base.ImageReadError`). Files that all lie at one place, or have no
   position, are separate images.
-- Writing (:func:`write_label_nifti`): a 2-D label map is a one-slice volume ``(H, W, 1)`` whose affine
-  places it where its image lies (for DICOM the slice position included); labels of DICOM, PNG and TIFF
-  sources are written in the (column, row) order ITK reads those in (:func:`rat.shared.io.to_itk_order`), so
-  viewers take the file as a segmentation of the scan; NIfTI sources keep their voxel order. Values are
-  uint16 (ITK-SNAP's label type; uint32 past 65,535), NIfTI intent "label".
+- Writing (:func:`write_label_nifti`): labels of DICOM, PNG and TIFF sources are written in the (column,
+  row) order ITK reads those in (:func:`rat.shared.io.to_itk_order`), so viewers take the file as a
+  segmentation of the scan, and a 2-D label map of one is a one-slice volume ``(H, W, 1)`` whose affine
+  places it where its image lies (for DICOM the slice position included); labels of NIfTI sources keep the
+  source's voxel order and shape. Values are uint16 (ITK-SNAP's label type; uint32 past 65,535), NIfTI
+  intent "label".
 """
 
 from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,11 +65,13 @@ def is_dicom_file(path: Path) -> bool:
         return False
 
 
-def folder_series(folder: Path) -> list[Series]:
+def folder_series(folder: Path, exclude: Collection[Path] = ()) -> list[Series]:
     """The DICOM series of the files directly in ``folder`` (not recursive), by SeriesInstanceUID; files
-    that cannot be read as DICOM belong to none."""
+    that cannot be read as DICOM, and those in ``exclude`` (e.g. a dataset's HQ files beside its LQ files),
+    belong to none."""
     members: dict[str, list[tuple[Path, object]]] = defaultdict(list)
-    for f in sorted(p for p in folder.iterdir() if not p.name.startswith(".") and is_dicom_file(p)):
+    for f in sorted(p for p in folder.iterdir()
+                    if not p.name.startswith(".") and p not in exclude and is_dicom_file(p)):
         try:
             ds = _dcmread(f, header_only=True)
         except (ImageReadError, OSError):
@@ -109,13 +113,11 @@ def itk_order(source: PathLike) -> bool:
 
 def write_label_nifti(path: PathLike, labels: np.ndarray, affine: np.ndarray, source: PathLike) -> None:
     """Write a label map ``(H, W)`` or label volume ``(H, W, N)`` of the scan ``source`` as NIfTI with
-    ``affine`` (that of the ``(H, W, N)`` array; for 2-D, of ``(H, W, 1)``), in the voxel order ITK reads
-    ``source`` in (see the module doc). Raises ImageReadError (one line naming the file)."""
+    ``affine`` (that of the ``(H, W, N)`` array; for 2-D, of ``(H, W, 1)``), in the voxel order and shape
+    ITK reads ``source`` in (see the module doc). Raises ImageReadError (one line naming the file)."""
     labels = np.asarray(labels)
-    if labels.ndim == 2:
-        labels = labels[:, :, None]
     if labels.dtype.kind not in "biu":
         raise ImageReadError(path, f"label maps are integer arrays, got {labels.dtype}")
     if itk_order(source):
-        labels, affine = to_itk_order(labels, affine)
+        labels, affine = to_itk_order(labels[:, :, None] if labels.ndim == 2 else labels, affine)
     write_nifti(path, labels, affine)

@@ -205,3 +205,21 @@ def test_separate_images_of_one_series_are_not_stacked(tmp_path):
     (refused,) = plan_exports(entries, tmp_path / "data")
     assert refused.name == "p_lq" and refused.kind == "series"
     assert refused.refused.startswith("p/lq: c.dcm has no ImagePositionPatient")
+
+
+def test_hq_files_beside_the_lq_files_are_no_slices(tmp_path):
+    """Simulated low-dose data often copies the full-dose tags: LQ and HQ of one series UID in one folder."""
+    folder = tmp_path / "data" / "p"
+    folder.mkdir(parents=True)
+    uid = generate_uid()
+    for k in range(3):
+        for kind in ("ld", "fd"):
+            ds = pydicom.dcmread(CT_SMALL)
+            ds.SeriesInstanceUID, ds.ImageOrientationPatient = uid, AXIAL
+            ds.ImagePositionPatient = [0.0, 0.0, 2.5 * k]
+            ds.save_as(folder / f"{k}_{kind}.dcm")
+    entries = [Entry(f"p_{k}", "ct", "train", f"p/{k}_ld.dcm", f"p/{k}_fd.dcm", None, "", (128, 128))
+               for k in range(3)]
+    (job,) = plan_exports(entries, tmp_path / "data")
+    assert (job.name, job.kind) == ("p", "series")
+    assert [f.name for f in job.stack.files] == ["0_ld.dcm", "1_ld.dcm", "2_ld.dcm"]

@@ -76,7 +76,7 @@ def test_label_maps_are_one_slice_volumes_in_itk_order(tmp_path):
     small = labels[:4, :6] % 5
     write_label_nifti(tmp_path / "n.nii.gz", small, np.eye(4), tmp_path / "scan.nii.gz")  # NIfTI: as stored
     out = nib.load(tmp_path / "n.nii.gz")
-    assert out.shape == (4, 6, 1) and out.get_data_dtype() == np.uint16
-    np.testing.assert_array_equal(np.asarray(out.dataobj)[:, :, 0], small)
+    assert out.shape == (4, 6) and out.get_data_dtype() == np.uint16              # the source's shape
+    np.testing.assert_array_equal(np.asarray(out.dataobj), small)
     with pytest.raises(ImageReadError, match="label maps are integer arrays"):
         write_label_nifti(tmp_path / "f.nii.gz", small.astype(np.float32), np.eye(4), CT_SMALL)
