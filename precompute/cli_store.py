@@ -54,7 +54,11 @@ def _the_store(store: str | None, masks: str | None) -> str:
 @click.option("--zip", "zip_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Zip file to write (*.zip); rat-train, info, verify and show read it directly.")
 @click.option("--nifti", "nifti_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder for the label maps as NIfTI in their source images' geometry (ITK-SNAP, Slicer).")
+              help="Folder for the label maps as NIfTI in their scans' geometry (ITK-SNAP, Slicer): one "
+                   "label volume per DICOM series and per volume, one file per other image.")
+@click.option("--per-slice", is_flag=True,
+              help="--nifti: one file per DICOM slice (a one-slice volume at its place) instead of one "
+                   "volume per series.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing zip file.")
 @click.option("--with-images", is_flag=True,
               help="Also copy the image caches a schema-1 store holds (default: label maps and dataset).")
@@ -62,12 +66,17 @@ def _the_store(store: str | None, masks: str | None) -> str:
 @click.option("--split", type=click.Choice([*SPLITS, "all"]), default=None,
               help="--nifti: only this split (default all).")
 @progress_option
-def export_cmd(store, masks, zip_file, nifti_dir, overwrite, with_images, dataset, root, index, split,
-               progress):
+def export_cmd(store, masks, zip_file, nifti_dir, per_slice, overwrite, with_images, dataset, root, index,
+               split, progress):
     """Hand STORE over as one zip file (complete label maps, the dataset's definition and index, bytes
     copied as stored), and/or write its label maps as NIfTI files with the geometry of their source
-    images, for ITK-SNAP and 3D Slicer (--nifti; needs the source images under the data root)."""
-    from rat.shared.jobs import failed, summarize
+    images, for ITK-SNAP and 3D Slicer (--nifti; needs the source images under the data root).
+
+    --nifti writes one label volume per DICOM series (<series folder>_regions.nii.gz, slices without a label
+    map at 0 and listed) and per volume, and one file per other image. A series with several orientations,
+    gantry tilt, a gap or uneven spacing is refused with one line; --per-slice writes its slices one by one.
+    """
+    from rat.shared.jobs import failed, notes, summarize
 
     if zip_file is None and nifti_dir is None:
         fail("name what to write: --zip FILE and/or --nifti DIR")
@@ -84,8 +93,11 @@ def export_cmd(store, masks, zip_file, nifti_dir, overwrite, with_images, datase
             from rat.shared.store import open_store
 
             _, entries, root = _selected(dataset, root, index, split, store=store)
-            outcomes = export_nifti(open_store(store), entries, root, nifti_dir, progress=progress)
+            outcomes = export_nifti(open_store(store), entries, root, nifti_dir, progress=progress,
+                                    per_slice=per_slice)
             click.echo(f"NIfTI into {nifti_dir}: " + summarize(outcomes, done="written", skipped="skipped"))
+            for line in notes(outcomes):
+                click.echo(line)
     exit_status(failed(outcomes))
 
 

@@ -21,7 +21,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Outcome:
-    """What became of one item: ``status`` is "done", "skipped" or "failed" (then ``reason`` is one line).
+    """What became of one item: ``status`` is "done", "skipped" or "failed" (then ``reason`` is one line
+    saying why; a "done" item may carry a one-line note there, see :func:`notes`).
 
     ``regions``: regions of a label map made; ``path``: the file written, for jobs that write files.
     """
@@ -88,6 +89,11 @@ def summarize(outcomes: Iterable[Outcome], done: str = "done",
         lines.append(line)
     lines += [f"  FAILED {o.image_id}: {o.reason}" for o in by["failed"]]
     return os.linesep.join(lines)
+
+
+def notes(outcomes: Iterable[Outcome]) -> list[str]:
+    """Lines for the notes of items done (a "done" outcome whose ``reason`` is set)."""
+    return [f"  note {o.image_id}: {o.reason}" for o in outcomes if o.status == "done" and o.reason]
 
 
 def failed(outcomes: Iterable[Outcome]) -> bool:

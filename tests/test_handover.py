@@ -223,12 +223,12 @@ def test_nifti_export_keeps_the_dicom_geometry(alice, tmp_path):
     img = nib.load(out / "ct_01.nii.gz")
     labels = st.read_labels(g, "ct_01")
     data = np.asarray(img.dataobj)
-    assert img.get_data_dtype() == np.uint16
-    np.testing.assert_array_equal(data.reshape(data.shape[:2]).T, labels)  # ITK's (column, row) order
+    assert img.get_data_dtype() == np.uint16 and img.shape == (128, 128, 1)  # a volume of one slice
+    np.testing.assert_array_equal(data[:, :, 0].T, labels)  # ITK's (column, row) order
     ds = pydicom.dcmread(root / "ct" / "lq" / "ct_01.dcm")
     ipp, iop = np.array(ds.ImagePositionPatient, float), np.array(ds.ImageOrientationPatient, float)
     dr, dc = (float(v) for v in ds.PixelSpacing)
-    for row, col in ((0, 0), (5, 17), (100, 3)):      # the DICOM standard's position of pixel (row, col)
+    for row, col in ((0, 0), (5, 17), (100, 3)):      # the standard's place of pixel (row, col), IPP included
         lps = ipp + col * dc * iop[:3] + row * dr * iop[3:]
         ras = img.affine @ np.array([col, row, 0, 1.0])
         np.testing.assert_allclose(ras[:3], lps * [-1, -1, 1], atol=1e-4)

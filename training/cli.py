@@ -269,8 +269,8 @@ def compare_cmd(models, baseline, by, split, root, csv_path, figure, resamples, 
 @click.option("--generator", type=click.Choice(GENERATOR_NAMES), default=None,
               help="Compute regions with another generator than the model was trained with (a note says so).")
 @click.option("--save-regions", is_flag=True,
-              help="Also write the label map the model saw beside each output (NIfTI for volumes and "
-                   "DICOM, PNG otherwise).")
+              help="Also write the label map the model saw beside each output: NIfTI for volumes and DICOM "
+                   "(one label volume per DICOM series, in its geometry as ITK reads it), PNG otherwise.")
 def restore_cmd(inputs, out, sam_checkpoint, generator, save_regions, **opts):
     """Restore scans and write them in their own standard formats.
 
@@ -281,7 +281,7 @@ def restore_cmd(inputs, out, sam_checkpoint, generator, save_regions, **opts):
     derived series in the same study; NIfTI a volume with the source's shape, affine and units; PNG and
     TIFF keep their bit depth. Bad inputs are reported and skipped; the exit status is 1 if any failed.
     """
-    from rat.shared.jobs import failed
+    from rat.shared.jobs import failed, notes
     from rat.training.inference.inputs import collect_scans, scans_of_entries
     from rat.training.inference.region_source import RegionSource
     from rat.training.inference.restore_scans import restore_scans
@@ -308,6 +308,8 @@ def restore_cmd(inputs, out, sam_checkpoint, generator, save_regions, **opts):
         click.echo(f"  FAILED {name}: {reason}")
     for o in bad:
         click.echo(f"  FAILED {o.image_id}: {o.reason}")
+    for line in notes(outcomes):
+        click.echo(line)
     exit_status(failed(outcomes) or bool(problems))
 
 

@@ -24,7 +24,9 @@ The entry points and the format dispatch are in :mod:`rat.shared.io.images`; the
 :mod:`rat.shared.io.raster` (PNG, JPEG, TIFF), :mod:`rat.shared.io.dicom` (files, series),
 :mod:`rat.shared.io.dicom_write` (pixel data into a template, derived series) and
 :mod:`rat.shared.io.volumes` (NIfTI reading, writing, slicing), the geometry (RAS affines of what the
-readers return) in :mod:`rat.shared.io.geometry`, the shared error and records in :mod:`rat.shared.io.base`.
+readers return; DICOM series as ITK reads them) in :mod:`rat.shared.io.geometry`, label maps as NIfTI for
+viewers (one volume per DICOM series) in :mod:`rat.shared.io.label_volumes`, the shared error and records in
+:mod:`rat.shared.io.base`.
 
 This package's ``__init__`` only gathers the public names.
 """

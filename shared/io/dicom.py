@@ -259,22 +259,28 @@ def sorted_series(directory: Path) -> tuple[list[Path], list, float | None]:
     no two slices at one position.
     """
     files = series_files(directory)
-    headers = [_dcmread(f, header_only=True) for f in files]
+    return sort_series(directory, files, [_dcmread(f, header_only=True) for f in files])
+
+
+def sort_series(name: PathLike, files: list[Path], headers: list) -> tuple[list[Path], list, float | None]:
+    """:func:`sorted_series` for given member files and their headers; errors name ``name`` (the series)
+    or the file at fault."""
     first = headers[0]
     key = ("Rows", "Columns", "SamplesPerPixel")
     ref = tuple(first.get(k) for k in key)
     for f, ds in zip(files, headers, strict=True):
         geometry = tuple(ds.get(k) for k in key)
         if geometry != ref:
-            raise ImageReadError(f, f"slice geometry {geometry} differs from {files[0].name} {ref}")
+            raise ImageReadError(name, f"{f.name}: slice geometry {geometry} differs from "
+                                       f"{files[0].name} {ref}")
     if ref[0] is None or ref[1] is None:
         raise ImageReadError(files[0], "no pixel data (no Rows/Columns)")
     if (ref[2] or 1) != 1:
-        raise ImageReadError(directory, "colour DICOM series are not supported")
+        raise ImageReadError(name, "colour DICOM series are not supported")
     series_uids = {str(ds.get("SeriesInstanceUID", "")) for ds in headers}
     if len(series_uids) > 1:
-        raise ImageReadError(directory, f"directory mixes {len(series_uids)} DICOM series")
-    order, step = _series_order(directory, files, headers)
+        raise ImageReadError(name, f"directory mixes {len(series_uids)} DICOM series")
+    order, step = _series_order(name, files, headers)
     return [files[i] for i in order], [headers[i] for i in order], step
 
 
@@ -325,7 +331,7 @@ def open_series(directory: Path) -> Source:
 
 
 def _series_order(
-    directory: Path, files: list[Path], headers: list
+    name: PathLike, files: list[Path], headers: list
 ) -> tuple[list[int], float | None]:
     """Slice order along the normal of ImageOrientationPatient (else InstanceNumber, else name).
 
@@ -343,7 +349,7 @@ def _series_order(
         if len(files) > 1 and np.any(np.isclose(steps, 0.0)):
             dup = int(np.flatnonzero(np.isclose(steps, 0.0))[0])
             a, b = files[order[dup]].name, files[order[dup + 1]].name
-            raise ImageReadError(directory, f"slices {a} and {b} share one position")
+            raise ImageReadError(name, f"slices {a} and {b} share one position")
         step = float(np.median(steps)) if len(files) > 1 else None
         return order.tolist(), step
     numbers = [ds.get("InstanceNumber") for ds in headers]

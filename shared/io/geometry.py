@@ -11,12 +11,16 @@ the volume ``(H, W, 1)``: its third column is the slice normal times the slice t
   by PixelSpacing[1], from ImagePositionPatient (the centre of the first pixel). The third column
   is normal = cross(IOP[:3], IOP[3:]) times SliceThickness, else SpacingBetweenSlices, else 1.
   Multi-frame files (frames in file order): per-frame PlanePositionSequence, else IPP plus
-  GridFrameOffsetVector (RT Dose) along the normal, else IPP plus SpacingBetweenSlices steps.
-- DICOM series directory: the first slice in ``read_volume``'s order (ascending along the normal)
-  is the origin; the third column is the step between slice positions,
-  (last - first) / (N - 1), exact also for gantry tilt. Slices must share one orientation and be
-  evenly spaced (within 5% of the step): otherwise no affine describes the volume and
-  ImageReadError says so.
+  GridFrameOffsetVector (RT Dose) along the normal, else IPP plus SpacingBetweenSlices steps; the
+  third column is (last - first) / (N - 1), evenly spaced frames within :func:`spacing_tolerance`.
+- DICOM series (a directory, or files of one series: :func:`series_affine`), as ITK (ITK-SNAP,
+  3D Slicer) reads it: slices sorted by ImagePositionPatient along the slice normal (``read_volume``'s
+  order, not file names or InstanceNumber), the first slice's position as origin, the step between
+  positions as the third column, the directions from ImageOrientationPatient and its normal. A volume
+  needs one orientation (every cosine within ORIENTATION_TOLERANCE of the first slice's), slices on
+  the normal (no gantry tilt: ITK would place them there) and even spacing (each slice within
+  :func:`spacing_tolerance` of its evenly spaced place); otherwise ImageReadError names the series
+  and says why. Series without positions: the diagonal of the reader's spacing.
 - NIfTI: nibabel's affine (sform, else qform), in mm when the header unit is metres or microns.
 - PNG, TIFF, and DICOM without ImagePositionPatient/ImageOrientationPatient: the diagonal of the
   reader's spacing (row, col[, slice]), 1 mm where unknown.
@@ -41,8 +45,19 @@ from rat.shared.io.volumes import _spatial_axis, nifti_affine
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 """DICOM patient coordinates (LPS) to NIfTI world coordinates (RAS): x and y negated."""
 
-SPACING_TOLERANCE = 0.05
-"""Largest distance of a slice from its evenly spaced place, as a fraction of the slice step."""
+ORIENTATION_TOLERANCE = 1e-4
+"""Largest difference between the direction cosines (ImageOrientationPatient) of two slices of one volume
+(1e-4: 0.05 mm across a 500 mm field of view)."""
+
+SPACING_RELATIVE = 1e-3
+SPACING_ABSOLUTE = 0.01
+"""How far (mm) a slice may lie from its evenly spaced place: SPACING_RELATIVE of the step, at least
+SPACING_ABSOLUTE (positions are decimal strings in DICOM: micrometres of rounding)."""
+
+
+def spacing_tolerance(step: float) -> float:
+    """Largest distance (mm) of a slice from its evenly spaced place, for a slice step of ``step`` mm."""
+    return max(SPACING_RELATIVE * abs(float(step)), SPACING_ABSOLUTE)
 
 
 def image_affine(path: PathLike, *, index: int | None = None, axis: int = -1) -> np.ndarray:
@@ -139,20 +154,47 @@ def _source_affine(path: Path) -> tuple[np.ndarray, tuple[int, ...], bool]:
 
 
 def _series_affine(directory: Path) -> tuple[np.ndarray, tuple[int, ...], bool]:
-    files, headers, step = sorted_series(directory)
-    first = headers[0]
-    shape = (int(first.Rows), int(first.Columns), len(files))
+    files, headers, _ = sorted_series(directory)
+    shape = (int(headers[0].Rows), int(headers[0].Columns), len(files))
+    return series_affine(directory, files, headers), shape, True
+
+
+def series_affine(name: PathLike, files: list[Path], headers: list) -> np.ndarray:
+    """RAS affine of the slices of one DICOM series stacked in the order given (that of
+    :func:`rat.shared.io.dicom.sort_series`: ascending along the slice normal) as ``(H, W, N)``, as ITK
+    reads the series (see the module doc). ``headers``: the files' data sets (pixels not needed).
+
+    Raises ImageReadError naming ``name`` (the series) and the slice at fault when no single volume lies
+    on every slice: several orientations, slices off the normal (gantry tilt), uneven spacing or gaps,
+    positions on some slices only.
+    """
     orientations = [_orientation(ds) for ds in headers]
     positions = [_position(ds) for ds in headers]
-    if any(o is None for o in orientations) or any(p is None for p in positions):
-        return _diagonal(_volume_spacing(first, step)), shape, True
-    for f, orient in zip(files, orientations, strict=True):
-        if not np.allclose(orient, orientations[0], atol=1e-4):
-            raise ImageReadError(f, f"orientation differs from {files[0].name}: no single affine")
-    affine = _lps_affine(
-        directory, orientations[0], _dicom_spacing(first), np.array(positions), _thickness(first)
-    )
-    return affine, shape, True
+    placed = [o is not None and p is not None for o, p in zip(orientations, positions, strict=True)]
+    if not any(placed):
+        return _diagonal(_volume_spacing(headers[0]))
+    if not all(placed):
+        k = placed.index(False)
+        raise ImageReadError(name, f"{files[k].name} has no ImagePositionPatient or ImageOrientationPatient "
+                                   "while other slices have: no single volume")
+    orient = orientations[0]
+    for f, other in zip(files, orientations, strict=True):
+        turn = float(np.abs(other - orient).max())
+        if turn > ORIENTATION_TOLERANCE:
+            raise ImageReadError(name, f"{f.name} is oriented otherwise than {files[0].name} "
+                                       f"(ImageOrientationPatient differs by {turn:.2g}): several "
+                                       "orientations, no single volume")
+    points = np.array(positions)
+    normal = np.cross(orient[:3], orient[3:])
+    along = (points - points[0]) @ normal
+    off = np.linalg.norm(points - points[0] - np.outer(along, normal), axis=1)
+    worst = int(np.argmax(off))
+    if len(files) > 1 and off[worst] > spacing_tolerance(along[-1] / (len(files) - 1)):
+        raise ImageReadError(name, f"{files[worst].name} lies {off[worst]:.3g} mm off the slice normal "
+                                   f"through {files[0].name} (gantry tilt): ITK would stack the slices "
+                                   "along the normal, so no volume lies on every slice")
+    return _lps_affine(name, orient, _dicom_spacing(headers[0]), points, _thickness(headers[0]),
+                       [f.name for f in files])
 
 
 def _dicom_affine(path: Path, ds, frames: int, spacing) -> np.ndarray:
@@ -177,13 +219,15 @@ def _dicom_affine(path: Path, ds, frames: int, spacing) -> np.ndarray:
 
 
 def _lps_affine(
-    path: Path,
+    path: PathLike,
     orient: np.ndarray,
     spacing: tuple[float, float] | None,
     positions: np.ndarray,
     thickness: float,
+    names: list[str] | None = None,
 ) -> np.ndarray:
-    """RAS affine from IOP (6,), (row, col) spacing and the (N, 3) LPS slice positions."""
+    """RAS affine from IOP (6,), (row, col) spacing and the (N, 3) LPS slice positions (``names``: of the
+    slices, for the error)."""
     row_dir, col_dir = orient[:3], orient[3:]
     d_row, d_col = spacing or (1.0, 1.0)
     lps = np.eye(4)
@@ -198,11 +242,16 @@ def _lps_affine(
     expected = positions[0] + np.outer(np.arange(n), step)
     off = np.linalg.norm(positions - expected, axis=1)
     worst = int(np.argmax(off))
-    if off[worst] > SPACING_TOLERANCE * np.linalg.norm(step):
+    tolerance = spacing_tolerance(np.linalg.norm(step))
+    if off[worst] > tolerance:
+        steps = np.linalg.norm(np.diff(positions, axis=0), axis=1)
+        usual = float(np.median(steps))
+        j = int(np.argmax(np.abs(steps - usual)))
+        pair = f"slices {j} and {j + 1}" if names is None else f"{names[j]} and {names[j + 1]}"
         raise ImageReadError(
             path,
-            f"slices are not evenly spaced (slice {worst} lies {off[worst]:.3g} mm off a step "
-            f"of {np.linalg.norm(step):.3g} mm): no single affine describes them",
+            f"slices are not evenly spaced ({pair} lie {steps[j]:.4g} mm apart, the median step is "
+            f"{usual:.4g} mm, tolerance {tolerance:.2g} mm: a gap or uneven spacing): no single volume",
         )
     lps[:3, 2] = step
     return LPS_TO_RAS @ lps

@@ -9,7 +9,13 @@
 - PNG/TIFF: the source's bit depth and channels.
 
 With ``save_regions`` the label map the model saw is written beside each output: NIfTI for volumes and DICOM
-(in the source geometry), 16-bit PNG otherwise. A scan that fails is reported and the others go on.
+(:mod:`rat.shared.io.label_volumes`: in the geometry ITK reads the source in), 16-bit PNG otherwise. The
+restored files of a DICOM series that is one volume (its files at two or more places) get one label volume of
+the whole source series, ``<PatientID>_<source folder>_regions.nii.gz`` in the derived series' folder: its
+slices that were not restored are 0 and listed in a note; a series with several orientations, gantry tilt, a
+gap or uneven spacing is refused with one line (the restored series is written). Other DICOM files get one
+``<name>_regions.nii.gz`` each, a one-slice volume at the slice's place. A scan that fails is reported and
+the others go on.
 """
 
 from __future__ import annotations
@@ -27,13 +33,13 @@ from rat.shared.io import (
     image_affine,
     read_image,
     read_volume,
-    to_itk_order,
     volume_affine,
     write_derived_series,
     write_image,
     write_nifti,
 )
 from rat.shared.io.dicom import dicom_slice_files
+from rat.shared.io.label_volumes import safe_stem, series_of, series_stack, write_label_nifti
 from rat.shared.jobs import Outcome, Reporter
 from rat.training.inference.inputs import Scan
 from rat.training.inference.region_source import RegionSource
@@ -54,12 +60,6 @@ def regions_path(target: Path) -> Path:
     name = target.name.lower()
     nifti = name.endswith((".nii", ".nii.gz", ".dcm", ".dicom", ".ima")) or target.suffix == ""
     return target.with_name(f"{stem}_regions.nii.gz" if nifti else f"{stem}_regions.png")
-
-
-def _write_regions_nifti(path: Path, labels: np.ndarray, source: Path, affine: np.ndarray) -> None:
-    if not source.name.lower().endswith((".nii", ".nii.gz")):  # ITK reads DICOM and rasters (col, row)
-        labels, affine = to_itk_order(labels, affine)
-    write_nifti(path, labels.astype(np.uint32), affine)
 
 
 def _restore_image(scan: Scan, restorer: Restorer, regions: RegionSource
@@ -128,8 +128,7 @@ def restore_scans(restorer: Restorer, scans: Iterable[Scan], regions: RegionSour
                         like = scan.path if fmt == "nifti" else None
                         write_nifti(target, restored, volume_affine(scan.path), like=like)
                     if save_regions:
-                        affine = volume_affine(scan.path)
-                        _write_regions_nifti(regions_path(target), labels, scan.path, affine)
+                        write_label_nifti(regions_path(target), labels, volume_affine(scan.path), scan.path)
                 outcomes[i] = reporter.add(Outcome(scan.name, "done", path=str(target)))
             except _ERRORS as err:
                 outcomes[i] = reporter.add(Outcome(scan.name, "failed", one_line(err)))
@@ -150,12 +149,52 @@ def _write_series(out_dir: Path, parent: str, members: list, restorer: Restorer,
     try:
         written = write_derived_series(folder, [m[1].path for m in members], [m[2] for m in members],
                                        description=restorer.description, derivation=restorer.derivation)
-        if save_regions:
-            for (_, scan, _, labels), path in zip(members, written, strict=True):
-                _write_regions_nifti(regions_path(path), labels, scan.path, image_affine(scan.path))
     except _ERRORS as err:
         for i, scan, _, _ in members:
             outcomes[i] = reporter.add(Outcome(scan.name, "failed", one_line(err)))
         return
-    for (i, scan, _, _), path in zip(members, written, strict=True):
-        outcomes[i] = reporter.add(Outcome(scan.name, "done", path=str(path)))
+    note = ""
+    if save_regions:
+        try:
+            note = _write_series_regions(members, written)
+        except _ERRORS as err:
+            for i, scan, _, _ in members:
+                reason = f"regions not written (the restored series is): {one_line(err)}"
+                outcomes[i] = reporter.add(Outcome(scan.name, "failed", reason))
+            return
+    for k, ((i, scan, _, _), path) in enumerate(zip(members, written, strict=True)):
+        outcomes[i] = reporter.add(Outcome(scan.name, "done", note if k == 0 else "", path=str(path)))
+
+
+def _write_series_regions(members: list, written: list[Path]) -> str:
+    """The label maps of restored files of one DICOM series: one volume of the whole source series (the files
+    of one source folder) when it is one (see the module doc), else one file each. Returns a note on the
+    volumes written and their slices left at 0, or ""."""
+    by_folder: dict[Path, list] = defaultdict(list)
+    for member, path in zip(members, written, strict=True):
+        by_folder[member[1].path.parent].append((member, path))
+    notes = []
+    for pairs in by_folder.values():
+        source = series_of(pairs[0][0][1].path)
+        stack = None if source is None else series_stack(source, source.folder)
+        if stack is None:
+            for (_, scan, _, labels), path in pairs:
+                write_label_nifti(regions_path(path), labels, image_affine(scan.path), scan.path)
+            continue
+        restored = {m[1].path.resolve(): m[3] for m, _ in pairs}
+        volume = np.zeros(stack.shape, dtype=np.uint32)
+        missing = []
+        for k, f in enumerate(stack.files):
+            if f.resolve() in restored:
+                volume[:, :, k] = restored[f.resolve()]
+            else:
+                missing.append(f.name)
+        patient = str(source.headers[0].get("PatientID", "") or "")
+        name = safe_stem(f"{patient}_{source.folder.name}") or "series"
+        target = pairs[0][1].parent / f"{name}_regions.nii.gz"
+        write_label_nifti(target, volume, stack.affine, stack.files[0])
+        notes.append(f"regions of the series in {target}")
+        if missing:
+            notes[-1] += (f"; slices not restored (0 in the volume), {len(missing)} of {len(stack.files)}: "
+                          + ", ".join(missing))
+    return "; ".join(notes)

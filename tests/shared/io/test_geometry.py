@@ -118,18 +118,17 @@ def test_dicom_without_patient_geometry_is_diagonal(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("orient", "step", "tilt"),
+    ("orient", "step"),
     [
-        ([1, 0, 0, 0, 1, 0], 2.5, (0, 0, 0)),  # axial
-        (_oblique(0.4, -0.7), -3.0, (0, 0, 0)),  # oblique, written top to bottom
-        ([1, 0, 0, 0, 1, 0], 1.25, (0, 0.4, 0)),  # gantry tilt: positions sheared along y
+        ([1, 0, 0, 0, 1, 0], 2.5),  # axial
+        (_oblique(0.4, -0.7), -3.0),  # oblique, written top to bottom
     ],
 )
-def test_series_affine_matches_each_slice_position(tmp_path, orient, step, tilt):
+def test_series_affine_matches_each_slice_position(tmp_path, orient, step):
     iop = np.array(orient, dtype=float)
     normal = np.cross(iop[:3], iop[3:])
     k = np.arange(5)[:, None]
-    positions = np.array([-100.0, 20.5, 33.0]) + k * (step * normal + np.array(tilt))
+    positions = np.array([-100.0, 20.5, 33.0]) + k * step * normal
     files = _write_series(tmp_path / "series", positions, orient)
     order = np.argsort(positions @ normal)  # our convention: ascending along the normal
     affine = volume_affine(tmp_path / "series")
@@ -158,8 +157,49 @@ def test_one_file_series_and_uneven_or_mixed_series(tmp_path):
     ds = pydicom.dcmread(files[1])
     ds.ImageOrientationPatient = _oblique(0.0, 0.2)
     ds.save_as(files[1])
-    with pytest.raises(ImageReadError, match=rf"{files[1].name}: orientation differs"):
+    with pytest.raises(ImageReadError, match=rf"turned: {files[1].name} is oriented otherwise than .*several "
+                                             "orientations"):
         volume_affine(tmp_path / "turned")
+
+
+def test_series_tolerances_and_gantry_tilt(tmp_path):
+    """Even spacing within max(1e-3 of the step, 0.01 mm); slices off the normal (gantry tilt) are refused:
+    ITK stacks series along the normal, so no NIfTI lies on both ITK's reading and the true positions."""
+    z = np.array([0.0, 2.5, 5.0, 7.5])
+    jitter = np.array([0, 0.008, -0.006, 0])  # DICOM decimal rounding: accepted
+    _write_series(tmp_path / "rounded", np.stack([0 * z, 0 * z, z + jitter], 1), [1, 0, 0, 0, 1, 0])
+    np.testing.assert_allclose(volume_affine(tmp_path / "rounded")[:3, 2], [0, 0, 2.5])
+    uneven = np.stack([0 * z, 0 * z, z + [0, 0, 0.02, 0]], 1)  # 0.02 mm: more than 0.01 mm and 1e-3 * 2.5
+    _write_series(tmp_path / "uneven", uneven, [1, 0, 0, 0, 1, 0])
+    with pytest.raises(ImageReadError, match=r"uneven: slices are not evenly spaced \(im0\.dcm and im7\.dcm "
+                                             r"lie 2\.52 mm apart, the median step is 2\.5 mm"):
+        volume_affine(tmp_path / "uneven")
+    _write_series(tmp_path / "tilt", np.stack([0 * z, 0.4 * z, z], 1), [1, 0, 0, 0, 1, 0])
+    with pytest.raises(ImageReadError, match=r"tilt: im\d\.dcm lies .* mm off the slice normal .*tilt"):
+        volume_affine(tmp_path / "tilt")
+
+
+def test_series_geometry_is_what_itk_reads(tmp_path):
+    """An independent reader: ITK (SimpleITK's GDCM series reader) opens the series; the NIfTI affine of
+    our array in ITK's (column, row) order is ITK's origin, spacing and direction (LPS -> RAS)."""
+    sitk = pytest.importorskip("SimpleITK")
+    orient = _oblique(0.3, 0.2)
+    iop = np.array(orient)
+    normal = np.cross(iop[:3], iop[3:])
+    positions = np.array([5.0, -7.0, 12.0]) + np.arange(4)[:, None] * -2.0 * normal
+    _write_series(tmp_path / "s", positions, orient)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(tmp_path / "s")))
+    image = reader.Execute()
+    volume, _ = read_volume(tmp_path / "s")
+    array, affine = to_itk_order(volume, volume_affine(tmp_path / "s"))
+    assert image.GetSize() == array.shape
+    lps = np.diag([-1.0, -1.0, 1.0]) @ affine[:3]
+    np.testing.assert_allclose(lps[:, 3], image.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(lps[:, :3], axis=0), image.GetSpacing(), atol=1e-4)
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    np.testing.assert_allclose(lps[:, :3] / np.linalg.norm(lps[:, :3], axis=0), direction, atol=1e-4)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image).transpose(2, 1, 0), array)
 
 
 def test_multiframe_positions_from_grid_offsets_and_functional_groups(tmp_path):

@@ -71,8 +71,9 @@ def superpixels(image: np.ndarray, group=CT) -> np.ndarray:
     return SuperpixelGenerator()(render_for_sam(image, Window(w.kind, w.low, w.high)))
 
 
-def series_folder(sample_root: Path, folder: Path, n: int = 3) -> list[Path]:
-    """A real DICOM series: the sample's LQ CT slices stacked 5 mm apart, one SeriesInstanceUID."""
+def series_folder(sample_root: Path, folder: Path, n: int = 3, z: list[float] | None = None) -> list[Path]:
+    """A real DICOM series: the sample's LQ CT slices stacked 5 mm apart (or at ``z``), one
+    SeriesInstanceUID."""
     folder.mkdir(parents=True)
     uid = pydicom.uid.generate_uid(entropy_srcs=["test series"])
     files = []
@@ -81,8 +82,9 @@ def series_folder(sample_root: Path, folder: Path, n: int = 3) -> list[Path]:
         ds.SeriesInstanceUID = uid
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid(
             entropy_srcs=["test slice", str(k)])
-        ds.ImagePositionPatient = [-158.135803, -179.035797, -75.7 + 5.0 * k]
-        ds.SliceLocation, ds.InstanceNumber = -75.7 + 5.0 * k, k + 1
+        place = -75.7 + 5.0 * k if z is None else z[k]
+        ds.ImagePositionPatient = [-158.135803, -179.035797, place]
+        ds.SliceLocation, ds.InstanceNumber = place, k + 1
         files.append(folder / f"slice{k}.dcm")
         ds.save_as(files[-1])
     return files
@@ -136,6 +138,60 @@ def test_a_dicom_series_folder_and_a_validator(ct_model, sample_root, tmp_path):
         return sum(line.startswith("Error") for line in (done.stdout + done.stderr).splitlines())
 
     assert errors(outs[0]) <= errors(files[0])
+
+
+def dicom_world(ds, row: float, col: float) -> np.ndarray:
+    """DICOM PS3.3 C.7.6.2.1.1: pixel (row, col) at IPP + col * dc * X + row * dr * Y (LPS), in RAS."""
+    ipp = np.array([float(v) for v in ds.ImagePositionPatient])
+    iop = np.array([float(v) for v in ds.ImageOrientationPatient])
+    dr, dc = (float(v) for v in ds.PixelSpacing)
+    return (ipp + col * dc * iop[:3] + row * dr * iop[3:]) * [-1, -1, 1]
+
+
+def test_regions_of_a_series_are_one_volume_in_its_geometry(ct_model, sample_root, tmp_path):
+    """Restored files of one series, and the series folder: one label volume of the whole source series in
+    the geometry ITK reads the series in; slices not restored are 0 and listed; a gap is refused."""
+    files = series_folder(sample_root, tmp_path / "in" / "series", 4, z=[10.0, 0.0, 15.0, 5.0])
+    chosen = [files[k] for k in (0, 1, 3)]              # the slice at z = 15 is not restored
+    code, text = run("restore", "--checkpoint", ct_model, "--out", tmp_path / "out", *chosen,
+                     "--save-regions", "--no-progress")
+    assert code == 0 and "3 restored" in text, text
+    path = tmp_path / "out" / "1CT1_series_regions.nii.gz"   # <PatientID>_<source folder>
+    note = f"regions of the series in {path}; slices not restored (0 in the volume), 1 of 4: slice2.dcm"
+    assert f"  note slice0.dcm: {note}" in text.splitlines()
+    assert not list((tmp_path / "out").glob("slice*_regions.nii.gz"))
+    img = nib.load(path)
+    data = np.asarray(img.dataobj)
+    assert img.shape == (128, 128, 4)
+    for k, f in enumerate(sorted(files, key=lambda f: float(pydicom.dcmread(f).ImagePositionPatient[2]))):
+        ds = pydicom.dcmread(f)
+        for row, col in ((0, 0), (7, 90), (127, 127)):       # ITK's (column, row) voxel order
+            np.testing.assert_allclose((img.affine @ [col, row, k, 1])[:3], dicom_world(ds, row, col),
+                                       atol=1e-4)
+        want = superpixels(read_image(f)[0]) if f in chosen else np.zeros((128, 128))
+        np.testing.assert_array_equal(data[:, :, k].T, want)
+    code, text = run("restore", "--checkpoint", ct_model, "--out", tmp_path / "out2",
+                     tmp_path / "in" / "series", "--save-regions", "--no-progress")
+    assert code == 0, text
+    whole = nib.load(tmp_path / "out2" / "series_regions.nii.gz")
+    np.testing.assert_allclose(whole.affine, img.affine, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(whole.dataobj)[:, :, :3], data[:, :, :3])  # z 0, 5, 10
+    sitk = pytest.importorskip("SimpleITK")
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(tmp_path / "in" / "series")))
+    scan, labels = reader.Execute(), sitk.ReadImage(str(path))
+    assert labels.GetSize() == scan.GetSize()
+    for a, b in ((labels.GetOrigin(), scan.GetOrigin()), (labels.GetSpacing(), scan.GetSpacing()),
+                 (labels.GetDirection(), scan.GetDirection())):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    ds = pydicom.dcmread(files[2])
+    ds.ImagePositionPatient = [-158.135803, -179.035797, 25.0]  # a gap: 0, 5, 10, 25
+    ds.save_as(files[2])
+    code, text = run("restore", "--checkpoint", ct_model, "--out", tmp_path / "out3", *chosen,
+                     "--save-regions", "--no-progress")
+    assert code == 1, text
+    assert "  FAILED slice0.dcm: regions not written (the restored series is): " in text
+    assert "series: slices are not evenly spaced (slice0.dcm and slice2.dcm lie 15 mm apart" in text
 
 
 def test_regions_from_a_store_holding_the_same_bytes(ct_model, sample_store, sample_root, tmp_path):
