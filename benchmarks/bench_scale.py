@@ -8,7 +8,8 @@ per N into a temporary folder, indexed and given a superpixel label store by thi
 timed as a user runs it, as a fresh command-line process (interpreter and imports included), warm (the index,
 the file-hash cache and the image cache filled by an untimed first run):
 
-- ``masks``: a fresh store, the superpixel generator (64 x 64 images: the cost outside the generator shows);
+- ``masks``: a fresh store, the superpixel generator (64 x 64 images: the cost outside the generator shows;
+  the generator alone is timed in-process and printed, for the difference);
 - ``rerun``: ``masks`` again on the complete store (everything skipped);
 - ``info``, ``verify``, ``export`` (``--zip``), ``merge`` (two halves into one store);
 - ``train``: ``rat-train`` to its first step (one step of the smallest model, no validation), and
@@ -58,6 +59,21 @@ split = { rule = "seeded", unit = "id", test_fraction = 0.1, seed = 0 }
 """
 TRAIN = ["--model", "rat-small", "--width", "8", "--patch-size", "64", "--batch-size", "1", "--iters", "1",
          "--workers", "0", "--log-every", "1", "--eval-every", "1", "--save-every", "1", "--no-progress"]
+
+
+def generator_ms(root: Path, n: int) -> float:
+    """Milliseconds per image of the superpixel generator alone (its input rendered as `masks` renders it),
+    timed in this process on up to 500 of the images: what `masks` spends outside it is the rest."""
+    from rat.shared.datasets import Window
+    from rat.shared.regions.superpixels import SuperpixelGenerator
+    from rat.shared.regions.window import render_for_sam
+
+    generator, window = SuperpixelGenerator(), Window("none")
+    images = [np.asarray(Image.open(root / "lq" / f"img{i:06d}.png"), np.float32) for i in range(min(n, 500))]
+    start = time.perf_counter()
+    for image in images:
+        generator(render_for_sam(image, window))
+    return 1000 * (time.perf_counter() - start) / len(images)
 
 
 def make_dataset(root: Path, n: int) -> None:
@@ -209,7 +225,9 @@ def main() -> None:
             me.run(*made, "--masks", at("store.zarr"))
             for i in (0, 1):
                 me.run(*made, "--masks", at(f"half{i}.zarr"), "--shard", f"{i}/2")
-            print(f"N = {n}: dataset, index and stores made in {time.perf_counter() - t0:.0f} s", flush=True)
+            made_in = time.perf_counter() - t0
+            print(f"N = {n}: dataset, index and stores made in {made_in:.0f} s; the superpixel generator "
+                  f"alone takes {generator_ms(root, n):.2f} ms/image", flush=True)
             for c in contenders:  # warm: the file-hash cache and the image cache of each contender
                 measure(c, "val" if "val" in args.steps else "train", at, root, definition, n)
             for step in args.steps:
