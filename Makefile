@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.rat-installed
 DEMO_DIR ?= demo_out
 
-.PHONY: test demo bench lint clean-demo
+.PHONY: test demo bench gpu-check lint clean-demo
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -24,6 +24,11 @@ test: lint
 
 bench: $(STAMP)
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+# Every CUDA path once (GPU tests, bench_gpu, 200 bf16 training steps, SAM ViT-B masks), at most 8 minutes on
+# one GPU; exit status 3 without CUDA (nothing checked), 1 when a step failed.
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py
 
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" DEMO_DIR="$(DEMO_DIR)" bash .ci/demo.sh

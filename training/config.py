@@ -91,6 +91,9 @@ class TrainConfig:
     device: str = _setting("auto", "auto, cpu or cuda.")
     workers: int | None = _setting(None, "DataLoader worker processes per process (default: up to 4, no more "
                                          "than the process's share of the cores).")
+    dist_timeout: float = _setting(120.0, "Under torchrun: minutes a rank waits for the others in a "
+                                          "collective before it fails (a rank that hangs, a machine lost; "
+                                          "when a rank dies, torchrun stops the others at once).")
     # logging, validation, checkpoints
     log_every: int = _setting(50, "Log the mean training loss every N steps.")
     eval_every: int = _setting(1000, "Validate on whole images every N steps (and keep the best checkpoint).")
@@ -112,7 +115,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "precision": PRECISIONS, "device": DEVICES, "metrics_format": METRICS_FORMATS, "val_split": VAL_SPLITS,
 }
 #: Settings that may differ when a run is resumed (they do not change what is computed).
-RUNTIME_KEYS = frozenset({"masks", "root", "index", "out", "device", "workers", "log_every", "eval_every",
+RUNTIME_KEYS = frozenset({"masks", "root", "index", "out", "device", "workers", "dist_timeout", "log_every",
+                          "eval_every",
                           "save_every", "val_limit", "tile", "overlap", "progress", "resume", "backend",
                           "metrics_format", "stop_at", "cache", "no_cache", "memory"})
 #: Settings of one session only, never taken over from the run being resumed.
@@ -137,6 +141,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             raise ParamError(key, f"must be >= 1, got {getattr(cfg, key)}")
     if not 0 <= cfg.overlap < cfg.tile:
         raise ParamError("overlap", f"must be in 0..tile-1, got {cfg.overlap}")
+    if cfg.dist_timeout <= 0:
+        raise ParamError("dist_timeout", f"must be > 0 minutes, got {cfg.dist_timeout}")
     for key in ("workers", "grad_clip"):
         if getattr(cfg, key) is not None and getattr(cfg, key) < 0:
             raise ParamError(key, f"must be >= 0, got {getattr(cfg, key)}")

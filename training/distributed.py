@@ -1,5 +1,16 @@
 """Where a process runs: its rank and device; under torchrun, the process group (NCCL on CUDA, gloo on
-CPU)."""
+CPU).
+
+torchrun restarts every worker of a job when one fails (``--max-restarts``). Its agent keeps one key-value
+store for all attempts (``TORCHELASTIC_USE_AGENT_STORE``), so the keys an attempt's process group leaves
+there (the ranks' addresses) are still there when the next attempt starts: a process group made the usual
+way (``env://``) may connect to the dead ranks of the previous attempt and wait for them until its timeout
+(PyTorch issue 135712; seen with torch 2.14). The process group is therefore made on that store under a
+prefix of its own per attempt (``TORCHELASTIC_RESTART_COUNT``). That count is the agent's: every rank of one
+machine agrees on it, but agents of several machines may count differently, so multi-node jobs should give
+each attempt a store of its own (``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` for torchrun; the README's SLURM
+recipe does so).
+"""
 
 from __future__ import annotations
 
@@ -27,8 +38,11 @@ class Runtime:
         return self.rank == 0
 
 
-def setup(device: str = "auto") -> Runtime:
-    """Pick the device; under torchrun (WORLD_SIZE > 1) join the process group (NCCL/gloo)."""
+def setup(device: str, timeout_min: float) -> Runtime:
+    """Pick the device; under torchrun (WORLD_SIZE > 1) join the process group (NCCL/gloo), whose
+    collectives wait ``timeout_min`` minutes for every rank before they fail (the trainer passes
+    ``TrainConfig.dist_timeout``). Ranks that die do not make the others wait that long: torchrun stops
+    them all at once; the timeout is for ranks that hang, and machines lost without a word."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     cuda = pick_device(device) == "cuda"
@@ -39,9 +53,23 @@ def setup(device: str = "auto") -> Runtime:
     else:
         dev = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
-        # validation of big test sets runs between collectives: allow it time
-        dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(hours=2))
+        backend, timeout = "nccl" if cuda else "gloo", datetime.timedelta(minutes=timeout_min)
+        store = attempt_store(timeout)
+        if store is None:
+            dist.init_process_group(backend, timeout=timeout)
+        else:
+            dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
     return Runtime(rank, world, dev)
+
+
+def attempt_store(timeout: datetime.timedelta) -> dist.Store | None:
+    """The torchrun agent's store under a prefix of this attempt, when the agent keeps one store for all
+    attempts; else None (``env://`` makes the store)."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    agent = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                          timeout=timeout)
+    return dist.PrefixStore(f"rat/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", agent)
 
 
 def teardown() -> None:

@@ -7,6 +7,11 @@
 (once). A run folder holds ``last.pt`` (every ``save_every`` steps and at the end), ``best.pt`` (best
 validation PSNR), ``config.json``, the metrics log and ``curves.png``. What a checkpoint holds:
 :meth:`Run.state` and :mod:`rat.training.checkpoint`.
+
+A run survives being killed at any moment (a rank that dies under ``torchrun --max-restarts``, a job at its
+wall time): files are replaced atomically (written as ``.<name>.<pid>.tmp``, then renamed), so ``--resume``
+finds the last complete ``last.pt``; the temporary files of killed writers are never read, and are removed
+when the run starts again (:meth:`Run.remove_leftovers`).
 """
 
 from __future__ import annotations
@@ -70,6 +75,14 @@ class Run:
         progress = Progress(saved["step"], saved["samples"], saved["best_psnr"], saved["val"] or None,
                             (saved.get("selection") or {}).get("step"))
         return cls(cfg, saved, progress)
+
+    def remove_leftovers(self) -> list[Path]:
+        """Delete the temporary files (``.<name>.<pid>.tmp``) that processes killed while writing left in the
+        run folder; returns them. Only while no process of the run writes (rank 0, before its first write)."""
+        leftovers = sorted(p for p in self.out.glob(".*.tmp") if p.is_file())
+        for p in leftovers:
+            p.unlink(missing_ok=True)
+        return leftovers
 
     def write_config(self) -> None:
         """``config.json``: the settings of this session, for people."""

@@ -11,6 +11,11 @@ The run folder, its settings and its checkpoints are :class:`rat.training.run.Ru
 
 Under ``torchrun`` (WORLD_SIZE > 1) the model is wrapped in DistributedDataParallel (NCCL on
 CUDA, gloo on CPU); rank 0 writes logs and checkpoints, validation is shared out over the ranks.
+With ``torchrun --max-restarts N ... --resume`` a run survives dying ranks: torchrun stops the
+other ranks and starts them all again, and each continues from the newest ``last.pt`` (a fresh
+run while there is none). Every rank reads ``last.pt`` before joining the process group, and rank
+0 writes a newer one only after a step that needs all of them, so all read the same file; they
+check that they did.
 """
 
 from __future__ import annotations
@@ -157,7 +162,7 @@ def train(settings: Mapping[str, Any] | Run) -> dict[str, Any]:
     the store) before the first step when the set-up is wrong.
     """
     run = settings if isinstance(settings, Run) else Run.open(settings)
-    rt = setup(run.cfg.device)
+    rt = setup(run.cfg.device, run.cfg.dist_timeout)
     try:
         return _train(run, rt)
     finally:
@@ -166,6 +171,11 @@ def train(settings: Mapping[str, Any] | Run) -> dict[str, Any]:
 
 def _train(run: Run, rt: Runtime) -> dict[str, Any]:
     cfg, progress = run.cfg, run.progress
+    starts = gather(rt, [progress.step])
+    if len(set(starts)) > 1:
+        raise TrainError(f"{run.out}: the processes continue from different checkpoints (steps "
+                         f"{', '.join(map(str, starts))} by rank): --out must be one folder that every node "
+                         "sees")
     if cfg.val_split == "test":
         say(rt, "warning: validating on the test split: best.pt is chosen on the images the results are "
             "reported on, so its test scores are biased upwards (the authors' practice; default: val). The "
@@ -186,6 +196,7 @@ def _train(run: Run, rt: Runtime) -> dict[str, Any]:
     amp = torch.bfloat16 if bf16 else None
     log, history = None, []
     if rt.main:
+        run.remove_leftovers()
         run.write_config()
         log = MetricsLog(run.out, cfg.metrics_format)
         history = log.truncate(progress.step)

@@ -1,5 +1,7 @@
 """Run folders (rat.training.run): settings made and checked once, last.pt read once, resume rules."""
 
+import json
+
 import pytest
 from helpers import TINY_RUN
 
@@ -46,3 +48,21 @@ def test_resume_refuses_other_settings_and_a_fresh_run_a_used_folder(sample_stor
     assert run.progress.step == 1 and run.cfg.val_limit == 2 and run.resumed["step"] == 1
     fresh = Run.open(settings(sample_store, sample_root, tmp_path / "new", iters=2))
     assert fresh.resumed is None and fresh.progress.step == 0
+
+
+def test_a_run_killed_while_writing_resumes_from_its_last_complete_files(sample_store, sample_root, tmp_path):
+    """What a process killed mid-write leaves (a temporary checkpoint, a torn metrics line) is never read,
+    and is cleared when the run starts again; `resume` without last.pt starts a fresh run."""
+    out = tmp_path / "r"
+    fresh = Run.open(settings(sample_store, sample_root, out, iters=3, resume=True))
+    assert fresh.resumed is None and fresh.progress.step == 0
+    train(settings(sample_store, sample_root, out, iters=3, stop_at=2, resume=True))
+    (out / f".{LAST}.4242.tmp").write_bytes(b"half a checkpoint")  # rank 0 killed in torch.save
+    with open(out / "metrics.jsonl", "a") as fh:                   # ... or in the middle of a line
+        fh.write('{"step": 3, "kind": "tr')
+    run = Run.open(settings(sample_store, sample_root, out, iters=3, resume=True))
+    assert run.progress.step == 2
+    summary = train(run)
+    assert summary["step"] == 3 and sorted(p.name for p in out.iterdir() if p.name.endswith(".tmp")) == []
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3]

@@ -20,11 +20,14 @@ from rat.shared.index.build import build_index
 from rat.shared.io import read_image, write_image
 from rat.shared.regions import build_generator
 from rat.shared.store import StoreError
+from rat.training import trainer
 from rat.training.checkpoint import load_checkpoint, model_from_checkpoint
 from rat.training.cli import main
 from rat.training.config import TrainError
+from rat.training.distributed import Runtime
 from rat.training.inference.model_folder import export_model
 from rat.training.model.network import build_model
+from rat.training.run import Run
 from rat.training.trainer import lr_at, train
 
 TINY = TINY_RUN
@@ -261,3 +264,15 @@ def test_best_pt_is_chosen_on_validation(store, sample_root, tmp_path):
     assert ck["step"] == best["step"] == ck["selection"]["step"] and ck["selection"]["split"] == "val"
     assert ck["best_psnr"] == pytest.approx(best["psnr"])
     assert load_checkpoint(out / "last.pt")["selection"]["step"] == best["step"]
+
+
+def test_ranks_that_would_continue_from_different_checkpoints_stop_at_once(store, sample_root, tmp_path,
+                                                                          monkeypatch):
+    """Under torchrun every rank reads last.pt itself: ranks whose --out differ (a folder local to each node)
+    would train on from different steps; all of them refuse, before the first step."""
+    monkeypatch.setattr(trainer, "gather", lambda rt, items: [0, *items])   # rank 0 found no last.pt
+    train(cfg(store, sample_root, tmp_path / "r", iters=2, stop_at=1))
+    run = Run.open(cfg(store, sample_root, tmp_path / "r", iters=2, resume=True))
+    with pytest.raises(TrainError, match=r"continue from different checkpoints \(steps 0, 1 by rank\): --out "
+                                         "must be one folder that every node sees"):
+        trainer._train(run, Runtime(1, 2, torch.device("cpu")))

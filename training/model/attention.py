@@ -17,7 +17,12 @@ Backends for region attention, all exact and differentiable (plans: :mod:`rat.tr
 - ``flex``: FlexAttention over the tokens of the whole batch sorted by (image, region), with a
   block table of the (query block, key block) pairs that share a region; compiled once for all
   shapes (:mod:`rat.training.model.flex`; fused kernels on CUDA, forward only on CPU).
-- ``auto``: ``flex`` on CUDA where FlexAttention is available, else ``sparse``.
+- ``auto``: ``flex`` on CUDA where FlexAttention is available and passes its check on the device,
+  else ``sparse`` (:func:`resolve_backend`). The check runs once per process, device, head size and
+  precision, at the first use: flex and sparse compute a small problem, and their outputs and
+  gradients must agree. If flex fails to compile or run (its CUDA kernels need heads of at least
+  16 channels, for one), or disagrees, ``auto`` uses ``sparse`` (the same results, slower) and
+  says so in one warning line (logger ``rat.training.model.attention``).
 
 The kernels take token rows (T, 3, heads, d): the Q/K/V projection of a channels-last feature
 map read as one row per token, without a copy.
@@ -25,17 +30,27 @@ map read as one row per token, without a copy.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rat.training.choices import ATTENTIONS
-from rat.training.model.attention_plan import DensePlan, SparsePlan
+from rat.shared.errors import one_line
+from rat.training.choices import ATTENTIONS, BACKENDS
+from rat.training.model import flex
+from rat.training.model.attention_plan import DensePlan, SparsePlan, plan_region_attention
 from rat.training.model.flex import FlexPlan, flex_rows
 from rat.training.model.memory import kept
 from rat.training.model.nafblock import folded
 
 RegionPlan = DensePlan | SparsePlan | FlexPlan
+log = logging.getLogger(__name__)
+#: What ``auto`` chose per (device, head size, precision) in this process (:func:`auto_backend`).
+_AUTO: dict[tuple[str, int, torch.dtype], str] = {}
+#: Largest difference allowed by :func:`check_backend`, relative to the reference's largest value: float32,
+#: and 16-bit inputs (against a float32 reference; bf16 kernels differ from it by about 0.5 %).
+CHECK_TOL = {torch.float32: 1e-3, torch.bfloat16: 3e-2, torch.float16: 3e-2}
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -90,6 +105,81 @@ def _global_rows(rows: Tensor, scale: float, batch: int) -> Tensor:
     t, _, h, d = rows.shape
     q, k, v = (x.transpose(1, 2) for x in rows.view(batch, t // batch, 3, h, d).unbind(2))
     return F.scaled_dot_product_attention(q, k, v, scale=scale).transpose(1, 2).reshape(t, h * d)
+
+
+# ----------------------------------------------------------------------------- choosing the kernel
+
+
+def resolve_backend(backend: str, device: torch.device, head_dim: int) -> str:
+    """The backend that computes region attention with heads of ``head_dim`` channels on ``device``:
+    ``auto`` -> ``flex`` on CUDA where FlexAttention imports and passes its check there
+    (:func:`auto_backend`), else ``sparse``; any other name as it is (ValueError for unknown names)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown attention backend {backend!r}; choose one of {BACKENDS}")
+    if backend != "auto":
+        return backend
+    if device.type != "cuda" or not flex.available():
+        return "sparse"
+    return auto_backend(device, head_dim)
+
+
+def auto_backend(device: torch.device, head_dim: int, candidate: str = "flex",
+                 fallback: str = "sparse") -> str:
+    """``candidate`` if it passes :func:`check_backend` against ``fallback`` on ``device``, else ``fallback``
+    with one warning line saying why. Decided once per process, device, head size and precision (the
+    autocast dtype at the first use on the device, else float32) and remembered."""
+    dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else torch.float32
+    key = (str(device), head_dim, dtype)
+    if key not in _AUTO:
+        problem = check_backend(device, head_dim, candidate, fallback, dtype)
+        if problem is not None:
+            log.warning(f"region attention on {device} ({str(dtype).removeprefix('torch.')}, heads of "
+                        f"{head_dim}): {candidate} {problem}; using {fallback} instead (the same results, "
+                        "slower)")
+        _AUTO[key] = candidate if problem is None else fallback
+    return _AUTO[key]
+
+
+def check_backend(device: torch.device, head_dim: int, backend: str = "flex", reference: str = "sparse",
+                  dtype: torch.dtype = torch.float32, grad: bool | None = None) -> str | None:
+    """Why ``backend`` cannot stand in for ``reference`` on ``device``, or None when it can.
+
+    Both compute the region attention of one small problem (2 images of 12 x 40 tokens, 2 heads of
+    ``head_dim`` channels, 23 regions of 20 to 240 tokens, some across 128-token blocks) from the same
+    inputs, rounded to ``dtype``: ``backend`` in ``dtype``, ``reference`` in float32. Their outputs and,
+    with ``grad`` (default: where ``backend`` has a backward pass), the gradients of q, k and v under one
+    upstream gradient must be finite and agree within :data:`CHECK_TOL` of the reference's largest value.
+    A failure to compile or run is a reason too. Runs with gradients on, outside autocast and inference
+    mode, whatever the caller's.
+    """
+    grad = (backend != "flex" or flex.trains_on(device)) if grad is None else grad
+    results = []
+    with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device.type, enabled=False):
+        i, j = torch.arange(12)[:, None], torch.arange(40)[None, :]
+        labels = torch.stack([torch.where(j < 20, 0, 1 + (i // 4) * 4 + (j - 20) // 5),  # 240, 12 x 20 tokens
+                              (i + 2 * j) // 9 + 100]).reshape(2, -1).to(device)  # diagonal bands of 25-54
+        g = torch.Generator().manual_seed(0)
+        q, k, v, upstream = (torch.randn(2, 2, 480, head_dim, generator=g).to(dtype)  # (B, H, N, d)
+                             for _ in range(4))
+        for name, kind in ((reference, torch.float32), (backend, dtype)):
+            qkv = [x.to(device, kind).requires_grad_(grad) for x in (q, k, v)]
+            try:
+                out = region_attention(*qkv, plan_region_attention(labels, name), head_dim**-0.5)
+                grads = torch.autograd.grad(out, qkv, upstream.to(device, kind)) if grad else ()
+            except Exception as err:  # noqa: BLE001 - compilers fail in many ways
+                if name == reference:
+                    raise
+                cause = err.__cause__ or err  # the compiler's own error, not flex_rows' wrapper
+                return f"failed ({type(cause).__name__}: {one_line(cause)})"
+            results.append([t.detach().float() for t in (out, *grads)])
+    tol = CHECK_TOL.get(dtype, 3e-2)
+    for what, ref, got in zip(("output", "q gradient", "k gradient", "v gradient"), *results, strict=False):
+        if not bool(torch.isfinite(got).all()):
+            return f"gave non-finite values in the {what}"
+        diff, scale = float((got - ref).abs().max()), max(1.0, float(ref.abs().max()))
+        if diff > tol * scale:
+            return f"differs from {reference} by {diff:.3g} in the {what} (allowed {tol * scale:.3g})"
+    return None
 
 
 # ----------------------------------------------------------------------------- windows

@@ -24,6 +24,9 @@ from torch import Tensor
 from rat.training.choices import BACKENDS
 from rat.training.model import flex
 
+#: The backends that have a plan: every name of BACKENDS but ``auto``.
+PLANNED = tuple(b for b in BACKENDS if b != "auto")
+
 #: The paper's additive mask between tokens of different regions.
 REGION_LAMBDA = -1000.0
 #: Size classes per doubling of region size: padding adds at most 2^(2/4) - 1 = 41 % work.
@@ -98,24 +101,19 @@ def within_region_entries(labels: Tensor) -> int:
     return int((counts.long() ** 2).sum())
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """``auto`` -> ``flex`` on CUDA where FlexAttention imports, else ``sparse``; checks the name."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown attention backend {backend!r}; choose one of {BACKENDS}")
-    if backend != "auto":
-        return backend
-    return "flex" if device.type == "cuda" and flex.available() else "sparse"
-
-
-def plan_region_attention(labels: Tensor, backend: str = "auto", *, region_lambda: float = REGION_LAMBDA
+def plan_region_attention(labels: Tensor, backend: str, *, region_lambda: float = REGION_LAMBDA
                           ) -> DensePlan | SparsePlan | flex.FlexPlan:
-    """Precompute what region attention over token labels (B, N) needs, for the given backend.
+    """Precompute what region attention over token labels (B, N) needs, for ``backend`` (one of
+    :data:`PLANNED`; ``auto`` is resolved on the device first, by
+    :func:`rat.training.model.attention.resolve_backend`).
 
     ``region_lambda`` is used by ``dense`` only; the other backends compute its limit
     lambda -> -inf, which equals the dense result in float32 for lambda = -1000, so they refuse
     a lambda above -100 where the two would differ.
     """
-    backend = resolve_backend(backend, labels.device)
+    if backend not in PLANNED:
+        hint = " (resolve it first: rat.training.model.attention.resolve_backend)" * (backend == "auto")
+        raise ValueError(f"no region plan for backend {backend!r}{hint}; choose one of {PLANNED}")
     ids = region_ids(labels)
     if backend == "dense":
         same = ids.unsqueeze(2) == ids.unsqueeze(1)  # (B, N, N)

@@ -62,6 +62,11 @@ def available() -> bool:
     return _module() is not None
 
 
+def trains_on(device: torch.device) -> bool:
+    """Whether the kernel has a backward pass on ``device`` (PyTorch's CPU FlexAttention has none)."""
+    return device.type == "cuda"
+
+
 @functools.cache
 def _module() -> Any:
     try:
@@ -154,7 +159,7 @@ def _table(q: Tensor, k: Tensor, rows: int, compact: bool) -> tuple[Tensor, Tens
 
 def flex_rows(rows: Tensor, plan: FlexPlan, scale: float) -> Tensor:
     """Region attention of token rows (T, 3, heads, d) -> (T, heads * d)."""
-    if rows.device.type != "cuda" and torch.is_grad_enabled() and rows.requires_grad:
+    if not trains_on(rows.device) and torch.is_grad_enabled() and rows.requires_grad:
         raise ValueError(
             "the 'flex' backend has no backward pass on CPU in PyTorch; use 'sparse' for training"
         )

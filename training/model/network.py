@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rat.training.choices import ATTENTIONS, BACKENDS, MODEL_NAMES
-from rat.training.model.attention import RegionAttention, RegionPlan, WindowAttention
+from rat.training.model.attention import RegionAttention, RegionPlan, WindowAttention, resolve_backend
 from rat.training.model.attention_plan import REGION_LAMBDA, SparsePlan, plan_region_attention
 from rat.training.model.memory import KEEP, POLICIES, RECOMPUTE, SELECT, check_policy, kept, run
 from rat.training.model.nafblock import LayerNorm2d, NAFBlock
@@ -175,6 +175,7 @@ class RAT(nn.Module):
             self.encoders.append(nn.Sequential(*(NAFBlock(chan) for _ in range(num))))
             self.downs.append(nn.Conv2d(chan, 2 * chan, kernel_size=2, stride=2))
             chan *= 2
+        self.head_dim = chan // heads  # channels per head of the latent attention
         self.middle_blks.extend(
             RegionGroup(layers_per_group, chan, heads, window, mlp_ratio, attention)
             for _ in range(num_groups)
@@ -227,7 +228,8 @@ class RAT(nn.Module):
                     f"{tuple(image.shape)}: expected ({b}, {h}, {w})"
                 )
             tokens = self.token_labels(labels.to(image.device), inp.shape[-2:])
-            plan = plan_region_attention(tokens, self.backend, region_lambda=self.region_lambda)
+            backend = resolve_backend(self.backend, tokens.device, self.head_dim)
+            plan = plan_region_attention(tokens, backend, region_lambda=self.region_lambda)
 
         policy = POLICIES[check_policy(self.memory)]
         x = self.intro(inp).contiguous(memory_format=CHANNELS_LAST)

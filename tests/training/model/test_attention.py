@@ -13,6 +13,7 @@ from rat.training.model.attention import (
     RegionAttention,
     WindowAttention,
     region_attention,
+    resolve_backend,
     window_partition,
     window_reverse,
 )
@@ -20,7 +21,6 @@ from rat.training.model.attention_plan import (
     needed_fraction,
     plan_region_attention,
     region_ids,
-    resolve_backend,
     within_region_entries,
 )
 
@@ -183,9 +183,9 @@ def test_cuda_backends_equal_dense(backend):
 
 
 def test_resolve_backend_and_errors():
-    assert resolve_backend("auto", torch.device("cpu")) == "sparse"
+    assert resolve_backend("auto", torch.device("cpu"), 16) == "sparse"
     with pytest.raises(ValueError, match="unknown attention backend"):
-        resolve_backend("fast", torch.device("cpu"))
+        resolve_backend("fast", torch.device("cpu"), 16)
     with pytest.raises(ValueError, match="integer"):
         plan_region_attention(torch.zeros(1, 8), "sparse")
     with pytest.raises(ValueError, match="region_lambda"):
