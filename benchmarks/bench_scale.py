@@ -2,6 +2,7 @@
 
     python benchmarks/bench_scale.py [--sizes 1000 10000] [--repeats 3] [--baseline REV] [--steps train ...]
                                      [--s3]
+    python benchmarks/bench_scale.py --sizes 100000 --steps train rerun --repeats 1    # the largest: ~1 hour
 
 A dataset of N pairs of 64 x 64 8-bit PNG images (LQ = HQ plus noise, one group, seeded split) is written once
 per N into a temporary folder, indexed and given a superpixel label store by this checkout. Then every step is
@@ -223,7 +224,7 @@ def main() -> None:
             made = ["precompute", "masks", "--dataset", definition, "--root", root, "--generator",
                     "superpixels", "--no-progress"]
             me.run(*made, "--masks", at("store.zarr"))
-            for i in (0, 1):
+            for i in (0, 1) if "merge" in args.steps else ():
                 me.run(*made, "--masks", at(f"half{i}.zarr"), "--shard", f"{i}/2")
             made_in = time.perf_counter() - t0
             print(f"N = {n}: dataset, index and stores made in {made_in:.0f} s; the superpixel generator "
