@@ -74,8 +74,7 @@ def complete_items(group: zarr.Group, with_images: bool = False) -> tuple[list[I
     """The complete items of a store (label maps, then with `with_images` image caches) and the ids of
     incomplete label maps."""
     items, incomplete = [], []
-    for image_id in st.label_ids(group):
-        rec = st.record(group, image_id)
+    for image_id, rec in st.read_records(group, st.label_ids(group)).items():   # one batch
         if rec is None:
             incomplete.append(image_id)
         else:

@@ -9,6 +9,7 @@ variants); every HQ and LQ pattern of a group uses the same named fields.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -22,6 +23,7 @@ def pattern_fields(pattern: str) -> set[str]:
     return {f for f in FIELD.findall(pattern) if f != "*"}
 
 
+@functools.cache
 def pattern_regex(pattern: str) -> re.Pattern[str]:
     """A regex that fullmatches the posix paths the pattern describes, one group per field."""
     out, seen, pos = [], set(), 0
