@@ -116,8 +116,8 @@ def model_card(config: Mapping[str, Any], source: str) -> str:
     gen = config.get("generator") or {}
     val = m.get("last_validation") or {}
     data = config.get("data") or {}
-    sam = (f" (SAM {gen.get('model_type')}, checkpoint SHA-256 `{gen.get('checkpoint_sha256')}`)"
-           if gen.get("name") == "sam" else "")
+    sam = (f" ({gen.get('name')} {gen.get('model_type')}, checkpoint SHA-256 "
+           f"`{gen.get('checkpoint_sha256')}`)" if "checkpoint_sha256" in gen else "")
     lines = [
         f"# RAT: {config['dataset']} / {config['group']}",
         "",
