@@ -16,10 +16,17 @@ Every step of ``_process_batch`` treats masks one by one and keeps their order (
 thresholds, boxes, RLE), and upsampling treats each mask alone, so the parts put end to end are what the
 package makes of the whole batch, RLE for RLE, in the same order. The test compares them on images,
 parameter sets and crop layers of every family.
+
+The ViT image encoders (SAM, HQ-SAM) hold every head's (N, N) attention matrix at once, 2-3 times over while
+the relative positions are added: 2.3 GiB on the CPU at ViT-B's 64 x 64 tokens. :func:`bound_attention`
+makes their attention layers compute a few heads at a time within a quarter of ``max_memory``: the same
+products of the same slices, so the same embeddings.
 """
 
 from __future__ import annotations
 
+import sys
+import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -31,8 +38,9 @@ from rat.shared.errors import ParamError
 from rat.shared.regions.sam_config import DEFAULT_MAX_MEMORY
 
 #: Bytes per pixel of the crop that one mask takes while a part is post-processed: float logits and their
-#: filtered copy, the stability score's comparisons, the thresholded mask, its transpose and run boundaries.
-BYTES_PER_PIXEL = 16
+#: filtered copy, the stability score's comparisons, the thresholded mask, its transpose and run boundaries
+#: (about 19 measured on 3249 x 3249 images), with room for what the image itself holds meanwhile.
+BYTES_PER_PIXEL = 24
 #: Bytes per pixel of the intermediate upsampling at the model's input size (1024 x 1024 float).
 INPUT_BYTES_PER_PIXEL = 4
 
@@ -100,6 +108,38 @@ class BoundedMemory:
             with _serving(self.predictor, low_res[part], iou[part]):
                 parts.append(super()._process_batch(points[part], im_size, crop_box, orig_size, *args))
         return parts[0] if len(parts) == 1 else _joined(parts)
+
+
+def _attention_in_parts(self: torch.nn.Module, x: torch.Tensor, max_memory: int) -> torch.Tensor:
+    """The forward of segment-anything's (and HQ-SAM's) ViT ``Attention`` over slices of its batch x heads:
+    (B, H, W, C) -> (B, H, W, C), each slice's product, relative positions, softmax and values as the package
+    computes them for all at once."""
+    rel_pos = sys.modules[type(self).__module__].add_decomposed_rel_pos   # the package's own
+    B, H, W, _ = x.shape
+    qkv = self.qkv(x).reshape(B, H * W, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.reshape(3, B * self.num_heads, H * W, -1).unbind(0)         # (B * heads, N, d)
+    out = torch.empty_like(q)
+    step = max(1, max_memory // (3 * q.element_size() * (H * W) ** 2))     # (N, N) product + 2 temporaries
+    for start in range(0, q.shape[0], step):
+        part = slice(start, start + step)
+        attn = (q[part] * self.scale) @ k[part].transpose(-2, -1)            # (step, N, N)
+        if self.use_rel_pos:
+            attn = rel_pos(attn, q[part], self.rel_pos_h, self.rel_pos_w, (H, W), (H, W))
+        out[part] = attn.softmax(dim=-1) @ v[part]
+    x = out.view(B, self.num_heads, H, W, -1).permute(0, 2, 3, 1, 4).reshape(B, H, W, -1)
+    return self.proj(x)
+
+
+def bound_attention(model: torch.nn.Module, max_memory: int = DEFAULT_MAX_MEMORY) -> int:
+    """Make the ViT attention layers of ``model``'s image encoder (SAM's and HQ-SAM's ``Attention``) work
+    within a quarter of ``max_memory``. Returns how many layers; other encoders (TinyViT, EfficientViT) are
+    left as they are."""
+    layers = [m for m in model.image_encoder.modules()
+              if type(m).__name__ == "Attention" and hasattr(m, "rel_pos_h")
+              and hasattr(sys.modules[type(m).__module__], "add_decomposed_rel_pos")]
+    for layer in layers:
+        layer.forward = types.MethodType(lambda self, x: _attention_in_parts(self, x, max_memory // 4), layer)
+    return len(layers)
 
 
 def _joined(parts: list[Any]) -> Any:

@@ -5,7 +5,8 @@ build each model type (the package's own builders, random weights) and the packa
 generator class. We load the state dict ourselves (``torch.load(..., weights_only=True)``) so that the
 checkpoint's SHA-256 is computed once and recorded in the store, and so that a missing, wrong or mismatched
 file fails with one line instead of a traceback. The package's generator runs through
-:func:`~rat.shared.regions.bounded.bounded`: its own masks, post-processed within ``max_memory``.
+:func:`~rat.shared.regions.bounded.bounded`: its own masks, post-processed within ``max_memory``, and the
+image encoder's attention within a quarter of it (:func:`~rat.shared.regions.bounded.bound_attention`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from rat.shared.devices import pick_device
 from rat.shared.errors import one_line
 from rat.shared.hashes import sha256_file
-from rat.shared.regions.bounded import bounded
+from rat.shared.regions.bounded import bound_attention, bounded
 from rat.shared.regions.labels import resolve_rle_masks
 from rat.shared.regions.sam_config import (
     DEFAULT_MAX_MEMORY,
@@ -126,6 +127,7 @@ class SamFamilyGenerator:
         check_model_type(self.model_type, family)
         generator_class = bounded(self.mask_generator(), max_memory)
         model, self.checkpoint_sha256 = self.load_model(self.checkpoint_path(checkpoint), self.model_type)
+        bound_attention(model, max_memory)
         self.device = pick_device(device)
         self._generator = generator_class(model.to(self.device), output_mode="uncompressed_rle",
                                           **self.params)

@@ -11,7 +11,7 @@ from PIL import Image
 
 from rat.shared.errors import ParamError
 from rat.shared.regions import build_generator, generator_class
-from rat.shared.regions.bounded import bounded, prompts_per_part
+from rat.shared.regions.bounded import bound_attention, bounded, prompts_per_part
 from rat.shared.regions.sam_config import TEST_MODEL
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -53,10 +53,16 @@ def test_same_records_as_the_packages_own_generator(name, tiny_checkpoint):
     assert compared >= 100
 
 
+def test_vit_attention_layers_are_bounded(tiny_checkpoint):
+    counts = {name: bound_attention(generator_class(name).load_model(tiny_checkpoint(name), TEST_MODEL)[0])
+              for name in ("sam", "sam-hq", "efficientvit-sam")}
+    assert counts == {"sam": 1, "sam-hq": 1, "efficientvit-sam": 0}   # EfficientViT has no ViT attention
+
+
 def test_parts_follow_the_budget():
     assert prompts_per_part(1, 3, (3249, 3249)) == 1                 # never less than one prompt
-    per_mask = 16 * 3249 * 3249 + 4 * 1024 ** 2
-    assert prompts_per_part(2 * 10**9, 3, (3249, 3249)) == 2 * 10**9 // (3 * per_mask) == 3
-    assert prompts_per_part(2 * 10**9, 3, (512, 512)) == 2 * 10**9 // (3 * (16 * 512**2 + 4 * 1024**2))
+    per_mask = 24 * 3249 * 3249 + 4 * 1024 ** 2
+    assert prompts_per_part(2 * 10**9, 3, (3249, 3249)) == 2 * 10**9 // (3 * per_mask) == 2
+    assert prompts_per_part(2 * 10**9, 3, (512, 512)) == 2 * 10**9 // (3 * (24 * 512**2 + 4 * 1024**2))
     with pytest.raises(ParamError, match="max_memory: 0: a positive number of bytes"):
         bounded(object, 0)
