@@ -51,8 +51,10 @@ def trained_generator(recorded: dict[str, Any] | None, *, name: str | None = Non
         path = Path(locate(sam_checkpoint) if locate else resolve_checkpoint(sam_checkpoint))
         digest = source_sha256(path)
         if digest != recorded["checkpoint_sha256"]:
-            raise SamError(f"{path}: SHA-256 {digest} is not that of the weights the model was trained with "
-                           f"({recorded['checkpoint_sha256']})")
+            family = getattr(cls, "family", None)
+            weights = f"{family.label} weights" if family is not None else "weights"
+            raise SamError(f"{path}: SHA-256 {digest} is not that of the {weights} the model was trained "
+                           f"with ({recorded['checkpoint_sha256']})")
         kwargs.update(checkpoint=path, device=device,
                       **({"model_type": recorded["model_type"]} if "model_type" in recorded else {}))
     return build_generator(recorded["name"], **kwargs), note
