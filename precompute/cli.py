@@ -216,9 +216,10 @@ def _cluster_help() -> str:
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto",
               show_default=True, help="Where the model runs.")
 @click.option("--max-memory", type=ByteSize(), default=None,
-              help=f"SAM family: memory for post-processing each batch of masks at full resolution "
-                   f"(default {DEFAULT_MAX_MEMORY / 1e9:g}GB); the decoder keeps --points-per-batch, the "
-                   "masks are the package's own.")
+              help=f"SAM family: memory for post-processing each batch of masks at full resolution, and "
+                   f"on the CPU a quarter of it for the ViT encoder's attention (default "
+                   f"{DEFAULT_MAX_MEMORY / 1e9:g}GB); the decoder keeps --points-per-batch, the masks are "
+                   "the package's own.")
 @click.option("--chunk", type=click.IntRange(min=1), default=None, cls=LazyHelp, help=_chunk_help)
 @click.option("--overwrite", is_flag=True,
               help="Recompute images already done (and replace a store's configuration).")

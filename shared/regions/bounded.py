@@ -20,7 +20,8 @@ parameter sets and crop layers of every family.
 The ViT image encoders (SAM, HQ-SAM) hold every head's (N, N) attention matrix at once, 2-3 times over while
 the relative positions are added: 2.3 GiB on the CPU at ViT-B's 64 x 64 tokens. :func:`bound_attention`
 makes their attention layers compute a few heads at a time within a quarter of ``max_memory``: the same
-products of the same slices, so the same embeddings.
+products of the same slices, so the same embeddings (the generators do it on the CPU, where host memory is
+the limit and batched and sliced matrix products agree bit for bit).
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ generator class. We load the state dict ourselves (``torch.load(..., weights_onl
 checkpoint's SHA-256 is computed once and recorded in the store, and so that a missing, wrong or mismatched
 file fails with one line instead of a traceback. The package's generator runs through
 :func:`~rat.shared.regions.bounded.bounded`: its own masks, post-processed within ``max_memory``, and the
-image encoder's attention within a quarter of it (:func:`~rat.shared.regions.bounded.bound_attention`).
+image encoder's attention, on the CPU, within a quarter of it
+(:func:`~rat.shared.regions.bounded.bound_attention`).
 """
 
 from __future__ import annotations
@@ -127,8 +128,9 @@ class SamFamilyGenerator:
         check_model_type(self.model_type, family)
         generator_class = bounded(self.mask_generator(), max_memory)
         model, self.checkpoint_sha256 = self.load_model(self.checkpoint_path(checkpoint), self.model_type)
-        bound_attention(model, max_memory)
         self.device = pick_device(device)
+        if self.device == "cpu":      # host memory; on CUDA the encoder runs as the package has it
+            bound_attention(model, max_memory)
         self._generator = generator_class(model.to(self.device), output_mode="uncompressed_rle",
                                           **self.params)
 
