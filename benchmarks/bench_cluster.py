@@ -50,7 +50,7 @@ def main() -> None:
         torch.manual_seed(0)
         ckpt = tmp / "sam_tiny.pth"
         torch.save(build_sam_tiny().state_dict(), ckpt)
-        kwargs = {"checkpoint": str(ckpt), "model_type": "vit_tiny", "device": "cpu",
+        kwargs = {"checkpoint": str(ckpt), "model_type": "test_tiny", "device": "cpu",
                   "points_per_side": args.points_per_side, "pred_iou_thresh": 0.0,
                   "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}
     else:

@@ -7,8 +7,10 @@ Run: python benchmarks/bench_precompute.py [--quick]
    store. Prints each phase's median and the share of time spent outside `generate` (target <= 5%).
 2. Bytes per label map: the zarr store's chunk files against raw uint16 and a 16-bit PNG, on label maps with
    realistic region counts (Felzenszwalb on real images from scikit-image's data folder).
-3. Peak host memory (VmHWM of a fresh process) for one ~3249 x 3249 pathology image through the same path,
-   against the image itself and the label map.
+3. Peak host memory (VmHWM of a fresh process) and time for one 3249 x 3249 pathology image through SAM's
+   generator, side by side: segment-anything's own `SamAutomaticMaskGenerator` against ours in bounded memory
+   (the same class, its post-processing in parts within --max-memory), at points_per_batch 16 and 64; the
+   records of all runs must be identical.
 """
 
 from __future__ import annotations
@@ -119,46 +121,59 @@ def _vm_hwm() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def peak_memory_child(ckpt: str, image: str, points_per_batch: int) -> None:
-    """Runs in a fresh process: one image through the per-image path; prints peak RSS in bytes."""
-    import segment_anything  # noqa: F401 - imports counted in the baseline
+def peak_memory_child(ckpt: str, image: str, contender: str, points_per_batch: int) -> None:
+    """Runs in a fresh process: one image through SAM's generator (the package's own, or ours in bounded
+    memory), then resolved into a label map; prints peak RSS (bytes), time and a hash of the records."""
+    import hashlib
 
-    from rat.precompute.runner import compute_labels
-    from rat.shared import store as st
-    from rat.shared.datasets import DatasetDef, Group, Split, Window
-    from rat.shared.index import Entry
-    from rat.shared.io import sha256_file
-    from rat.shared.regions.sam import SamGenerator
+    from segment_anything import SamAutomaticMaskGenerator
 
+    from rat.shared.regions.labels import resolve_rle_masks
+    from rat.shared.regions.sam import SamGenerator, load_sam
+
+    torch.set_num_threads(2)
+    rgb = np.asarray(Image.open(image).convert("RGB"))
     before = _vm_hwm()
-    gen = SamGenerator(ckpt, model_type="vit_b", device="cpu", points_per_side=8,
-                       points_per_batch=points_per_batch, pred_iou_thresh=0.0, stability_score_thresh=0.0)
-    group_def = Group(name="p", modality="pathology", channels=3, hq=("x",), norm_low=0.0, norm_high=255.0,
-                      data_range=255.0, sam_window=Window("none"), patch_size=256,
-                      split=Split(rule="seeded", unit="id"))
-    ds = DatasetDef(name="bench", description="", groups={"p": group_def}, source=Path(image))
-    p = Path(image)
-    entry = Entry(id="big", group="p", split="train", lq=p.name, hq=p.name, slice=None,
-                  sha256=sha256_file(p), shape=(0, 0), axis=None)
+    params = {"points_per_side": 8, "points_per_batch": points_per_batch, "pred_iou_thresh": 0.0,
+              "stability_score_thresh": 0.0}
+    if contender == "package":
+        model, _ = load_sam(ckpt, "vit_b")
+        gen = SamAutomaticMaskGenerator(model, output_mode="uncompressed_rle", **params)
+        generate = gen.generate
+    else:
+        generate = SamGenerator(ckpt, model_type="vit_b", device="cpu", **params).records
     after_load = _vm_hwm()
     t0 = time.perf_counter()
-    labels = compute_labels(entry, p.parent, ds, gen)
+    with torch.inference_mode():
+        records = generate(rgb)
     seconds = time.perf_counter() - t0
-    with tempfile.TemporaryDirectory() as d:
-        group = st.init_store(Path(d) / "s.zarr", st.make_provenance("bench", gen.provenance(), {}))
-        st.write_labels(group, "big", labels, entry.sha256)
-    peak = _vm_hwm()
-    print(json.dumps({"baseline": before, "after_model": after_load, "peak": peak, "seconds": seconds,
-                      "shape": list(labels.shape), "regions": int(labels.max())}))
+    labels = resolve_rle_masks(records, rgb.shape[:2])
+    digest = hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest()
+    print(json.dumps({"baseline": before, "after_model": after_load, "peak": _vm_hwm(), "seconds": seconds,
+                      "masks": len(records), "regions": int(labels.max()), "records_sha256": digest}))
+
+
+def side_by_side(ckpt: Path, image: Path, rounds: int) -> dict[tuple[str, int], list[dict]]:
+    """Each contender at points_per_batch 16 and 64, ``rounds`` times, alternating, in fresh processes."""
+    runs: dict[tuple[str, int], list[dict]] = {}
+    for _ in range(rounds):
+        for ppb in (16, 64):
+            for contender in ("package", "bounded"):
+                out = subprocess.run([sys.executable, __file__, "--child", str(ckpt), str(image), contender,
+                                      str(ppb)], capture_output=True, text=True, check=True).stdout
+                runs.setdefault((contender, ppb), []).append(json.loads(out.strip().splitlines()[-1]))
+    return runs
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats and points (smoke run)")
-    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of the side-by-side memory run")
+    ap.add_argument("--only-memory", action="store_true", help="only part 3")
+    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        peak_memory_child(args.child[0], args.child[1], int(args.child[2]))
+        peak_memory_child(args.child[0], args.child[1], args.child[2], int(args.child[3]))
         return
     torch.set_num_threads(2)
     repeats, pps = (1, 8) if args.quick else (3, 16)
@@ -166,36 +181,48 @@ def main() -> None:
         tmp = Path(d)
         ckpt = _vit_b_checkpoint(tmp)
         img512 = _pathology_png(tmp, 512)
-        print(f"== 1. per-image time, 512 x 512, SAM ViT-B (random weights), points_per_side={pps}, "
-              f"{repeats} repeats, CPU threads {torch.get_num_threads()}")
-        t = time_phases(ckpt, img512, repeats, pps)
-        masks = int(t.pop("masks")[0])
-        med = {k: statistics.median(v) for k, v in t.items()}
-        total = sum(med.values())
-        for k, v in med.items():
-            print(f"  {k:10s} {v:9.3f} s  {100 * v / total:6.2f} %")
-        outside = total - med["generate"]
-        print(f"  masks from SAM: {masks}; outside generate: {outside:.3f} s of {total:.3f} s = "
-              f"{100 * outside / total:.2f} % (target <= 5 %)")
+        if not args.only_memory:
+            print(f"== 1. per-image time, 512 x 512, SAM ViT-B (random weights), points_per_side={pps}, "
+                  f"{repeats} repeats, CPU threads {torch.get_num_threads()}")
+            t = time_phases(ckpt, img512, repeats, pps)
+            masks = int(t.pop("masks")[0])
+            med = {k: statistics.median(v) for k, v in t.items()}
+            total = sum(med.values())
+            for k, v in med.items():
+                print(f"  {k:10s} {v:9.3f} s  {100 * v / total:6.2f} %")
+            outside = total - med["generate"]
+            print(f"  masks from SAM: {masks}; outside generate: {outside:.3f} s of {total:.3f} s = "
+                  f"{100 * outside / total:.2f} % (target <= 5 %)")
 
-        print("== 2. bytes per 512 x 512 label map: zarr (zstd, 256 chunks) vs raw uint16 vs 16-bit PNG")
-        for name, regions, zb, raw, png in store_bytes():
-            print(f"  {name:14s} {regions:4d} regions  zarr {zb:7d} B  raw {raw:7d} B  png {png:7d} B  "
-                  f"raw/zarr {raw / zb:6.1f}x  png/zarr {png / zb:5.2f}x")
+            print("== 2. bytes per 512 x 512 label map: zarr (zstd, 256 chunks) vs raw uint16 vs 16-bit PNG")
+            for name, regions, zb, raw, png in store_bytes():
+                print(f"  {name:14s} {regions:4d} regions  zarr {zb:7d} B  raw {raw:7d} B  png {png:7d} B  "
+                      f"raw/zarr {raw / zb:6.1f}x  png/zarr {png / zb:5.2f}x")
 
         size = 3249
         big = _pathology_png(tmp, size)
-        print(f"== 3. peak host memory, {size} x {size} RGB pathology image, ViT-B, points_per_side=8")
+        rounds = 1 if args.quick else args.rounds
+        print(f"== 3. {size} x {size} RGB pathology image, SAM ViT-B (random weights), points_per_side=8, "
+              f"no filters (all 192 masks post-processed), CPU threads 2: segment-anything's generator vs "
+              f"ours in bounded memory (--max-memory default), fresh process each, medians of {rounds}")
+        runs = side_by_side(ckpt, big, rounds)
+        gib = 2 ** 30
+        print("  | points per batch | generator | peak RSS (GiB) | beyond model (GiB) | time (s) | x time |")
+        print("  |---|---|---|---|---|---|")
         for ppb in (16, 64):
-            out = subprocess.run([sys.executable, __file__, "--child", str(ckpt), str(big), str(ppb)],
-                                 capture_output=True, text=True, check=True).stdout
-            r = json.loads(out.strip().splitlines()[-1])
-            gib = 2 ** 30
-            img_bytes = size * size * 3 * 4
-            print(f"  points_per_batch {ppb:3d}: peak RSS {r['peak'] / gib:6.2f} GiB (after imports "
-                  f"{r['baseline'] / gib:5.2f} GiB, model loaded {r['after_model'] / gib:5.2f} GiB; "
-                  f"float32 image {img_bytes / gib:.2f} GiB; label map "
-                  f"{size * size * 2 / gib:.3f} GiB), {r['seconds']:.1f} s, {r['regions']} regions")
+            base = statistics.median(r["seconds"] for r in runs[("package", 64)])
+            for contender in ("package", "bounded"):
+                rs = runs[(contender, ppb)]
+                peak = statistics.median(r["peak"] for r in rs)
+                beyond = statistics.median(r["peak"] - r["after_model"] for r in rs)
+                sec = statistics.median(r["seconds"] for r in rs)
+                print(f"  | {ppb} | {contender} | {peak / gib:.2f} | {beyond / gib:.2f} | {sec:.1f} | "
+                      f"{sec / base:.2f} |")
+        hashes = {r["records_sha256"] for rs in runs.values() for r in rs}
+        print(f"  records identical across contenders and batch sizes: {len(hashes) == 1} "
+              f"({runs[('package', 64)][0]['masks']} masks); model loaded at "
+              f"{statistics.median(r['after_model'] for r in runs[('package', 64)]) / gib:.2f} GiB; "
+              f"x time: against segment-anything's generator at points_per_batch 64")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Every command imports what it needs when it runs (torch, segment_anything, zarr,
 from __future__ import annotations
 
 import inspect
+import json
 from pathlib import Path
 
 import click
@@ -22,6 +23,7 @@ from rat.precompute.cli_store import (
 )
 from rat.shared.cli import (
     CONTEXT,
+    ByteSize,
     LazyHelp,
     alias,
     cli_errors,
@@ -32,8 +34,8 @@ from rat.shared.cli import (
     progress_option,
     selection_options,
 )
-from rat.shared.regions import GENERATOR_NAMES, SUPERPIXEL_METHODS
-from rat.shared.regions.sam_config import SAM_MODEL_TYPES, generator_defaults
+from rat.shared.regions import SUPERPIXEL_METHODS, generator_class, generator_names, plugin_origins
+from rat.shared.regions.sam_config import DEFAULT_MAX_MEMORY, FAMILIES, SAM, TEST_MODEL, generator_defaults
 
 
 @click.group(context_settings=CONTEXT)
@@ -112,7 +114,8 @@ def _report_problems(ds, root) -> None:
 
 
 def _generator_options(func):
-    """One option per SAM generator parameter and per superpixel parameter, defaults from their code.
+    """One option per parameter of SAM's generator (the SAM family shares them) and of the superpixels, with
+    the defaults of their code, and --param for any generator's own parameters.
 
     Options default to None so that only what the user set is passed on; help shows the real default.
     """
@@ -120,19 +123,69 @@ def _generator_options(func):
 
     sp = {n: p.default for n, p in inspect.signature(SuperpixelGenerator.__init__).parameters.items()
           if n != "self"}
-    specs = [(f"--{n.replace('_', '-')}", f"sam_{n}", d, f"SAM generator: {n} (SAM's default {d!r}).")
-             for n, d in generator_defaults().items()]
+    specs = [(f"--{n.replace('_', '-')}", f"sam_{n}", d,
+              f"SAM family: {n} of the package's generator (segment-anything's default {d!r}).")
+             for n, d in generator_defaults(SAM).items()]
     specs += [(f"--sp-{n.replace('_', '-')}", f"sp_{n}", d, f"superpixels: {n} (default {d!r}).")
               for n, d in sp.items()]
     for name, dest, default, text in reversed(specs):
         kind = click.Choice(SUPERPIXEL_METHODS) if dest == "sp_method" else type(default)
         func = click.option(name, dest, type=kind, default=None, help=text)(func)
-    return func
+    return click.option("--param", "extra_params", multiple=True, metavar="NAME=VALUE",
+                        help="A parameter of the generator by its own name, e.g. of a plug-in "
+                             "generator (repeatable; VALUE is read as JSON when it parses: 3, 0.5, true, "
+                             "\"text\").")(func)
+
+
+def _generator_help() -> str:
+    plugins = plugin_origins()
+    more = f"; plug-ins: {', '.join(f'{n} ({o})' for n, o in plugins.items())}" if plugins else ""
+    return ("Region source: sam (segment-anything), sam-hq (HQ-SAM, pip install rat[sam-hq]), "
+            "efficientvit-sam (pip install rat[efficientvit-sam]), superpixels (no weights), or a generator "
+            f"another installed package registers{more}.")
+
+
+def _model_type_help() -> str:
+    kinds = "; ".join(f"{f.name}: {', '.join(t for t in f.model_types if t != TEST_MODEL)} "
+                      f"(default {f.default_model_type})" for f in FAMILIES.values())
+    return f"Model type matching the checkpoint ({kinds}; {TEST_MODEL}: test-only model)."
+
+
+def _parse_param(text: str) -> tuple[str, object]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip().isidentifier():
+        fail(f"--param: {text!r} is not NAME=VALUE")
+    try:
+        return name.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return name.strip(), value
 
 
 def _picked(kwargs: dict, prefix: str) -> dict:
     return {k.removeprefix(prefix): v for k, v in kwargs.items()
             if k.startswith(prefix) and v is not None}
+
+
+def generator_kwargs(name: str, checkpoint, model_type, device, max_memory, params: dict) -> dict:
+    """The keyword arguments of generator ``name`` from the options the user set (refusing options that do
+    not apply to it). Loads the generator's class to read its signature: call it only to run."""
+    accepts = inspect.signature(generator_class(name)).parameters
+    kwargs = {k: v for k, v in (("checkpoint", checkpoint), ("device", device)) if k in accepts}
+    sam = _picked(params, "sam_")
+    sp = _picked(params, "sp_")
+    own = dict(_parse_param(p) for p in params.get("extra_params") or ())
+    for flag_name, key, value in (("--model-type", "model_type", model_type),
+                                  ("--max-memory", "max_memory", max_memory)):
+        if value is not None:
+            if key not in accepts:
+                fail(f"{flag_name} does not apply to the {name} generator")
+            kwargs[key] = value
+    if sam and name not in FAMILIES:
+        fail(f"--{next(iter(sam)).replace('_', '-')} applies to the SAM family ({', '.join(FAMILIES)}), "
+             f"not to {name}")
+    if sp and name != "superpixels":
+        fail(f"--sp-{next(iter(sp)).replace('_', '-')} applies to the superpixels generator, not to {name}")
+    return {**kwargs, **sam, **sp, **own}
 
 
 def _chunk_help() -> str:
@@ -154,14 +207,19 @@ def _cluster_help() -> str:
               help="Store to write: a directory or fsspec URL (default ./<dataset>.zarr; --out: older "
                    "spelling).")
 @selection_options()
-@click.option("--generator", "generator_name", type=click.Choice(GENERATOR_NAMES), default="sam",
-              show_default=True, help="Region source.")
+@click.option("--generator", "generator_name", type=click.Choice(generator_names()), default="sam",
+              show_default=True, cls=LazyHelp, help=_generator_help)
 @click.option("--checkpoint", envvar="RAT_SAM_CHECKPOINT", type=click.Path(path_type=Path),
-              default=None, help="SAM checkpoint file (or set RAT_SAM_CHECKPOINT).")
-@click.option("--model-type", type=click.Choice(SAM_MODEL_TYPES), default="vit_b", show_default=True,
-              help="SAM model type matching the checkpoint (vit_tiny: test-only model).")
+              default=None, help="Weights of the SAM-family model, or of a plug-in generator that takes a "
+                                 "checkpoint (or set RAT_SAM_CHECKPOINT).")
+@click.option("--model-type", default=None, cls=LazyHelp, help=_model_type_help)
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto",
-              show_default=True, help="Where SAM runs.")
+              show_default=True, help="Where the model runs.")
+@click.option("--max-memory", type=ByteSize(), default=None,
+              help=f"SAM family: memory for post-processing each batch of masks at full resolution, and "
+                   f"on the CPU a quarter of it for the ViT encoder's attention (default "
+                   f"{DEFAULT_MAX_MEMORY / 1e9:g}GB); the decoder keeps --points-per-batch, the masks are "
+                   "the package's own.")
 @click.option("--chunk", type=click.IntRange(min=1), default=None, cls=LazyHelp, help=_chunk_help)
 @click.option("--overwrite", is_flag=True,
               help="Recompute images already done (and replace a store's configuration).")
@@ -174,8 +232,9 @@ def _cluster_help() -> str:
               help="Workers of --cluster local (default: one per GPU; 1 without GPUs).")
 @_generator_options
 def masks_cmd(dataset, root, index, masks, split, limit, shard, generator_name, checkpoint,
-              model_type, device, chunk, overwrite, progress, scheduler, cluster, workers, **params):
-    """Run SAM (or superpixels) once over every LQ image and store non-overlapping label maps.
+              model_type, device, max_memory, chunk, overwrite, progress, scheduler, cluster, workers,
+              **params):
+    """Run SAM (or another region generator) once over every LQ image and store non-overlapping label maps.
 
     `rat-precompute masks --dataset tma` needs nothing else once the data root (--root, else
     $RAT_DATA_ROOT/<dataset>, else the definition's `root`) and the SAM checkpoint (--checkpoint or
@@ -195,12 +254,8 @@ def masks_cmd(dataset, root, index, masks, split, limit, shard, generator_name, 
         fail("--workers applies to --cluster local; an existing cluster has its own workers")
     if workers is not None and not cluster:
         fail("--workers applies to --cluster local; add --cluster local")
-    if generator_name == "sam":
-        gen_kwargs = {"checkpoint": checkpoint, "model_type": model_type, "device": device,
-                      **_picked(params, "sam_")}
-    else:
-        gen_kwargs = _picked(params, "sp_")
     with cli_errors(FLAGS):
+        gen_kwargs = generator_kwargs(generator_name, checkpoint, model_type, device, max_memory, params)
         ds = load_dataset(dataset)
         root = resolve_root(ds, root)
         full = index_entries(ds, root, index, progress)

@@ -144,8 +144,10 @@ def info_cmd(store, masks, as_json):
     click.echo(f"dataset    {prov['dataset']}  (schema {prov['schema']}, rat {prov['package_version']})")
     if prov.get("index"):
         click.echo(f"index      {prov['index']['entries']} images; made from root {prov.get('root')}")
-    click.echo(f"generator  {gen['name']}" + (f"  model {gen['model_type']}  checkpoint sha256 "
-                                             f"{gen['checkpoint_sha256']}" if "model_type" in gen else ""))
+    package = f"  ({gen['package']} {gen.get('version')})" if "package" in gen else ""
+    model = (f"  model {gen['model_type']}  checkpoint sha256 {gen['checkpoint_sha256']}"
+             if "model_type" in gen else "")
+    click.echo(f"generator  {gen['name']}{package}{model}")
     click.echo("params     " + ", ".join(f"{k}={v}" for k, v in sorted(gen["params"].items())))
     click.echo("windows    " + "; ".join(f"{g}: {w['kind']} [{w['low']}, {w['high']}]"
                                          for g, w in prov["windows"].items()))

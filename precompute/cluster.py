@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -40,7 +41,6 @@ from rat.shared.hashes import sha256_file
 from rat.shared.index import Entry
 from rat.shared.jobs import Outcome, Reporter
 from rat.shared.regions import Generator, build_generator, generator_class
-from rat.shared.regions.sam_config import resolve_checkpoint
 
 #: Kinds of cluster this module starts itself.
 CLUSTERS = ("local",)
@@ -81,15 +81,19 @@ class GeneratorSpec:
 def generator_spec(name: str, **kwargs: Any) -> GeneratorSpec:
     """The spec of generator `name` with `kwargs`, resolved on the client.
 
-    A SAM checkpoint (argument or RAT_SAM_CHECKPOINT) becomes an absolute path that workers must see at the
-    same place, and its SHA-256 is computed here once; workers check that they loaded those bytes.
+    The checkpoint of a generator that takes one (SAM family: argument or RAT_SAM_CHECKPOINT) becomes an
+    absolute path that workers must see at the same place, and its SHA-256 is computed here once; workers
+    check that they loaded those bytes.
     """
-    generator_class(name)  # a known generator (ParamError naming them otherwise)
+    cls = generator_class(name)  # a known generator (ParamError naming them otherwise)
     expect: dict[str, Any] = {}
-    if name == "sam":
-        path = resolve_checkpoint(kwargs.get("checkpoint")).resolve()
-        kwargs = {**kwargs, "checkpoint": str(path)}
-        expect["checkpoint_sha256"] = sha256_file(path)
+    if "checkpoint" in inspect.signature(cls).parameters:
+        locate = getattr(cls, "checkpoint_path", None)
+        path = locate(kwargs.get("checkpoint")) if locate else kwargs.get("checkpoint")
+        if path is not None:
+            path = Path(path).resolve()
+            kwargs = {**kwargs, "checkpoint": str(path)}
+            expect["checkpoint_sha256"] = sha256_file(path)
     return GeneratorSpec(name, dict(kwargs), expect)
 
 

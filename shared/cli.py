@@ -131,3 +131,33 @@ def exit_status(any_failed: bool) -> None:
     """Batch jobs exit with status 1 when any item failed (the others were kept)."""
     if any_failed:
         raise SystemExit(1)
+
+
+#: Units of byte sizes on the command line (decimal and binary).
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def parse_bytes(text: str) -> int:
+    """``"2GB"``, ``"500 MiB"``, ``"1.5e9"`` -> bytes (ValueError naming the text otherwise)."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-z]*)\s*", str(text), re.IGNORECASE)
+    if match is None or match.group(2).upper() not in _UNITS:
+        raise ValueError(f"{text!r} is not a size (e.g. 2GB, 500MB, 1GiB)")
+    value = int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+    if value <= 0:
+        raise ValueError(f"{text!r}: a size must be positive")
+    return value
+
+
+class ByteSize(click.ParamType):
+    """A size in bytes, written with a unit (2GB, 500MB, 1GiB) or as a number of bytes."""
+
+    name = "SIZE"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_bytes(value)
+        except ValueError as err:
+            self.fail(str(err), param, ctx)

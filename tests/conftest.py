@@ -18,8 +18,9 @@ from rat.precompute.sample_data import make_sample_data
 from rat.shared.datasets import load_dataset
 from rat.shared.index import index_path, load_index, write_index
 from rat.shared.index.build import build_index
-from rat.shared.regions import build_generator
+from rat.shared.regions import build_generator, generator_class
 from rat.shared.regions.sam import build_sam_tiny
+from rat.shared.regions.sam_config import TEST_MODEL
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -82,3 +83,21 @@ def tiny_sam_checkpoint(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("sam") / "sam_tiny.pth"
     torch.save(build_sam_tiny().state_dict(), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """generator name -> checkpoint file of that SAM-family generator's test model (built from the package's
+    own modules, random weights, seed 0), made on first use."""
+    folder = tmp_path_factory.mktemp("sam_family")
+    made: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in made:
+            torch.manual_seed(0)
+            model = generator_class(name).model_builders()[TEST_MODEL]()
+            made[name] = folder / f"{name}_tiny.pth"
+            torch.save(model.state_dict(), made[name])
+        return made[name]
+
+    return get

@@ -11,7 +11,7 @@ FOLDERS = {"precompute": "rat.precompute", "shared": "rat.shared", "training": "
 #: Optional or heavy third-party packages a function may import where it needs them (help stays instant,
 #: extras stay optional). Everything else, and the package's own modules, is imported at the top of a module;
 #: only the command lines (``cli*.py``) import the package's heavy modules inside their commands.
-HEAVY = {"torch", "torchvision", "segment_anything", "segment_anything_hq", "efficientvit", "efficient_sam",
+HEAVY = {"torch", "torchvision", "segment_anything", "segment_anything_hq", "efficientsam", "timm",
          "sam2", "distributed", "dask", "dask_cuda", "zarr", "skimage", "scipy", "matplotlib", "safetensors",
          "cv2", "s3fs", "gcsfs", "pydicom", "nibabel", "tifffile", "PIL", "pylibjpeg"}
 #: Which top-level parts may import which (shared imports neither side; the sides never each other).

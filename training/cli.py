@@ -27,7 +27,7 @@ from rat.shared.cli import (
     selection_options,
 )
 from rat.shared.devices import DEVICES
-from rat.shared.regions import GENERATOR_NAMES
+from rat.shared.regions import generator_names
 from rat.training.choices import ATTENTIONS, BACKENDS, MODEL_NAMES, OVERLAP, TILE
 from rat.training.config import CHOICES, TrainConfig, help_text
 
@@ -264,9 +264,9 @@ def compare_cmd(models, baseline, by, split, root, csv_path, figure, resamples, 
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the restored scans (each under its input's name).")
 @click.option("--sam-checkpoint", envvar="RAT_SAM_CHECKPOINT", type=click.Path(path_type=Path), default=None,
-              help="SAM weights for regions computed here (or RAT_SAM_CHECKPOINT); must be those the model "
-                   "was trained with.")
-@click.option("--generator", type=click.Choice(GENERATOR_NAMES), default=None,
+              help="SAM-family weights for regions computed here (or RAT_SAM_CHECKPOINT); must be those "
+                   "the model was trained with.")
+@click.option("--generator", type=click.Choice(generator_names()), default=None,
               help="Compute regions with another generator than the model was trained with (a note says so).")
 @click.option("--save-regions", is_flag=True,
               help="Also write the label map the model saw beside each output: NIfTI for volumes and DICOM "

@@ -1,24 +1,34 @@
-"""Region generators: where label maps come from (SAM, superpixels), one registry.
+"""Region generators: where label maps come from, found by name in the entry-point group of plug-ins.
 
-A generator is built from keyword arguments, maps an (H, W, 3) uint8 RGB image to an (H, W) label map
-(0 = no region, 1..L) and describes itself with :meth:`Generator.provenance`, which the store and the
-training checkpoints record. Its input is rendered by :func:`rat.shared.regions.window.render_for_sam`;
-overlapping masks are resolved into one label map by :mod:`rat.shared.regions.labels`.
+A generator is a class registered under its name in the entry-point group :data:`ENTRY_POINT_GROUP` of any
+installed distribution; this package registers its own there too (``sam``, ``sam-hq``, ``efficientvit-sam``,
+``superpixels``), so a lab adds a segmenter by installing a package of its own. The interface:
 
-This module is torch-free (the command line's help reads the names below).
+- ``name``: the registered name (class attribute); it names the generator in stores and checkpoints;
+- ``__init__(**params)``: built from keyword arguments, each with a default; a generator that takes
+  ``checkpoint`` (and ``model_type``, ``device``, ``max_memory``) gets them from the command line's options;
+- ``params``: every parameter that changes the output, defaults included;
+- ``provenance() -> dict``: at least ``{"name": ..., "params": ...}``; the store records it, and a store or
+  merge with another provenance is refused;
+- ``__call__(rgb)``: an (H, W, 3) uint8 RGB image -> an (H, W) integer label map, 0 = no region, 1..L.
+
+Its input is rendered by :func:`rat.shared.regions.window.render_for_sam`; overlapping masks are resolved into
+one label map by :mod:`rat.shared.regions.labels`. This module is torch-free and loads no generator module
+until one is built: the command line's help lists the names from the installed distributions' metadata.
 """
 
 from __future__ import annotations
 
-import importlib
+import importlib.metadata
+from functools import cache
 from typing import Any, Protocol
 
 import numpy as np
 
-from rat.shared.errors import ParamError
+from rat.shared.errors import ParamError, RatError, one_line
 
-#: Generator names, as the store records them.
-GENERATOR_NAMES = ("sam", "superpixels")
+#: Where generators are registered (``[project.entry-points."rat.region_generators"]``).
+ENTRY_POINT_GROUP = "rat.region_generators"
 #: scikit-image superpixel methods.
 SUPERPIXEL_METHODS = ("slic", "felzenszwalb")
 
@@ -32,20 +42,57 @@ class Generator(Protocol):
     def __call__(self, rgb: np.ndarray) -> np.ndarray: ...
 
 
-#: Where each generator class lives ("module:class"), imported only when it is built (SAM imports torch).
-GENERATORS: dict[str, str] = {"sam": "rat.shared.regions.sam:SamGenerator",
-                              "superpixels": "rat.shared.regions.superpixels:SuperpixelGenerator"}
-assert tuple(GENERATORS) == GENERATOR_NAMES
+class GeneratorError(RatError, RuntimeError):
+    """A registered generator that cannot be loaded (its package broken or missing), in one line."""
+
+
+@cache
+def registered() -> dict[str, importlib.metadata.EntryPoint]:
+    """Generator name -> its entry point, over every installed distribution (read once per process)."""
+    found: dict[str, importlib.metadata.EntryPoint] = {}
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in found and found[ep.name].value != ep.value:
+            raise GeneratorError(f"generator {ep.name!r} is registered twice: {found[ep.name].value} "
+                                 f"({_origin(found[ep.name])}) and {ep.value} ({_origin(ep)})")
+        found[ep.name] = ep
+    return dict(sorted(found.items(), key=lambda item: (_origin(item[1]) != "rat", item[0])))
+
+
+def _origin(ep: importlib.metadata.EntryPoint) -> str:
+    """The distribution that registered ``ep``."""
+    return ep.dist.metadata["Name"] if ep.dist is not None else "?"
+
+
+def generator_names() -> tuple[str, ...]:
+    """Every registered generator name: this package's first, then the plug-ins'."""
+    return tuple(registered())
+
+
+def plugin_origins() -> dict[str, str]:
+    """Generators registered by other distributions: name -> "distribution version"."""
+    return {name: f"{_origin(ep)} {ep.dist.version}" for name, ep in registered().items()
+            if ep.dist is not None and _origin(ep) != "rat"}
 
 
 def generator_class(name: str) -> type:
-    """The class of generator ``name`` (ParamError naming the known ones)."""
-    if name not in GENERATORS:
-        raise ParamError("name", f"unknown generator {name!r}; choose one of {', '.join(GENERATORS)}")
-    module, attr = GENERATORS[name].split(":")
-    return getattr(importlib.import_module(module), attr)
+    """The class of generator ``name`` (ParamError naming the known ones; GeneratorError if it won't load)."""
+    eps = registered()
+    if name not in eps:
+        known = ", ".join(eps) or f"none (installing rat registers them in {ENTRY_POINT_GROUP})"
+        raise ParamError("name", f"unknown generator {name!r}; choose one of {known}")
+    try:
+        cls = eps[name].load()
+    except Exception as err:  # noqa: BLE001 - a plug-in's import failure is told in one line
+        raise GeneratorError(f"generator {name!r} ({eps[name].value}, from {_origin(eps[name])}) does not "
+                             f"load: {one_line(err)}") from None
+    if getattr(cls, "name", None) != name:
+        raise GeneratorError(f"generator {name!r}: {eps[name].value} has name "
+                             f"{getattr(cls, 'name', None)!r}; a generator's `name` must be the name it is "
+                             "registered under")
+    return cls
 
 
 def build_generator(name: str, **kwargs: Any) -> Generator:
-    """The generator ``name`` built with ``kwargs`` (SAM: checkpoint, model_type, device, its parameters)."""
+    """The generator ``name`` built with ``kwargs`` (SAM family: checkpoint, model_type, device, max_memory
+    and the package generator's parameters)."""
     return generator_class(name)(**kwargs)

@@ -1,10 +1,14 @@
-"""What configures SAM, without importing torch: model types, checkpoints, the generator's parameters.
+"""What configures the SAM family, without importing torch: packages, model types, checkpoints, parameters.
 
-The parameters of segment-anything's ``SamAutomaticMaskGenerator`` and their defaults are read from the
-installed package's source with :mod:`ast`, without importing it: importing segment_anything imports torch
-(seconds), and the command line builds one option per parameter just to show its help. The defaults are those
-of the installed version, whatever it is; a test compares them with ``inspect.signature`` of the imported
-class. Checkpoints are files the user supplies (argument or ``RAT_SAM_CHECKPOINT``); nothing is downloaded.
+Three generators run a package's own automatic mask generator: ``sam`` (segment-anything), ``sam-hq``
+(segment-anything-hq, HQ-SAM) and ``efficientvit-sam`` (efficientsam, EfficientViT-SAM). :class:`SamFamily`
+says, for each, which package and class, which model types, which published checkpoints and their SHA-256.
+
+The parameters of a package's automatic mask generator and their defaults are read from the installed
+package's source with :mod:`ast`, without importing it: importing these packages imports torch (seconds), and
+the command line builds one option per parameter just to show its help. The defaults are those of the
+installed version, whatever it is; a test compares them with ``inspect.signature`` of the imported class.
+Checkpoints are files the user supplies (argument or ``RAT_SAM_CHECKPOINT``); nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -12,39 +16,92 @@ from __future__ import annotations
 import ast
 import importlib.util
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from rat.shared.errors import RatError
 
-#: SAM model types: segment-anything's registry, and a tiny random-weight model for tests.
-SAM_MODEL_TYPES = ("vit_b", "vit_l", "vit_h", "vit_tiny")
 CHECKPOINT_ENV = "RAT_SAM_CHECKPOINT"
-#: Published checkpoints: file name -> SHA-256. A file with one of these names and another hash is refused.
-PUBLISHED_SHA256 = {
-    "sam_vit_b_01ec64.pth": "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
-}
-CHECKPOINT_HELP = (
-    "download sam_vit_b_01ec64.pth from the segment-anything project's model checkpoints "
-    f"on a machine with internet, then pass it as `checkpoint` or set {CHECKPOINT_ENV}; "
-    "the superpixels `generator` needs no weights"
-)
+#: Default budget of the SAM family's mask post-processing, bytes (:mod:`rat.shared.regions.bounded`).
+DEFAULT_MAX_MEMORY = 2 * 10**9
+#: A model type of every family built small from the package's own modules, with random weights: for tests
+#: and offline smoke runs only (its masks mean nothing).
+TEST_MODEL = "test_tiny"
 
 
 class SamError(RatError, RuntimeError):
-    """A one-line problem with SAM's checkpoint or configuration."""
+    """A one-line problem with a SAM-family package, checkpoint or configuration."""
 
 
-def resolve_checkpoint(checkpoint: str | Path | None) -> Path:
+@dataclass(frozen=True, eq=False)  # one object per family: hashed by identity
+class SamFamily:
+    """One SAM-family generator: the package that runs it and the checkpoints it takes."""
+
+    name: str                   # generator name, as the store records it
+    label: str                  # how messages call the model
+    distribution: str           # the package to install (its version is recorded)
+    module: str                 # its import name
+    generator_source: str       # file of its automatic mask generator, relative to the package
+    generator_class: str        # the class in that file
+    model_types: tuple[str, ...]
+    default_model_type: str
+    checkpoints: str            # where the published checkpoints come from, for messages
+    extra: str | None = None    # `pip install rat[extra]` installs the package
+    #: Published checkpoints: file name -> SHA-256; a file of one of these names and another hash is refused.
+    published: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def install(self) -> str:
+        return f"pip install rat[{self.extra}]" if self.extra else f"pip install {self.distribution}"
+
+
+SAM = SamFamily(
+    "sam", "SAM", "segment-anything", "segment_anything", "automatic_mask_generator.py",
+    "SamAutomaticMaskGenerator", ("vit_b", "vit_l", "vit_h", TEST_MODEL), "vit_b",
+    "sam_vit_b_01ec64.pth (vit_l: sam_vit_l_0b3195.pth, vit_h: sam_vit_h_4b8939.pth) from the "
+    "segment-anything project's model checkpoints",
+    published={
+        "sam_vit_b_01ec64.pth": "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+        "sam_vit_l_0b3195.pth": "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+        "sam_vit_h_4b8939.pth": "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+    })
+SAM_HQ = SamFamily(
+    "sam-hq", "HQ-SAM", "segment-anything-hq", "segment_anything_hq", "automatic_mask_generator.py",
+    "SamAutomaticMaskGenerator", ("vit_b", "vit_l", "vit_h", "vit_tiny", TEST_MODEL), "vit_b",
+    "sam_hq_vit_b.pth (vit_l, vit_h, vit_tiny: sam_hq_vit_l.pth, ...) from the HQ-SAM project's model "
+    "checkpoints", extra="sam-hq")
+EFFICIENTVIT_SAM = SamFamily(
+    "efficientvit-sam", "EfficientViT-SAM", "efficientsam", "efficientsam", "models/efficientvit/sam.py",
+    "EfficientViTSamAutomaticMaskGenerator", ("l0", "l1", "l2", "xl0", "xl1", TEST_MODEL), "l0",
+    "efficientvit_sam_l0.pt (l1, l2, xl0, xl1: efficientvit_sam_l1.pt, ...) from the EfficientViT "
+    "project's SAM checkpoints", extra="efficientvit-sam")
+#: The SAM family by generator name.
+FAMILIES = {f.name: f for f in (SAM, SAM_HQ, EFFICIENTVIT_SAM)}
+
+
+def checkpoint_help(family: SamFamily = SAM) -> str:
+    return (f"download {family.checkpoints} on a machine with internet, then pass it as `checkpoint` or set "
+            f"{CHECKPOINT_ENV}; the superpixels `generator` needs no weights")
+
+
+def resolve_checkpoint(checkpoint: str | Path | None, family: SamFamily = SAM) -> Path:
     """The checkpoint path from the argument or the environment; one-line errors when missing."""
     value = checkpoint or os.environ.get(CHECKPOINT_ENV)
     if not value:
-        raise SamError(f"no SAM checkpoint given: {CHECKPOINT_HELP}")
+        raise SamError(f"no {family.label} checkpoint given: {checkpoint_help(family)}")
     path = Path(value)
     if not path.is_file():
-        raise SamError(f"{path}: SAM checkpoint not found: {CHECKPOINT_HELP}")
+        raise SamError(f"{path}: {family.label} checkpoint not found: {checkpoint_help(family)}")
     return path
+
+
+def check_model_type(model_type: str, family: SamFamily = SAM) -> None:
+    if model_type not in family.model_types:
+        raise SamError(f"unknown {family.label} model type {model_type!r}; choose one of "
+                       f"{', '.join(family.model_types)}")
 
 
 #: Generator arguments that are not user parameters.
@@ -52,14 +109,14 @@ NOT_PARAMS = frozenset({"self", "model", "point_grids", "output_mode"})
 
 
 @cache
-def generator_defaults() -> dict[str, Any]:
-    """{parameter: default} of ``SamAutomaticMaskGenerator.__init__``, in signature order."""
-    spec = importlib.util.find_spec("segment_anything")
+def generator_defaults(family: SamFamily = SAM) -> dict[str, Any]:
+    """{parameter: default} of the family's automatic mask generator ``__init__``, in signature order."""
+    spec = importlib.util.find_spec(family.module)
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("segment-anything is not installed (pip install segment-anything)")
-    source = Path(spec.submodule_search_locations[0]) / "automatic_mask_generator.py"
+        raise SamError(f"the {family.name} generator needs {family.distribution}: {family.install}")
+    source = Path(spec.submodule_search_locations[0]) / family.generator_source
     tree = ast.parse(source.read_text(encoding="utf-8"))
-    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "SamAutomaticMaskGenerator")
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == family.generator_class)
     init = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
     args = init.args.args
     defaults = [None] * (len(args) - len(init.args.defaults)) + list(init.args.defaults)

@@ -31,7 +31,7 @@ def run(*args):
 
 
 def sam_args(ckpt, pps="4"):
-    return ["--generator", "sam", "--checkpoint", ckpt, "--model-type", "vit_tiny", "--device", "cpu",
+    return ["--generator", "sam", "--checkpoint", ckpt, "--model-type", "test_tiny", "--device", "cpu",
             "--points-per-side", pps, *SAM_FAST[2:]]
 
 
@@ -54,7 +54,7 @@ def test_tiny_sam_through_the_command_line(sample_root, tiny_sam_checkpoint, tmp
     code, text = run("verify", out, "--dataset", "sample", "--root", sample_root)
     assert code == 0 and "ok: 16 label maps" in text
     code, text = run("info", out)
-    assert code == 0 and "16 complete" in text and "vit_tiny" in text
+    assert code == 0 and "16 complete" in text and "test_tiny" in text
     code, text = run("masks", "--dataset", "sample", "--root", sample_root, "--out", out,
                      "--no-progress", *sam_args(tiny_sam_checkpoint))
     assert code == 0 and "0 done, 16 skipped" in text

@@ -20,7 +20,7 @@ from rat.shared.datasets import load_dataset
 from rat.shared.index import Entry, index_path, load_index
 from rat.shared.regions import build_generator
 
-SAM_FAST = {"model_type": "vit_tiny", "device": "cpu", "points_per_side": 4, "pred_iou_thresh": 0.0,
+SAM_FAST = {"model_type": "test_tiny", "device": "cpu", "points_per_side": 4, "pred_iou_thresh": 0.0,
             "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}
 
 

@@ -121,8 +121,8 @@ def model_card(config: Mapping[str, Any], source: str) -> str:
     biased = ("" if selected != "test" else " The checkpoint was selected on the test split (the authors' "
               "practice): scores on the test split are biased upwards; report a model selected on `val`.")
     data = config.get("data") or {}
-    sam = (f" (SAM {gen.get('model_type')}, checkpoint SHA-256 `{gen.get('checkpoint_sha256')}`)"
-           if gen.get("name") == "sam" else "")
+    sam = (f" ({gen.get('name')} {gen.get('model_type')}, checkpoint SHA-256 "
+           f"`{gen.get('checkpoint_sha256')}`)" if "checkpoint_sha256" in gen else "")
     lines = [
         f"# RAT: {config['dataset']} / {config['group']}",
         "",

@@ -9,6 +9,7 @@ regions.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy as np
 from rat.shared import store as st
 from rat.shared.errors import ParamError
 from rat.shared.index.hash_cache import source_sha256
-from rat.shared.regions import Generator, build_generator
+from rat.shared.regions import Generator, build_generator, generator_class
 from rat.shared.regions.sam_config import SamError, resolve_checkpoint
 from rat.shared.regions.window import render_for_sam
 from rat.training.inference.inputs import Scan
@@ -29,8 +30,9 @@ def trained_generator(recorded: dict[str, Any] | None, *, name: str | None = Non
                       ) -> tuple[Generator, str]:
     """The region generator a model was trained with (provenance ``recorded``), or ``name`` when asked for.
 
-    Returns (generator, note): the note says when the regions differ from the training ones. SAM weights
-    (``sam_checkpoint`` or RAT_SAM_CHECKPOINT) whose SHA-256 is not the recorded one are refused.
+    Returns (generator, note): the note says when the regions differ from the training ones. Weights of a
+    generator that takes a checkpoint (``sam_checkpoint`` or RAT_SAM_CHECKPOINT) whose SHA-256 is not the
+    recorded one are refused.
     """
     note = ""
     if recorded is None and name is None:
@@ -39,19 +41,23 @@ def trained_generator(recorded: dict[str, Any] | None, *, name: str | None = Non
     if name is not None and (recorded is None or name != recorded.get("name")):
         trained = recorded.get("name") if recorded else "unknown"
         note = f"note: regions from {name}, but the model was trained on {trained} regions"
-        kwargs = {"checkpoint": sam_checkpoint, "device": device} if name == "sam" else {}
+        accepts = inspect.signature(generator_class(name)).parameters
+        kwargs = {k: v for k, v in (("checkpoint", sam_checkpoint), ("device", device)) if k in accepts}
         return build_generator(name, **kwargs), note
-    if recorded["name"] == "sam":
-        path = resolve_checkpoint(sam_checkpoint)
+    kwargs = dict(recorded.get("params", {}))
+    if "checkpoint_sha256" in recorded:
+        cls = generator_class(recorded["name"])
+        locate = getattr(cls, "checkpoint_path", None)
+        path = Path(locate(sam_checkpoint) if locate else resolve_checkpoint(sam_checkpoint))
         digest = source_sha256(path)
-        if digest != recorded.get("checkpoint_sha256"):
-            raise SamError(f"{path}: SHA-256 {digest} is not that of the SAM weights the model was trained "
-                           f"with ({recorded.get('checkpoint_sha256')})")
-        generator = build_generator("sam", checkpoint=path, model_type=recorded["model_type"], device=device,
-                                    **recorded["params"])
-    else:
-        generator = build_generator(recorded["name"], **recorded["params"])
-    return generator, note
+        if digest != recorded["checkpoint_sha256"]:
+            family = getattr(cls, "family", None)
+            weights = f"{family.label} weights" if family is not None else "weights"
+            raise SamError(f"{path}: SHA-256 {digest} is not that of the {weights} the model was trained "
+                           f"with ({recorded['checkpoint_sha256']})")
+        kwargs.update(checkpoint=path, device=device,
+                      **({"model_type": recorded["model_type"]} if "model_type" in recorded else {}))
+    return build_generator(recorded["name"], **kwargs), note
 
 
 class RegionSource:

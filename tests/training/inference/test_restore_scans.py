@@ -262,7 +262,7 @@ def sam_model(sample_root, tiny_sam_checkpoint, tmp_path_factory) -> tuple[Path,
     from rat.shared.regions import build_generator
 
     base = tmp_path_factory.mktemp("sam")
-    gen = build_generator("sam", checkpoint=tiny_sam_checkpoint, model_type="vit_tiny", device="cpu",
+    gen = build_generator("sam", checkpoint=tiny_sam_checkpoint, model_type="test_tiny", device="cpu",
                           points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0,
                           box_nms_thresh=1.0)
     index = load_index(SAMPLE, sample_root)

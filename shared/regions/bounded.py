@@ -1,0 +1,166 @@
+"""A SAM-family automatic mask generator in bounded memory: the package's own masks, post-processed in parts.
+
+The packages' generators decode ``points_per_batch`` prompts at once and then, in ``_process_batch``, upsample
+all their masks (3 per prompt) to the crop's full resolution before they threshold, score, box and run-length
+encode them: on a 3249 x 3249 image, 64 prompts make 192 float masks of 42 MB each (14.7 GiB peak measured).
+
+:func:`bounded` derives a class from the package's generator class that
+
+1. decodes the whole batch with one call of the package's predictor, its upsampling deferred, keeping the
+   (B, C, 256, 256) low-resolution logits and (B, C) predicted IoUs: the prompt decoder keeps its batch;
+2. runs the package's own ``_process_batch`` on consecutive parts of the batch, as many prompts per part as
+   ``max_memory`` allows (at least one), serving each part the logits the decoder made for it, upsampled by
+   the package's model.
+
+Every step of ``_process_batch`` treats masks one by one and keeps their order (filters, stability scores,
+thresholds, boxes, RLE), and upsampling treats each mask alone, so the parts put end to end are what the
+package makes of the whole batch, RLE for RLE, in the same order. The test compares them on images,
+parameter sets and crop layers of every family.
+
+The ViT image encoders (SAM, HQ-SAM) hold every head's (N, N) attention matrix at once, 2-3 times over while
+the relative positions are added: 2.3 GiB on the CPU at ViT-B's 64 x 64 tokens. :func:`bound_attention`
+makes their attention layers compute a few heads at a time within a quarter of ``max_memory``: the same
+products of the same slices, so the same embeddings (the generators do it on the CPU, where host memory is
+the limit and batched and sliced matrix products agree bit for bit).
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+
+from rat.shared.errors import ParamError
+from rat.shared.regions.sam_config import DEFAULT_MAX_MEMORY
+
+#: Bytes per pixel of the crop that one mask takes while a part is post-processed: float logits and their
+#: filtered copy, the stability score's comparisons, the thresholded mask, its transpose and run boundaries
+#: (about 19 measured on 3249 x 3249 images), with room for what the image itself holds meanwhile.
+BYTES_PER_PIXEL = 24
+#: Bytes per pixel of the intermediate upsampling at the model's input size (1024 x 1024 float).
+INPUT_BYTES_PER_PIXEL = 4
+
+
+def prompts_per_part(max_memory: int, masks_per_prompt: int, crop_shape: tuple[int, int],
+                     input_size: int = 1024) -> int:
+    """How many prompts one part post-processes within ``max_memory`` bytes (at least one)."""
+    per_mask = BYTES_PER_PIXEL * crop_shape[0] * crop_shape[1] + INPUT_BYTES_PER_PIXEL * input_size ** 2
+    return max(1, int(max_memory) // (max(1, masks_per_prompt) * per_mask))
+
+
+def _no_upsampling(masks: torch.Tensor, input_size: Any, original_size: Any) -> torch.Tensor:
+    """Stands in for the model's ``postprocess_masks`` while decoding: nothing is made at full resolution."""
+    return masks[..., :0, :0]
+
+
+@contextmanager
+def _upsampling_deferred(model: torch.nn.Module) -> Iterator[None]:
+    model.postprocess_masks = _no_upsampling      # an instance attribute shadows the class's method
+    try:
+        yield
+    finally:
+        del model.postprocess_masks
+
+
+@contextmanager
+def _serving(predictor: Any, low_res: torch.Tensor, iou: torch.Tensor) -> Iterator[None]:
+    """The predictor answers its next ``predict_torch`` calls with these decoded masks, upsampled."""
+
+    def predict_torch(*args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        masks = predictor.model.postprocess_masks(low_res, predictor.input_size, predictor.original_size)
+        return masks, iou, low_res
+
+    predictor.predict_torch = predict_torch
+    try:
+        yield
+    finally:
+        del predictor.predict_torch
+
+
+class BoundedMemory:
+    """Mixin before a package's automatic mask generator class (see the module doc). ``max_memory``: bytes."""
+
+    max_memory: int = DEFAULT_MAX_MEMORY
+
+    def _decode(self, points: np.ndarray, im_size: tuple[int, ...], multimask_output: bool = True
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, h, w) low-resolution mask logits and (B, C) predicted IoUs of the (B, 2) prompts ``points``,
+        prompted as the package's ``_process_batch`` prompts them."""
+        predictor = self.predictor
+        coords = torch.as_tensor(predictor.transform.apply_coords(points, im_size), device=predictor.device)
+        labels = torch.ones(coords.shape[0], dtype=torch.int, device=coords.device)
+        with _upsampling_deferred(predictor.model):
+            _, iou, low_res = predictor.predict_torch(coords[:, None, :], labels[:, None],
+                                                      multimask_output=multimask_output, return_logits=True)
+        return low_res, iou
+
+    def _process_batch(self, points: np.ndarray, im_size: tuple[int, ...], crop_box: list[int],
+                       orig_size: tuple[int, ...], *args: Any) -> Any:
+        low_res, iou = self._decode(points, im_size, *args)
+        step = prompts_per_part(self.max_memory, low_res.shape[1], tuple(im_size))
+        parts = []
+        for start in range(0, len(points), step):
+            part = slice(start, start + step)
+            with _serving(self.predictor, low_res[part], iou[part]):
+                parts.append(super()._process_batch(points[part], im_size, crop_box, orig_size, *args))
+        return parts[0] if len(parts) == 1 else _joined(parts)
+
+
+def _attention_in_parts(self: torch.nn.Module, x: torch.Tensor, max_memory: int) -> torch.Tensor:
+    """The forward of segment-anything's (and HQ-SAM's) ViT ``Attention`` over slices of its batch x heads:
+    (B, H, W, C) -> (B, H, W, C), each slice's product, relative positions, softmax and values as the package
+    computes them for all at once."""
+    rel_pos = sys.modules[type(self).__module__].add_decomposed_rel_pos   # the package's own
+    B, H, W, _ = x.shape
+    qkv = self.qkv(x).reshape(B, H * W, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.reshape(3, B * self.num_heads, H * W, -1).unbind(0)         # (B * heads, N, d)
+    out = torch.empty_like(q)
+    step = max(1, max_memory // (3 * q.element_size() * (H * W) ** 2))     # (N, N) product + 2 temporaries
+    for start in range(0, q.shape[0], step):
+        part = slice(start, start + step)
+        attn = (q[part] * self.scale) @ k[part].transpose(-2, -1)            # (step, N, N)
+        if self.use_rel_pos:
+            attn = rel_pos(attn, q[part], self.rel_pos_h, self.rel_pos_w, (H, W), (H, W))
+        out[part] = attn.softmax(dim=-1) @ v[part]
+    x = out.view(B, self.num_heads, H, W, -1).permute(0, 2, 3, 1, 4).reshape(B, H, W, -1)
+    return self.proj(x)
+
+
+def bound_attention(model: torch.nn.Module, max_memory: int = DEFAULT_MAX_MEMORY) -> int:
+    """Make the ViT attention layers of ``model``'s image encoder (SAM's and HQ-SAM's ``Attention``) work
+    within a quarter of ``max_memory``. Returns how many layers; other encoders (TinyViT, EfficientViT) are
+    left as they are."""
+    layers = [m for m in model.image_encoder.modules()
+              if type(m).__name__ == "Attention" and hasattr(m, "rel_pos_h")
+              and hasattr(sys.modules[type(m).__module__], "add_decomposed_rel_pos")]
+    for layer in layers:
+        layer.forward = types.MethodType(lambda self, x: _attention_in_parts(self, x, max_memory // 4), layer)
+    return len(layers)
+
+
+def _joined(parts: list[Any]) -> Any:
+    """The package's MaskData of consecutive parts put end to end (no copies of the RLE lists, which the
+    package's own ``MaskData.cat`` deep-copies)."""
+    joined = {}
+    for key, first in parts[0].items():
+        values = [p[key] for p in parts]
+        if isinstance(first, torch.Tensor):
+            joined[key] = torch.cat(values)
+        elif isinstance(first, np.ndarray):
+            joined[key] = np.concatenate(values)
+        else:
+            joined[key] = [item for value in values for item in value]
+    return type(parts[0])(**joined)
+
+
+def bounded(generator_class: type, max_memory: int = DEFAULT_MAX_MEMORY) -> type:
+    """``generator_class`` (a package's automatic mask generator) post-processing within ``max_memory``."""
+    if not isinstance(max_memory, int) or max_memory <= 0:
+        raise ParamError("max_memory", f"{max_memory!r}: a positive number of bytes")
+    return type(f"Bounded{generator_class.__name__}", (BoundedMemory, generator_class),
+                {"max_memory": max_memory, "__module__": __name__})

@@ -1,0 +1,151 @@
+"""The SAM family as region sources: checkpoints, model types, the package's own generator in bounded memory.
+
+A :class:`SamFamilyGenerator` subclass names its :class:`~rat.shared.regions.sam_config.SamFamily`, how to
+build each model type (the package's own builders, random weights) and the package's automatic mask
+generator class. We load the state dict ourselves (``torch.load(..., weights_only=True)``) so that the
+checkpoint's SHA-256 is computed once and recorded in the store, and so that a missing, wrong or mismatched
+file fails with one line instead of a traceback. The package's generator runs through
+:func:`~rat.shared.regions.bounded.bounded`: its own masks, post-processed within ``max_memory``, and the
+image encoder's attention, on the CPU, within a quarter of it
+(:func:`~rat.shared.regions.bounded.bound_attention`).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from rat.shared.devices import pick_device
+from rat.shared.errors import one_line
+from rat.shared.hashes import sha256_file
+from rat.shared.regions.bounded import bound_attention, bounded
+from rat.shared.regions.labels import resolve_rle_masks
+from rat.shared.regions.sam_config import (
+    DEFAULT_MAX_MEMORY,
+    SamError,
+    SamFamily,
+    check_model_type,
+    generator_defaults,
+    resolve_checkpoint,
+)
+
+
+def read_state_dict(path: Path, family: SamFamily) -> tuple[dict[str, torch.Tensor], str]:
+    """(state dict, SHA-256) of a checkpoint file; refused when a published name has another hash."""
+    digest = sha256_file(path)
+    expected = family.published.get(path.name)
+    if expected is not None and digest != expected:
+        raise SamError(f"{path}: SHA-256 {digest} differs from the published {expected} "
+                       "(corrupt or incomplete download?)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure is the file's fault
+        raise SamError(f"{path}: not a loadable PyTorch state dict ({type(err).__name__})") from None
+    for key in ("model", "state_dict"):    # training checkpoints wrap the weights
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise SamError(f"{path}: not a state dict ({type(state).__name__})")
+    return state, digest
+
+
+def mismatch(model: torch.nn.Module, state: dict[str, Any]) -> str:
+    """What keeps ``state`` from loading into ``model``, in a few words."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(getattr(state[k], "shape", ())) != tuple(own[k].shape)]
+    parts = []
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{len(shapes)} tensors of other shapes, e.g. {k} {list(state[k].shape)} where the "
+                     f"model has {list(own[k].shape)}")
+    if missing:
+        parts.append(f"{len(missing)} of the model's tensors missing, e.g. {missing[0]}")
+    if extra:
+        parts.append(f"{len(extra)} unexpected, e.g. {extra[0]}")
+    return "; ".join(parts) or "the tensors do not load"
+
+
+class SamFamilyGenerator:
+    """Label maps from a SAM-family package's automatic mask generator (masks kept as RLE, folded into one
+    label map). Subclasses set ``family`` and implement :meth:`model_builders` and :meth:`mask_generator`."""
+
+    family: ClassVar[SamFamily]
+    name: ClassVar[str]
+
+    @staticmethod
+    def model_builders() -> dict[str, Callable[[], torch.nn.Module]]:
+        """Model type -> a function that builds that model with random weights (imports the package)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def mask_generator() -> type:
+        """The package's automatic mask generator class (imports the package)."""
+        raise NotImplementedError
+
+    @classmethod
+    def checkpoint_path(cls, checkpoint: str | Path | None) -> Path:
+        """The checkpoint file from the argument or RAT_SAM_CHECKPOINT (one-line errors naming the files)."""
+        return resolve_checkpoint(checkpoint, cls.family)
+
+    @classmethod
+    def load_model(cls, checkpoint: str | Path, model_type: str | None = None
+                   ) -> tuple[torch.nn.Module, str]:
+        """Build ``model_type`` and load ``checkpoint`` into it. Returns (model in eval mode, SHA-256)."""
+        family = cls.family
+        model_type = model_type or family.default_model_type
+        check_model_type(model_type, family)
+        path = Path(checkpoint)
+        state, digest = read_state_dict(path, family)
+        model = cls.model_builders()[model_type]()
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, TypeError, AttributeError, KeyError) as err:
+            reason = mismatch(model, state) if isinstance(state, dict) else one_line(err)
+            raise SamError(f"{path}: not a {family.label} {model_type} checkpoint ({reason})") from None
+        return model.eval(), digest
+
+    def __init__(self, checkpoint: str | Path | None = None, model_type: str | None = None,
+                 device: str = "auto", max_memory: int = DEFAULT_MAX_MEMORY, **params: Any) -> None:
+        family = self.family
+        defaults = generator_defaults(family)
+        unknown = set(params) - set(defaults)
+        if unknown:
+            raise SamError(f"unknown {family.label} generator parameter(s): {', '.join(sorted(unknown))}")
+        self.params = {**defaults, **params}
+        if self.params["min_mask_region_area"] > 0:
+            try:
+                import cv2  # noqa: F401
+            except ImportError:
+                raise SamError("min_mask_region_area > 0 needs OpenCV: pip install rat[opencv]") from None
+        self.model_type = model_type or family.default_model_type
+        check_model_type(self.model_type, family)
+        generator_class = bounded(self.mask_generator(), max_memory)
+        model, self.checkpoint_sha256 = self.load_model(self.checkpoint_path(checkpoint), self.model_type)
+        self.device = pick_device(device)
+        if self.device == "cpu":      # host memory; on CUDA the encoder runs as the package has it
+            bound_attention(model, max_memory)
+        self._generator = generator_class(model.to(self.device), output_mode="uncompressed_rle",
+                                          **self.params)
+
+    def provenance(self) -> dict[str, Any]:
+        """What the store records about this generator (everything that changes its output)."""
+        family = self.family
+        return {"name": self.name, "package": family.distribution,
+                "version": importlib.metadata.version(family.distribution), "model_type": self.model_type,
+                "checkpoint_sha256": self.checkpoint_sha256, "params": dict(self.params)}
+
+    def records(self, rgb: np.ndarray) -> list[dict[str, Any]]:
+        """The package generator's records (uncompressed-RLE masks) for an (H, W, 3) uint8 image."""
+        with torch.inference_mode():
+            return self._generator.generate(rgb)
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 -> (H, W) label map, 0 = no mask, 1..L."""
+        return resolve_rle_masks(self.records(rgb), rgb.shape[:2])

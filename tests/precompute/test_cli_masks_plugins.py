@@ -1,0 +1,64 @@
+"""A region generator in a package of its own (the documented example, examples/rat-regions-example),
+installed into a temporary folder only: `rat-precompute masks --help` lists it and `--generator tiles` uses
+it; the venv is left as it was (rat.precompute.cli, rat.shared.regions)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import console_script
+
+from rat.shared import store as st
+from rat.shared.datasets import load_dataset
+from rat.shared.index import load_index
+from rat.shared.regions import generator_names
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "rat-regions-example"
+
+
+@pytest.fixture(scope="module")
+def plugin_path(tmp_path_factory) -> Path:
+    """The example package installed (pip, its own pyproject) into a folder of its own."""
+    target = tmp_path_factory.mktemp("plugin")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
+                    "-q", "--target", str(target), str(EXAMPLE)], check=True, capture_output=True)
+    assert (target / "rat_regions_example" / "__init__.py").is_file()
+    return target
+
+
+def with_plugin(plugin_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin_path), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([console_script("rat-precompute"), *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def test_help_lists_the_plugin_without_loading_it(plugin_path):
+    done = with_plugin(plugin_path, "masks", "--help")
+    assert done.returncode == 0, done.stderr
+    text = "".join(done.stdout.split())                 # help wraps lines at hyphens
+    assert "[efficientvit-sam|sam|sam-hq|superpixels|tiles]" in text
+    assert "plug-ins:tiles(rat-regions-example0.1)" in text
+    assert "tiles" not in generator_names()            # this process (and the venv) never saw it
+
+
+def test_masks_with_the_plugin_writes_a_store_that_verify_passes(plugin_path, sample_root, tmp_path):
+    out = tmp_path / "tiles.zarr"
+    done = with_plugin(plugin_path, "masks", "--dataset", "sample", "--root", str(sample_root), "--out",
+                       str(out), "--no-progress", "--generator", "tiles", "--param", "size=32",
+                       "--param", "min_value=0")
+    assert done.returncode == 0 and "16 done" in done.stdout, done.stdout + done.stderr
+    gen = st.provenance(st.open_store(out))["generator"]
+    assert gen == {"name": "tiles", "version": "0.1", "params": {"size": 32, "min_value": 0}}
+    group = st.open_store(out)
+    entry = next(e for e in load_index(load_dataset("sample"), sample_root) if e.group == "ct")
+    labels = st.read_labels(group, entry.id)
+    h, w = labels.shape
+    assert labels.max() == -(-h // 32) * -(-w // 32) and np.array_equal(labels[0, :33], [1] * 32 + [2])
+    done = with_plugin(plugin_path, "verify", str(out), "--dataset", "sample", "--root", str(sample_root))
+    assert done.returncode == 0 and "ok: 16 label maps" in done.stdout, done.stdout + done.stderr
+    done = with_plugin(plugin_path, "masks", "--dataset", "sample", "--root", str(sample_root), "--out",
+                       str(out), "--no-progress", "--generator", "tiles", "--param", "size=0")
+    assert done.returncode != 0 and "size must be at least 1" in done.stderr + done.stdout
