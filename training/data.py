@@ -77,12 +77,14 @@ class PatchDataset(Dataset):
     root, needed for images without an image cache (they are decoded whole for every patch: slow).
     patch_size: default the group's. length: number of samples (default 2**31 - 1, an endless stream for
     step-based training). cache: folder of the local image cache (default
-    :func:`rat.shared.index.locate.cache_dir`; False: do not use one).
+    :func:`rat.shared.index.locate.cache_dir`; False: do not use one). cached: ids known to be in that cache
+    (just filled by the caller), instead of looking each one up.
     """
 
     def __init__(self, store_url: str | Path, entries: Sequence[Entry], group: Group,
                  root: str | Path | None = None, patch_size: int | None = None, length: int | None = None,
-                 seed: int = 0, augment: bool = True, cache: str | Path | None | bool = None) -> None:
+                 seed: int = 0, augment: bool = True, cache: str | Path | None | bool = None,
+                 cached: set[str] | None = None) -> None:
         self.store_url = str(store_url)
         self.entries = [e for e in entries if e.group == group.name]
         if not self.entries:
@@ -97,7 +99,8 @@ class PatchDataset(Dataset):
         self.augment = augment
         self.cache = cache
         images = ImageCache(cache or None) if cache is not False else None
-        self.cached = [images is not None and images.has(e) for e in self.entries]
+        self.cached = [images is not None and (e.id in cached if cached is not None else images.has(e))
+                       for e in self.entries]
         if self.root is None and not all(self.cached):
             missing = self.entries[self.cached.index(False)].id
             raise ValueError(f"{missing}: not in the image cache, and no data root to read it from")

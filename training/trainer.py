@@ -72,15 +72,17 @@ def load_data(cfg: TrainConfig, progress: bool = False) -> RunData:
     return RunData(ds, group, train_entries, val_entries, store, prov, root)
 
 
-def fill_cache(cfg: TrainConfig, rt: Runtime, data: RunData) -> None:
+def fill_cache(cfg: TrainConfig, rt: Runtime, data: RunData) -> set[str] | None:
     """Put the run's images into the local image cache (each rank its share; the ranks of a machine, and
-    other runs, may fill one cache at once)."""
+    other runs, may fill one cache at once). Returns the ids now cached when this process filled them all
+    (one process), else None (ask the cache)."""
     entries = (data.train + data.val)[rt.rank :: rt.world]
     chunk = int(data.provenance.get("chunk", [st.DEFAULT_CHUNK])[0])
     outcomes = cache_images(entries, data.root, cfg.cache, chunk=chunk, progress=rt.main and cfg.progress)
     if any(o.status == "failed" for o in outcomes):
         raise TrainError(f"image cache: {summarize(outcomes, done='cached', skipped='already cached')}")
     barrier(rt)
+    return {o.image_id for o in outcomes} if rt.world == 1 else None
 
 
 def validation(model: nn.Module, data: RunData, cfg: TrainConfig, rt: Runtime,
@@ -119,12 +121,12 @@ def build(run: Run, data: RunData, rt: Runtime) -> tuple[nn.Module, torch.optim.
     return model, optimizer, args
 
 
-def patch_stream(run: Run, data: RunData, rt: Runtime):
+def patch_stream(run: Run, data: RunData, rt: Runtime, cached: set[str] | None = None):
     """Batches of this rank: sample n is dataset index samples + rank + world * n, so resuming continues
     the stream exactly."""
     cfg = run.cfg
     patches = PatchDataset(cfg.masks, data.train, data.group, root=data.root, patch_size=cfg.patch_size,
-                           seed=cfg.seed, cache=False if cfg.no_cache else cfg.cache)
+                           seed=cfg.seed, cache=False if cfg.no_cache else cfg.cache, cached=cached)
     if not all(patches.cached):
         missing = len(patches.cached) - sum(patches.cached)
         say(rt, f"note: {missing} of {len(patches.cached)} training images are not in an image cache, so "
@@ -185,8 +187,7 @@ def _train(run: Run, rt: Runtime) -> dict[str, Any]:
             "fingerprint"):
         raise TrainError(f"{cfg.masks}: not the label store this run was trained on (other provenance "
                          "fingerprint); resume with the original store")
-    if not cfg.no_cache:
-        fill_cache(cfg, rt, data)
+    cached = None if cfg.no_cache else fill_cache(cfg, rt, data)
     raw, optimizer, args = build(run, data, rt)
     model = raw
     if rt.world > 1:
@@ -202,7 +203,7 @@ def _train(run: Run, rt: Runtime) -> dict[str, Any]:
         history = log.truncate(progress.step)
         if log.tb is None and progress.step == 0:
             say(rt, f"metrics: {log.path} (TensorBoard not installed)")
-    batches = patch_stream(run, data, rt)
+    batches = patch_stream(run, data, rt, cached)
 
     def save(name: str) -> None:
         run.save(name, run.state(raw, optimizer, args, rt.world, lr_at(progress.step, cfg.lr, cfg.min_lr,

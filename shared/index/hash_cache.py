@@ -58,7 +58,7 @@ def _connection() -> sqlite3.Connection | None:
 def source_sha256(path: str | Path) -> str:
     """SHA-256 of a file or DICOM-series folder (:func:`rat.shared.hashes.sha256_file`), computed again only
     when its size or modification time changed."""
-    name = os.path.realpath(path)
+    name = os.path.abspath(path)
     stamp = file_stamp(path)
     with _lock:
         if (name, stamp) in _memory:
@@ -113,7 +113,7 @@ def source_sha256_many(paths: list[str | Path], threads: int = 8) -> dict[str, s
     stamps: dict[str, tuple[str, Stamp] | None] = {}
     for path in map(str, paths):
         try:
-            stamps[path] = (os.path.realpath(path), file_stamp(path))
+            stamps[path] = (os.path.abspath(path), file_stamp(path))
         except OSError:
             stamps[path] = None
     out: dict[str, str | None] = {p: None for p, v in stamps.items() if v is None}

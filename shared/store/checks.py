@@ -186,9 +186,15 @@ def source_problems(ds: DatasetDef, entries: Iterable[Entry], root: str | Path,
     entries = list(entries)
     hashes = source_sha256_many([p for e in entries for p in (Path(root) / e.hq, source_path(root, e.lq))],
                                 threads)
-    found = _parallel(lambda e: source_problem(ds, e, root, recorded_versions, hashes), entries, threads,
-                      "check files", progress)
-    return [p for p in found if p is not None]
+    derived = [e for e in entries if e.group in ds.groups and ds.groups[e.group].derive_lq]
+    def problem(e: Entry) -> str | None:
+        return source_problem(ds, e, root, recorded_versions, hashes)
+
+    found = dict(zip((e.id for e in derived), _parallel(problem, derived, threads, "check derived images",
+                                                       progress), strict=True))
+    # the others only compare hashes known already: no I/O, no threads
+    found.update({e.id: problem(e) for e in entries if e.id not in found})
+    return [found[e.id] for e in entries if found[e.id] is not None]
 
 
 def listing(header: str, problems: Sequence[str]) -> str:

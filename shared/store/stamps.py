@@ -14,13 +14,10 @@ from __future__ import annotations
 import os
 import zipfile
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import zarr
 from zarr.core.sync import sync
-
-from rat.shared.store.schema import READ_THREADS
 
 
 def key_stamps(store: zarr.abc.store.Store, keys: Sequence[str], prefix: str) -> dict[str, str | None] | None:
@@ -36,8 +33,7 @@ def key_stamps(store: zarr.abc.store.Store, keys: Sequence[str], prefix: str) ->
                 return None
             return f"{st.st_size}:{st.st_mtime_ns}"
 
-        with ThreadPoolExecutor(max(1, min(READ_THREADS, len(keys)))) as pool:
-            return dict(zip(keys, pool.map(stat, keys), strict=True))
+        return {key: stat(key) for key in keys}  # a stat of a cached directory entry: faster than any pool
     if isinstance(store, zarr.storage.ZipStore):
         with zipfile.ZipFile(store.path) as zf:
             entries = {i.filename: f"{i.file_size}:{i.CRC}" for i in zf.infolist()}
