@@ -20,6 +20,7 @@ from rat.shared.index.build import build_index
 from rat.shared.io import read_image, write_image
 from rat.shared.regions import build_generator
 from rat.shared.store import StoreError
+from rat.shared.store.schema import image_key
 from rat.training import trainer
 from rat.training.checkpoint import load_checkpoint, model_from_checkpoint
 from rat.training.cli import main
@@ -251,6 +252,35 @@ def test_training_never_reads_a_test_image_unless_asked_to(store, sample_root, t
     folder = export_model(tmp_path / "test" / "best.pt", tmp_path / "model")
     assert json.loads((folder / "config.json").read_text())["selection"]["split"] == "test"
     assert "selected on the test split" in (folder / "README.md").read_text()
+
+
+def test_label_bytes_are_hashed_once_before_the_first_step_and_not_again_when_unchanged(
+        store, sample_root, tmp_path, monkeypatch):
+    """Before the first step every label map the run uses is read and hashed once (not again by the patch
+    dataset or validation); a second run on unchanged store objects hashes none (the verification cache),
+    and a label chunk changed between runs is hashed again and refused."""
+    import shutil
+
+    from rat.shared.store import labels as store_labels
+
+    monkeypatch.setenv("RAT_CACHE_DIR", str(tmp_path / "fresh-cache"))
+    hashed: list[tuple[int, ...]] = []
+    real = store_labels.labels_sha256
+    monkeypatch.setattr(store_labels, "labels_sha256", lambda a: (hashed.append(a.shape), real(a))[1])
+    own = Path(shutil.copytree(store, tmp_path / "own.zarr"))
+    index = load_index(load_dataset("sample"), sample_root)
+    used = [e for e in index if e.group == "ct" and e.split != "test"]
+    train(cfg(own, sample_root, tmp_path / "a", iters=2, eval_every=1, val_limit=None))
+    assert len(hashed) == len(used) and len(used) >= 2          # each used map once, none twice
+    hashed.clear()
+    train(cfg(own, sample_root, tmp_path / "b", iters=2, eval_every=1, val_limit=None))
+    assert hashed == []
+    chunk = own / "labels" / image_key(used[0].id) / "0" / "c" / "0" / "0"  # another tool changes its bytes
+    swap = next(c for c in (own / "labels").glob("*/0/c/0/0") if c.read_bytes() != chunk.read_bytes())
+    chunk.write_bytes(swap.read_bytes())
+    with pytest.raises(StoreError, match=used[0].id):
+        train(cfg(own, sample_root, tmp_path / "c", iters=1))
+    assert hashed == [used[0].shape[:2]]
 
 
 def test_best_pt_is_chosen_on_validation(store, sample_root, tmp_path):
