@@ -106,7 +106,8 @@ def make_dataset(root: Path, n: int) -> None:
 
 
 SERVER = """
-import json, sys
+import json, logging, sys
+logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
 from collections import Counter
 from moto.server import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import make_server

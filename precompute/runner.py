@@ -43,15 +43,17 @@ def compute_labels(entry: Entry, root: Path, ds: DatasetDef, generator: Generato
 
 
 def process_entry(entry: Entry, root: Path, ds: DatasetDef, generator: Generator,
-                  group: zarr.Group, overwrite: bool = False,
-                  chunk: int = st.DEFAULT_CHUNK, fingerprint: str | None = None) -> Outcome:
+                  group: zarr.Group, overwrite: bool = False, chunk: int = st.DEFAULT_CHUNK,
+                  fingerprint: str | None = None, look: bool = True) -> Outcome:
     """Make and store the label map of one image unless it is already there; never raises for bad items.
 
-    ``fingerprint``: of the configuration this process computes under (default: the store's).
+    ``fingerprint``: of the configuration this process computes under (default: the store's). ``look``:
+    read the image's record first (False when the caller has just read every record in one batch, as
+    :func:`already_done` does: one store read less per image).
     """
     start = time.perf_counter()
     try:
-        rec = None if overwrite else st.record(group, entry.id)
+        rec = None if overwrite or not look else st.record(group, entry.id)
         if rec is not None and rec.get("source_sha256") == entry.sha256:
             return Outcome(entry.id, "skipped", regions=int(rec.get("regions", 0)))
         labels, spacing = compute_labels(entry, Path(root), ds, generator)
@@ -97,7 +99,7 @@ def run_masks(ds: DatasetDef, entries: Iterable[Entry], root: Path, out: str | P
     done = already_done(group, entries, overwrite)
     todo = [e for e in entries if e.id not in done]
     made = run_each(todo, lambda e: process_entry(e, root, ds, generator, group, overwrite, chunk,
-                                                  prov["fingerprint"]), "label maps", progress)
+                                                  prov["fingerprint"], look=False), "label maps", progress)
     st.consolidate(group)
     outcomes = {**done, **{o.image_id: o for o in made}}
     return [outcomes[e.id] for e in entries]

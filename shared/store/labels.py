@@ -21,7 +21,7 @@ import numpy as np
 import zarr
 from numcodecs import Zstd
 from zarr.core.buffer import default_buffer_prototype
-from zarr.core.sync import sync
+from zarr.core.sync import collect_aiterator, sync
 
 from rat.shared.store.ngff import label_image_attrs
 from rat.shared.store.schema import (
@@ -121,18 +121,22 @@ def _encoded_chunks(labels: np.ndarray, chunks: tuple[int, int]):
 def _put(store: zarr.abc.store.Store, prefix: str, array_doc: bytes, encoded: dict[str, bytes],
          group_doc: bytes) -> None:
     """Replace the node at ``prefix``: remove it, write the array's metadata and chunks, then the group's
-    document (the record) last. Files of a local store are written directly, each atomically (temporary
-    name, then rename), as zarr writes them; other stores through their own concurrent writes."""
+    document (the record) last. Files of a local store are written directly, each folder made once; the
+    record atomically (temporary name, then rename): until it is there, readers take the node as incomplete.
+    Other stores are written through their own concurrent writes."""
     objects = {"0/zarr.json": array_doc, **{f"0/{k}": v for k, v in encoded.items()}}
     if isinstance(store, zarr.storage.LocalStore):
         node = Path(store.root) / prefix
         shutil.rmtree(node, ignore_errors=True)
-        for name, data in [*objects.items(), ("zarr.json", group_doc)]:
-            path = node / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+        node.parent.mkdir(parents=True, exist_ok=True)
+        folders = {"/".join(name.split("/")[:k]) for name in objects for k in range(name.count("/") + 1)}
+        for folder in sorted(folders, key=len):                 # each folder once, parents first
+            (node / folder).mkdir(exist_ok=True)
+        for name, data in objects.items():
+            (node / name).write_bytes(data)
+        tmp = node / f".zarr.json.{uuid.uuid4().hex}.partial"
+        tmp.write_bytes(group_doc)
+        os.replace(tmp, node / "zarr.json")
         return
     sync(_put_async(store, prefix, objects, group_doc))
 
@@ -167,9 +171,8 @@ def read_labels(group: zarr.Group, image_id: str, check: bool = True) -> np.ndar
 
 
 def label_ids(group: zarr.Group) -> list[str]:
-    """Ids of every label map in the store, complete or not, sorted."""
-    try:
-        labels = group["labels"]
-    except KeyError:
-        return []
-    return sorted(image_id(k) for k in labels.group_keys())
+    """Ids of every label map in the store, complete or not, sorted: one listing of ``labels/`` (not a read
+    of each one's metadata)."""
+    prefix = f"{group.path}/labels" if group.path else "labels"
+    names = collect_aiterator(group.store.list_dir(prefix))
+    return sorted(image_id(k) for k in names if k != "zarr.json" and not k.startswith("."))

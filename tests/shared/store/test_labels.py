@@ -38,6 +38,40 @@ def test_label_map_without_complete_record_does_not_exist(tmp_path):
     assert st.record(g, "x") is not None
 
 
+def test_a_write_killed_before_its_record_is_listed_as_incomplete_and_left_out(tmp_path, monkeypatch):
+    """The record is the last object written: a writer killed before it leaves a node that is listed (one
+    listing of labels/), counted as incomplete by `info`, kept out of the consolidated table and of NGFF's
+    list, and replaced by the next write."""
+    from rat.shared.store import labels as store_labels
+
+    url = tmp_path / "s.zarr"
+    g = st.init_store(url, prov())
+    st.write_labels(g, "a", np.ones((5, 7), np.uint16), "a" * 64)
+    real = store_labels.os.replace
+
+    def killed(src, dst):
+        if str(dst).endswith("labels/b/zarr.json"):
+            raise KeyboardInterrupt                  # the process dies before the record is in place
+        return real(src, dst)
+
+    monkeypatch.setattr(store_labels.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        st.write_labels(g, "b", np.full((5, 7), 2, np.uint16), "b" * 64)
+    monkeypatch.setattr(store_labels.os, "replace", real)
+    node = url / "labels" / "b"
+    assert (node / "0" / "zarr.json").is_file() and not (node / "zarr.json").exists()
+    r = st.open_store(url)
+    assert st.label_ids(r) == ["a", "b"]
+    assert st.store_summary(r)["incomplete"] == ["b"] and st.store_summary(r)["complete"] == 1
+    st.consolidate(g)
+    r = st.open_store(url)
+    table = json.loads(r[r.attrs[st.ATTR]["records"]["array"]][...].tobytes())["rows"]
+    assert list(table) == ["labels/a/zarr.json"]
+    assert r["labels"].attrs["ome"]["labels"] == ["a"]
+    st.write_labels(g, "b", np.full((5, 7), 2, np.uint16), "b" * 64)
+    assert st.store_summary(st.open_store(url))["complete"] == 2
+
+
 def test_corrupt_metadata_reads_as_missing(tmp_path):
     url = tmp_path / "s.zarr"
     g = st.init_store(url, prov())
