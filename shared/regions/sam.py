@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from rat.shared.regions.sam_config import SAM, TEST_MODEL
-from rat.shared.regions.sam_family import SamFamilyGenerator
+from rat.shared.regions.sam_family import SamFamilyGenerator, build_tiny
 
 
 def build_sam_tiny() -> torch.nn.Module:
@@ -23,33 +23,9 @@ def build_sam_tiny() -> torch.nn.Module:
     For tests and offline smoke runs only (random weights give meaningless masks); the whole generation
     path (prompt grid, decoder, NMS, RLE, post-processing) is the real one. Input size 256, embed 32.
     """
-    from segment_anything.modeling import (
-        ImageEncoderViT,
-        MaskDecoder,
-        PromptEncoder,
-        Sam,
-        TwoWayTransformer,
-    )
+    from segment_anything import modeling
 
-    size, patch, dim = 256, 16, 32
-    return Sam(
-        image_encoder=ImageEncoderViT(
-            img_size=size, patch_size=patch, embed_dim=dim, depth=1, num_heads=2, mlp_ratio=2,
-            out_chans=dim, qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            use_rel_pos=True, window_size=0, global_attn_indexes=(0,),
-        ),
-        prompt_encoder=PromptEncoder(
-            embed_dim=dim, image_embedding_size=(size // patch, size // patch),
-            input_image_size=(size, size), mask_in_chans=4,
-        ),
-        mask_decoder=MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(depth=1, embedding_dim=dim, mlp_dim=64, num_heads=2),
-            transformer_dim=dim, iou_head_depth=2, iou_head_hidden_dim=32,
-        ),
-        pixel_mean=[123.675, 116.28, 103.53],
-        pixel_std=[58.395, 57.12, 57.375],
-    ).eval()
+    return build_tiny(modeling, modeling.MaskDecoder)
 
 
 class SamGenerator(SamFamilyGenerator):

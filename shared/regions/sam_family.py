@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.metadata
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,6 +34,31 @@ from rat.shared.regions.sam_config import (
     generator_defaults,
     resolve_checkpoint,
 )
+
+
+def build_tiny(modeling: Any, decoder: type, **decoder_args: Any) -> torch.nn.Module:
+    """A SAM-family model of a few hundred thousand parameters built from a package's own ``modeling``
+    modules, with its mask ``decoder`` class (random weights; tests and offline smoke runs only: the whole
+    generation path is the real one). Input size 256, embed 32, one global-attention block."""
+    size, patch, dim = 256, 16, 32
+    return modeling.Sam(
+        image_encoder=modeling.ImageEncoderViT(
+            img_size=size, patch_size=patch, embed_dim=dim, depth=1, num_heads=2, mlp_ratio=2,
+            out_chans=dim, qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            use_rel_pos=True, window_size=0, global_attn_indexes=(0,),
+        ),
+        prompt_encoder=modeling.PromptEncoder(
+            embed_dim=dim, image_embedding_size=(size // patch, size // patch),
+            input_image_size=(size, size), mask_in_chans=4,
+        ),
+        mask_decoder=decoder(
+            num_multimask_outputs=3,
+            transformer=modeling.TwoWayTransformer(depth=1, embedding_dim=dim, mlp_dim=64, num_heads=2),
+            transformer_dim=dim, iou_head_depth=2, iou_head_hidden_dim=32, **decoder_args,
+        ),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    ).eval()
 
 
 def read_state_dict(path: Path, family: SamFamily) -> tuple[dict[str, torch.Tensor], str]:

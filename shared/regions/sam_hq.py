@@ -16,7 +16,7 @@ from types import ModuleType
 import torch
 
 from rat.shared.regions.sam_config import SAM_HQ, TEST_MODEL, SamError
-from rat.shared.regions.sam_family import SamFamilyGenerator
+from rat.shared.regions.sam_family import SamFamilyGenerator, build_tiny
 
 
 def _package() -> ModuleType:
@@ -35,33 +35,9 @@ def build_sam_hq_tiny() -> torch.nn.Module:
     """An HQ-SAM of a few hundred thousand parameters from segment_anything_hq's own modules (random weights;
     tests and offline smoke runs only). Input size 256, embed 32, one global-attention block."""
     _package()
-    from segment_anything_hq.modeling import (
-        ImageEncoderViT,
-        MaskDecoderHQ,
-        PromptEncoder,
-        Sam,
-        TwoWayTransformer,
-    )
+    from segment_anything_hq import modeling
 
-    size, patch, dim = 256, 16, 32
-    return Sam(
-        image_encoder=ImageEncoderViT(
-            img_size=size, patch_size=patch, embed_dim=dim, depth=1, num_heads=2, mlp_ratio=2,
-            out_chans=dim, qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            use_rel_pos=True, window_size=0, global_attn_indexes=(0,),
-        ),
-        prompt_encoder=PromptEncoder(
-            embed_dim=dim, image_embedding_size=(size // patch, size // patch),
-            input_image_size=(size, size), mask_in_chans=4,
-        ),
-        mask_decoder=MaskDecoderHQ(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(depth=1, embedding_dim=dim, mlp_dim=64, num_heads=2),
-            transformer_dim=dim, iou_head_depth=2, iou_head_hidden_dim=32, vit_dim=dim,
-        ),
-        pixel_mean=[123.675, 116.28, 103.53],
-        pixel_std=[58.395, 57.12, 57.375],
-    ).eval()
+    return build_tiny(modeling, modeling.MaskDecoderHQ, vit_dim=32)
 
 
 class SamHqGenerator(SamFamilyGenerator):
