@@ -8,13 +8,12 @@ memory, :mod:`rat.shared.regions.bounded`); checkpoints are loaded and checked b
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
 import torch
 
-from rat.shared.regions.sam_config import SAM, TEST_MODEL
-from rat.shared.regions.sam_family import SamFamilyGenerator, build_tiny
+from rat.shared.regions.sam_config import SAM
+from rat.shared.regions.sam_family import SamFamilyGenerator, build_tiny, registry_builders
 
 
 def build_sam_tiny() -> torch.nn.Module:
@@ -38,10 +37,7 @@ class SamGenerator(SamFamilyGenerator):
     def model_builders() -> dict[str, Callable[[], torch.nn.Module]]:
         from segment_anything import sam_model_registry
 
-        builders = {name: partial(sam_model_registry[name], checkpoint=None)
-                    for name in SAM.model_types if name in sam_model_registry}
-        builders[TEST_MODEL] = build_sam_tiny
-        return builders
+        return registry_builders(sam_model_registry, SAM, build_sam_tiny)
 
     @staticmethod
     def mask_generator() -> type:

@@ -28,6 +28,7 @@ from rat.shared.regions.bounded import bound_attention, bounded
 from rat.shared.regions.labels import resolve_rle_masks
 from rat.shared.regions.sam_config import (
     DEFAULT_MAX_MEMORY,
+    TEST_MODEL,
     SamError,
     SamFamily,
     check_model_type,
@@ -59,6 +60,15 @@ def build_tiny(modeling: Any, decoder: type, **decoder_args: Any) -> torch.nn.Mo
         pixel_mean=[123.675, 116.28, 103.53],
         pixel_std=[58.395, 57.12, 57.375],
     ).eval()
+
+
+def registry_builders(registry: dict[str, Callable[..., torch.nn.Module]], family: SamFamily,
+                      tiny: Callable[[], torch.nn.Module]) -> dict[str, Callable[[], torch.nn.Module]]:
+    """Model builders of a package whose ``sam_model_registry`` builds each model type without weights
+    (``checkpoint=None``; the weights are loaded and checked here), plus the test-only tiny model."""
+    builders = {name: partial(registry[name], checkpoint=None)
+                for name in family.model_types if name in registry}
+    return {**builders, TEST_MODEL: tiny}
 
 
 def read_state_dict(path: Path, family: SamFamily) -> tuple[dict[str, torch.Tensor], str]:

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from functools import partial
 from types import ModuleType
 
 import torch
 
-from rat.shared.regions.sam_config import SAM_HQ, TEST_MODEL, SamError
-from rat.shared.regions.sam_family import SamFamilyGenerator, build_tiny
+from rat.shared.regions.sam_config import SAM_HQ, SamError
+from rat.shared.regions.sam_family import SamFamilyGenerator, build_tiny, registry_builders
 
 
 def _package() -> ModuleType:
@@ -48,11 +47,7 @@ class SamHqGenerator(SamFamilyGenerator):
 
     @staticmethod
     def model_builders() -> dict[str, Callable[[], torch.nn.Module]]:
-        registry = _package().sam_model_registry
-        builders = {name: partial(registry[name], checkpoint=None)
-                    for name in SAM_HQ.model_types if name in registry}
-        builders[TEST_MODEL] = build_sam_hq_tiny
-        return builders
+        return registry_builders(_package().sam_model_registry, SAM_HQ, build_sam_hq_tiny)
 
     @staticmethod
     def mask_generator() -> type:
