@@ -127,7 +127,11 @@ def source_problem(ds: DatasetDef, entry: Entry, root: str | Path,
     e = entry
     hq = Path(root) / e.hq
     known = hashes if hashes is not None else source_sha256_many([hq, source_path(root, e.lq)])
-    hq_sha = known.get(str(hq)) if str(hq) in known else source_sha256_many([hq])[str(hq)]
+
+    def sha(path: Path) -> str | None:
+        return known[str(path)] if str(path) in known else source_sha256_many([path])[str(path)]
+
+    hq_sha = sha(hq)
     if hq_sha is None:
         return f"{e.id}: HQ file {hq} not found"
     if e.hq_sha256 and hq_sha != e.hq_sha256:
@@ -141,7 +145,7 @@ def source_problem(ds: DatasetDef, entry: Entry, root: str | Path,
         return (f"{e.id}: LQ derived here ({method}) differs from the store's: derived with {recorded} "
                 f"there, {_versions(derive_versions())} here")
     lq = source_path(root, e.lq)
-    lq_sha = known.get(str(lq)) if str(lq) in known else source_sha256_many([lq])[str(lq)]
+    lq_sha = sha(lq)
     if lq_sha is None:
         return f"{e.id}: LQ file {lq} not found"
     if lq_sha != e.sha256:
