@@ -101,3 +101,36 @@ def store_files(root: Path) -> dict[str, bytes]:
             data = json.dumps(doc, sort_keys=True).encode()
         out[rel] = data
     return out
+
+
+# Kernel checks for the child-process probe (rat.training.model.probe): module-level, so a spawned child can
+# unpickle them. Each takes the arguments of rat.training.model.attention.check_backend.
+def check_passes(*args):
+    return None
+
+
+def check_disagrees(*args):
+    return "differs from sparse by 1 in the output (allowed 0.001)"
+
+
+def check_raises(*args):
+    raise RuntimeError("CUDA error: an illegal memory access was encountered\nCUDA kernel errors might be ...")
+
+
+def check_exits(*args):
+    import os
+
+    os._exit(3)
+
+
+def check_segfaults(*args):
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def check_hangs(*args):
+    import time
+
+    time.sleep(600)

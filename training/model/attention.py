@@ -18,11 +18,13 @@ Backends for region attention, all exact and differentiable (plans: :mod:`rat.tr
   block table of the (query block, key block) pairs that share a region; compiled once for all
   shapes (:mod:`rat.training.model.flex`; fused kernels on CUDA, forward only on CPU).
 - ``auto``: ``flex`` on CUDA where FlexAttention is available and passes its check on the device,
-  else ``sparse`` (:func:`resolve_backend`). The check runs once per process, device, head size and
-  precision, at the first use: flex and sparse compute a small problem, and their outputs and
-  gradients must agree. If flex fails to compile or run (its CUDA kernels need heads of at least
-  16 channels, for one), or disagrees, ``auto`` uses ``sparse`` (the same results, slower) and
-  says so in one warning line (logger ``rat.training.model.attention``).
+  else ``sparse`` (:func:`resolve_backend`). The check runs at the first use per device, head size and
+  precision: flex and sparse compute a small problem with every kind of block-table row, and their
+  outputs and gradients must agree. On CUDA it runs in a child process, so that a kernel that crashes
+  cannot take the run with it, and its verdict is kept on disk per versions, GPU and setting
+  (:mod:`rat.training.model.probe`). If flex fails to compile or run (its CUDA kernels need heads of
+  at least 16 channels, for one), crashes, hangs or disagrees, ``auto`` uses ``sparse`` (the same
+  results, slower) and says so in one warning line (logger ``rat.training.model.attention``).
 
 The kernels take token rows (T, 3, heads, d): the Q/K/V projection of a channels-last feature
 map read as one row per token, without a copy.
@@ -31,6 +33,7 @@ map read as one row per token, without a copy.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +41,7 @@ from torch import Tensor, nn
 
 from rat.shared.errors import one_line
 from rat.training.choices import ATTENTIONS, BACKENDS
-from rat.training.model import flex
+from rat.training.model import flex, probe
 from rat.training.model.attention_plan import DensePlan, SparsePlan, plan_region_attention
 from rat.training.model.flex import FlexPlan, flex_rows
 from rat.training.model.memory import kept
@@ -123,15 +126,30 @@ def resolve_backend(backend: str, device: torch.device, head_dim: int) -> str:
     return auto_backend(device, head_dim)
 
 
-def auto_backend(device: torch.device, head_dim: int, candidate: str = "flex",
-                 fallback: str = "sparse") -> str:
-    """``candidate`` if it passes :func:`check_backend` against ``fallback`` on ``device``, else ``fallback``
-    with one warning line saying why. Decided once per process, device, head size and precision (the
-    autocast dtype at the first use on the device, else float32) and remembered."""
+def auto_backend(device: torch.device, head_dim: int, candidate: str = "flex", fallback: str = "sparse",
+                 *, isolate: bool | None = None, check: Callable[..., str | None] | None = None) -> str:
+    """``candidate`` if it passes ``check`` (default :func:`check_backend`) against ``fallback`` on
+    ``device``, else ``fallback`` with one warning line saying why. Decided once per process, device,
+    head size and precision (the autocast dtype at the first use on the device, else float32) and
+    remembered.
+
+    ``isolate`` (default: on CUDA) runs the check in a spawned child process, so that a kernel that crashes
+    the process or corrupts its CUDA context only fails the check, and keeps the verdict on disk for every
+    later process with the same versions, GPU and setting (:mod:`rat.training.model.probe`).
+    """
     dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else torch.float32
     key = (str(device), head_dim, dtype)
     if key not in _AUTO:
-        problem = check_backend(device, head_dim, candidate, fallback, dtype)
+        check = check or check_backend
+        args = (device, head_dim, candidate, fallback, dtype)
+        if isolate if isolate is not None else device.type == "cuda":
+            setting = probe.setting(device, dtype, head_dim, candidate, fallback)
+            found, problem = probe.recalled(setting)
+            if not found:
+                problem = probe.isolated(check, *args)
+                probe.remember(setting, problem)
+        else:
+            problem = check(*args)
         if problem is not None:
             log.warning(f"region attention on {device} ({str(dtype).removeprefix('torch.')}, heads of "
                         f"{head_dim}): {candidate} {problem}; using {fallback} instead (the same results, "
@@ -140,13 +158,26 @@ def auto_backend(device: torch.device, head_dim: int, candidate: str = "flex",
     return _AUTO[key]
 
 
+def check_problem() -> Tensor:
+    """Token labels (2, 768) of the check: every kind of block-table row at 128-token blocks.
+
+    Image 0: a region of 480 tokens (full blocks in query blocks 0-2, rows with more full than partial
+    blocks), then 12 regions of 24 (rows of partial blocks). Image 1: regions of 400 and 300 tokens that
+    meet inside a block (a row of 6 partial blocks and no full one), then 4 regions of 17 tokens.
+    """
+    first = torch.cat([torch.zeros(480, dtype=torch.int64), 1 + torch.arange(288) // 24])
+    second = torch.cat([torch.full((400,), 100), torch.full((300,), 101), 102 + torch.arange(68) // 17])
+    return torch.stack([first, second])
+
+
 def check_backend(device: torch.device, head_dim: int, backend: str = "flex", reference: str = "sparse",
                   dtype: torch.dtype = torch.float32, grad: bool | None = None) -> str | None:
     """Why ``backend`` cannot stand in for ``reference`` on ``device``, or None when it can.
 
-    Both compute the region attention of one small problem (2 images of 12 x 40 tokens, 2 heads of
-    ``head_dim`` channels, 23 regions of 20 to 240 tokens, some across 128-token blocks) from the same
-    inputs, rounded to ``dtype``: ``backend`` in ``dtype``, ``reference`` in float32. Their outputs and,
+    Both compute the region attention of one small problem (:func:`check_problem`: 2 images of 768 tokens,
+    2 heads of ``head_dim`` channels, regions of 17 to 480 tokens, full blocks in several query blocks,
+    rows wider in partial than in full blocks and the reverse) from the same inputs, rounded to ``dtype``:
+    ``backend`` in ``dtype``, ``reference`` in float32. Their outputs and,
     with ``grad`` (default: where ``backend`` has a backward pass), the gradients of q, k and v under one
     upstream gradient must be finite and agree within :data:`CHECK_TOL` of the reference's largest value.
     A failure to compile or run is a reason too. Runs with gradients on, outside autocast and inference
@@ -155,12 +186,10 @@ def check_backend(device: torch.device, head_dim: int, backend: str = "flex", re
     grad = (backend != "flex" or flex.trains_on(device)) if grad is None else grad
     results = []
     with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device.type, enabled=False):
-        i, j = torch.arange(12)[:, None], torch.arange(40)[None, :]
-        labels = torch.stack([torch.where(j < 20, 0, 1 + (i // 4) * 4 + (j - 20) // 5),  # 240, 12 x 20 tokens
-                              (i + 2 * j) // 9 + 100]).reshape(2, -1).to(device)  # diagonal bands of 25-54
+        labels = check_problem().to(device)
         g = torch.Generator().manual_seed(0)
-        q, k, v, upstream = (torch.randn(2, 2, 480, head_dim, generator=g).to(dtype)  # (B, H, N, d)
-                             for _ in range(4))
+        shape = (2, 2, labels.shape[1], head_dim)  # (B, H, N, d)
+        q, k, v, upstream = (torch.randn(shape, generator=g).to(dtype) for _ in range(4))
         for name, kind in ((reference, torch.float32), (backend, dtype)):
             qkv = [x.to(device, kind).requires_grad_(grad) for x in (q, k, v)]
             try:

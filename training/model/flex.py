@@ -20,8 +20,9 @@ block pair between padding blocks.
 
 The block table is built without (blocks x blocks) work: a query block's keys are the
 contiguous range of sorted positions covered by its regions, so each row lists at most the
-blocks of that range. On CUDA the table is as wide as its longest row (tokens/128 x width
-entries, not (tokens/128)^2); the CPU kernel insists on a full-width table. The region
+blocks of that range. On CUDA the tables are as wide as their longest row (tokens/128 x width
+entries, not (tokens/128)^2), partial and full tables of one width; the CPU kernel insists on
+full-width tables. The region
 relation is symmetric, so the transposed table (for the backward pass) is the same table.
 """
 
@@ -90,9 +91,11 @@ def padded_blocks(tokens: int, block: int, dynamic: bool) -> int:
     return blocks if dynamic else 1 << (blocks - 1).bit_length()
 
 
-def flex_plan(batch: int, perm: Tensor, seg: Tensor, counts: Tensor, block: int = FLEX_BLOCK) -> FlexPlan:
+def flex_plan(batch: int, perm: Tensor, seg: Tensor, counts: Tensor, block: int = FLEX_BLOCK,
+              compact: bool | None = None) -> FlexPlan:
     """Sorted layout and block table of ``batch`` images' tokens, from their sort by region
-    (:func:`rat.training.model.attention_plan.sorted_regions`: permutation, region numbers, region sizes)."""
+    (:func:`rat.training.model.attention_plan.sorted_regions`: permutation, region numbers, region sizes).
+    ``compact`` tables (default: off the CPU) are as wide as their longest row, else full width."""
     fa = _module()
     if fa is None:
         raise RuntimeError("the 'flex' backend needs FlexAttention (PyTorch >= 2.6)")
@@ -106,7 +109,7 @@ def flex_plan(batch: int, perm: Tensor, seg: Tensor, counts: Tensor, block: int 
     # padding: regions of its own, one per block (so padding blocks never attend to each other)
     pad = counts.numel() + torch.arange(t, tp, device=dev) // block - t // block
     seg = torch.cat([seg, pad])
-    num, idx, full_num, full_idx = block_tables(seg, block, compact=dynamic)
+    num, idx, full_num, full_idx = block_tables(seg, block, dynamic if compact is None else compact)
 
     def same_region(b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
         return seg[q_idx] == seg[kv_idx]
@@ -124,10 +127,13 @@ def block_tables(seg: Tensor, block: int, compact: bool) -> tuple[Tensor, Tensor
 
     Returns ``num, idx, full_num, full_idx``: per query block (1, 1, nb) the number of key
     blocks that share a region with it, and (1, 1, nb, width) their indices, split into
-    partial blocks (need the mask) and full ones (same single region on both sides). A table's
-    width is its longest row (at least 2) if ``compact``, else nb (the CPU kernel's
-    requirement). The work is O(block pairs), never O(nb^2); compact tables hold nb x width
-    entries, the width at most the blocks of the two largest regions.
+    partial blocks (need the mask) and full ones (same single region on both sides). Both
+    tables have one width, so one stride: PyTorch < 2.12 reads the full tables with the
+    partial tables' strides (wrong rows, and reads past the end, when they differ). The width
+    is the longest row of either table (at least 2) if ``compact``, else nb (the CPU kernel's
+    requirement). Unused entries are 0, a valid block (the kernel reads a row's first entry even
+    when its count is 0). The work is O(block pairs), never O(nb^2); compact tables hold nb x
+    width entries, the width at most the blocks of the two largest regions.
     """
     dev = seg.device
     nb = seg.numel() // block
@@ -144,15 +150,17 @@ def block_tables(seg: Tensor, block: int, compact: bool) -> tuple[Tensor, Tensor
     kb = k0[qb] + torch.arange(qb.numel(), device=dev) - offsets[qb]
     uniform = blocks[:, 0] == blocks[:, -1]  # block inside one region (seg is sorted)
     full = uniform[qb] & uniform[kb] & (blocks[qb, 0] == blocks[kb, 0])
-    return (*_table(qb[~full], kb[~full], nb, compact), *_table(qb[full], kb[full], nb, compact))
+    num = torch.bincount(qb[~full], minlength=nb)
+    full_num = torch.bincount(qb[full], minlength=nb)
+    width = max(2, int(torch.maximum(num, full_num).max())) if compact else nb
+    return (*_table(qb[~full], kb[~full], num, width), *_table(qb[full], kb[full], full_num, width))
 
 
-def _table(q: Tensor, k: Tensor, rows: int, compact: bool) -> tuple[Tensor, Tensor]:
-    """Row-sorted (q, k) block pairs -> counts (1, 1, rows) and indices (1, 1, rows, width)."""
-    num = torch.bincount(q, minlength=rows)
-    width = max(2, int(num.max())) if compact else rows
+def _table(q: Tensor, k: Tensor, num: Tensor, width: int) -> tuple[Tensor, Tensor]:
+    """Row-sorted (q, k) block pairs, ``num`` (rows,) per row -> counts (1, 1, rows) and indices
+    (1, 1, rows, width), contiguous."""
     first = torch.cumsum(num, 0) - num
-    idx = torch.zeros(rows, width, dtype=torch.int32, device=q.device)
+    idx = torch.zeros(num.numel(), width, dtype=torch.int32, device=q.device)
     idx[q, torch.arange(q.numel(), device=q.device) - first[q]] = k.to(torch.int32)
     return num.to(torch.int32)[None, None], idx[None, None]
 

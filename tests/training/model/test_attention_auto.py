@@ -122,6 +122,19 @@ def test_a_flex_that_fails_or_is_wrong_falls_back_to_sparse_with_one_warning_lin
     assert reason in line and line.endswith("; using sparse instead (the same results, slower)")
 
 
+def test_the_check_problem_has_every_kind_of_block_row():
+    """The rows where PyTorch 2.11 read the full table at wrong offsets: full blocks in several query
+    blocks, rows with more full than partial blocks and the reverse (128-token blocks, compact tables)."""
+    from rat.training.model.attention import check_problem
+    from rat.training.model.attention_plan import region_ids, sorted_regions
+
+    _, seg, _, _ = sorted_regions(region_ids(check_problem()))
+    num, _, full_num, _ = (t.flatten() for t in flex.block_tables(seg, flex.FLEX_BLOCK, compact=True))
+    assert int((full_num > 0).sum()) >= 4
+    assert bool((full_num > num).any()) and bool(((num > full_num) & (num > 1)).any())
+    assert bool(((num > 1) & (full_num == 0)).any())
+
+
 def test_the_check_compares_gradients_where_the_kernel_trains(monkeypatch):
     """``dense`` trains on the CPU: a version of it with the right outputs and wrong gradients is refused."""
     assert check_backend(CPU, D, "dense") is None

@@ -48,20 +48,70 @@ def _dense_from_table(num: torch.Tensor, idx: torch.Tensor, nb: int) -> torch.Te
     return out
 
 
+def _block_sets(num: torch.Tensor, idx: torch.Tensor) -> list[set[int]]:
+    """The key blocks each query block lists: {indices[:count]} per row."""
+    return [set(idx[0, 0, qb, : num[0, 0, qb]].tolist()) for qb in range(num.shape[-1])]
+
+
+def _reference_mask(seg: torch.Tensor, block: int):
+    """FlexAttention's own block mask of the same-region relation (full-width tables, on the CPU)."""
+    def same_region(b, h, q_idx, kv_idx):
+        return seg[q_idx] == seg[kv_idx]
+
+    n = seg.numel()
+    return flex._module().create_block_mask(same_region, 1, 1, n, n, device="cpu", BLOCK_SIZE=block)
+
+
+def _maps(block: int) -> dict[str, torch.Tensor]:
+    """Token label maps (B, N) of every shape of block table: blobs whose large regions hold full
+    blocks in several query blocks (rows with more full than partial blocks and the reverse), one
+    region, a region per token, token counts that leave padding."""
+    row = torch.arange(4 * block)
+    return {
+        "blobs": _blobs(2, 24, 20, regions=9, seed=0),
+        "large blobs": _blobs(3, 32, 32, regions=5, seed=1),
+        "many small": _blobs(2, 16, 24, regions=60, seed=2),
+        "one region": torch.zeros(1, 5 * block, dtype=torch.int64),
+        "region per token": torch.arange(3 * block).view(1, -1),
+        "padding": _blobs(1, 13, 11, regions=3, seed=3),
+        "big and small": torch.where(row < 3 * block + 5, 0, row).view(1, -1),
+    }
+
+
+@pytest.mark.parametrize("block", [16, flex.FLEX_BLOCK])
 @pytest.mark.parametrize("compact", [False, True])
-def test_block_tables_are_exactly_the_block_pairs_sharing_a_region(compact):
-    block = 16
-    seg = _sorted_seg(_blobs(2, 24, 20, regions=9, seed=0), block)
-    nb = seg.numel() // block
-    same = (seg[:, None] == seg[None, :]).view(nb, block, nb, block)
-    any_pair, all_pairs = same.any(dim=3).any(dim=1), same.all(dim=3).all(dim=1)
-    num, idx, full_num, full_idx = flex.block_tables(seg, block, compact)
-    partial, full = _dense_from_table(num, idx, nb), _dense_from_table(full_num, full_idx, nb)
-    assert not (partial & full).any()
-    assert torch.equal(partial | full, any_pair)
-    assert torch.equal(full, all_pairs)  # 'full' blocks skip the mask, so they must be full
-    for n, i in ((num, idx), (full_num, full_idx)):
-        assert i.shape[-1] == (max(2, int(n.max())) if compact else nb)
+def test_block_tables_equal_flexattentions_own_block_mask(compact, block):
+    seen = {"full rows": 0, "partial wider": 0, "full wider": 0}
+    for name, labels in _maps(block).items():
+        seg = _sorted_seg(labels, block)
+        ref = _reference_mask(seg, block)
+        num, idx, full_num, full_idx = flex.block_tables(seg, block, compact)
+        # partial and full tables of one width, hence one stride (PyTorch < 2.12 reads both with one)
+        assert idx.shape == full_idx.shape and idx.stride() == full_idx.stride(), name
+        nb = seg.numel() // block
+        assert idx.shape[-1] == (max(2, int(num.max()), int(full_num.max())) if compact else nb), name
+        assert int(idx.min()) >= 0 and int(idx.max()) < nb and int(full_idx.max()) < nb, name
+        for ours, theirs in (((num, idx), (ref.kv_num_blocks, ref.kv_indices)),
+                             ((full_num, full_idx), (ref.full_kv_num_blocks, ref.full_kv_indices)),
+                             ((num, idx), (ref.q_num_blocks, ref.q_indices)),  # symmetric relation:
+                             ((full_num, full_idx), (ref.full_q_num_blocks, ref.full_q_indices))):
+            assert _block_sets(*ours) == _block_sets(*theirs), name
+        seen["full rows"] += int((full_num > 0).sum()) > 1
+        seen["partial wider"] += bool((num > full_num).any() & (full_num > 0).any())
+        seen["full wider"] += bool((full_num > num).any())
+    assert all(seen.values()), seen  # every kind of row was compared
+
+
+def test_plan_tables_of_one_stride_in_both_layouts():
+    labels = _blobs(2, 40, 48, regions=6, seed=4)
+    for compact in (False, True):
+        ids = region_ids(labels)
+        perm, seg, counts, _ = sorted_regions(ids)
+        mask = flex.flex_plan(2, perm, seg, counts, compact=compact).block_mask
+        tables = (mask.kv_indices, mask.full_kv_indices, mask.q_indices, mask.full_q_indices)
+        assert len({t.stride() for t in tables}) == 1 and len({t.shape for t in tables}) == 1
+        tp = flex.padded_blocks(seg.numel(), flex.FLEX_BLOCK, dynamic=False) * flex.FLEX_BLOCK
+        assert mask.seq_lengths == (tp, tp)
 
 
 def test_compact_tables_grow_with_the_blocks_not_their_square():
@@ -74,7 +124,7 @@ def test_compact_tables_grow_with_the_blocks_not_their_square():
     assert nb == 8192
     largest = int(torch.bincount(seg).max()) // flex.FLEX_BLOCK + 1  # blocks of the largest region
     assert max(idx.shape[-1], full_idx.shape[-1]) <= 2 * largest + 2  # not 8192
-    assert idx.numel() + full_idx.numel() < nb * nb / 20
+    assert idx.numel() + full_idx.numel() < nb * nb / 10  # one width for both tables
 
 
 def test_padding_to_whole_blocks():
