@@ -24,9 +24,11 @@ from rat.shared.errors import INPUT_FAULTS, ParamError, RatError, one_line
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-def fail(message: str) -> None:
-    """Stop the command with ``message`` (exit status 1)."""
-    raise click.ClickException(message)
+def fail(message: str, status: int = 1) -> None:
+    """Stop the command with ``message`` and exit status ``status``."""
+    error = click.ClickException(message)
+    error.exit_code = status
+    raise error
 
 
 def flag(param: str, flags: Mapping[str, str] | None = None) -> str:
@@ -55,7 +57,7 @@ def cli_errors(flags: Mapping[str, str] | None = None) -> Iterator[None]:
     except ParamError as err:
         fail(with_flags(f"{flag(err.param, flags)}: {err.reason}", flags))
     except RatError as err:
-        fail(with_flags(str(err), flags))
+        fail(with_flags(str(err), flags), err.exit_status)
     except INPUT_FAULTS as err:
         fail(one_line(err))
 

@@ -29,8 +29,10 @@ class RatError(Exception):
     """A problem the user can fix, told in one line (a store, a checkpoint, a cluster, SAM's weights, ...).
 
     The domain errors derive from it (and from the built-in error they always were), so that the command
-    lines show them as one line while real bugs keep their tracebacks.
+    lines show them as one line while real bugs keep their tracebacks. ``exit_status``: the command's.
     """
+
+    exit_status = 1
 
 
 class ParamError(RatError, ValueError):

@@ -33,6 +33,12 @@ class TrainError(RatError, RuntimeError):
     """A one-line problem with a training run's set-up (run directory, checkpoint, data)."""
 
 
+class DeviceFault(TrainError):
+    """The GPU failed during training (a CUDA error: the process cannot use the device any more)."""
+
+    exit_status = 4
+
+
 def _setting(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 

@@ -31,11 +31,12 @@ from tqdm import tqdm
 
 from rat.shared import store as st
 from rat.shared.datasets import pick_group
+from rat.shared.errors import one_line
 from rat.shared.image_cache import cache_images
 from rat.shared.index import select_entries
 from rat.shared.jobs import summarize
 from rat.training.checkpoint import load_weights, model_args, set_rng_state
-from rat.training.config import TrainConfig, TrainError, default_workers
+from rat.training.config import DeviceFault, TrainConfig, TrainError, default_workers
 from rat.training.data import PatchDataset, make_loader
 from rat.training.distributed import Runtime, barrier, gather, mean_over_ranks, say, setup, teardown
 from rat.training.figures import plot_curves
@@ -156,6 +157,22 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Mappin
     return loss.detach()
 
 
+def device_fault(err: RuntimeError, run: Run, step: int, saved: int | None) -> DeviceFault:
+    """A CUDA error after ``step`` steps as one line that says what is safe and the way on. CUDA errors are sticky:
+    nothing more can run on the device in this process, so the run stops without saving, and ``last.pt``
+    stays as it was last written (``saved``: its step)."""
+    kept = (f"{run.out / LAST} (step {saved}) is intact" if saved is not None else
+            f"no {LAST} was written yet")
+    return DeviceFault(f"{run.out}: the GPU failed after step {step} ({one_line(err)}); {kept}: continue with `backend` "
+                       "sparse `resume` (the same results without the flex kernel)")
+
+
+def is_device_fault(err: BaseException) -> bool:
+    """Whether ``err`` is a CUDA error (an illegal address, a launch failure, ...) rather than a bug here."""
+    accelerator = getattr(torch, "AcceleratorError", None)
+    return (accelerator is not None and isinstance(err, accelerator)) or "CUDA error" in str(err)
+
+
 def train(settings: Mapping[str, Any] | Run) -> dict[str, Any]:
     """Train (or resume) the run ``settings`` describe (see :meth:`rat.training.run.Run.open`).
 
@@ -205,9 +222,12 @@ def _train(run: Run, rt: Runtime) -> dict[str, Any]:
             say(rt, f"metrics: {log.path} (TensorBoard not installed)")
     batches = patch_stream(run, data, rt, cached)
 
+    saved = {LAST: progress.step if run.resumed is not None else None}
+
     def save(name: str) -> None:
         run.save(name, run.state(raw, optimizer, args, rt.world, lr_at(progress.step, cfg.lr, cfg.min_lr,
                                                                         cfg.iters), data))
+        saved[name] = progress.step
 
     def record(entry: dict[str, Any]) -> None:
         log.append(entry)
@@ -219,51 +239,56 @@ def _train(run: Run, rt: Runtime) -> dict[str, Any]:
     loss_sum, loss_n = torch.zeros((), device=rt.device), 0
     t0 = t_log = time.perf_counter()
     step_log = progress.step
-    while progress.step < cfg.iters:
-        lr = lr_at(progress.step, cfg.lr, cfg.min_lr, cfg.iters)
-        loss = train_step(model, optimizer, next(batches), cfg, rt.device, lr, amp)
-        progress.step += 1
-        progress.samples += cfg.batch_size * rt.world
-        loss_sum += loss
-        loss_n += 1
-        bar.update()
-        step, final = progress.step, progress.step == cfg.iters
+    try:  # CUDA errors surface at the next synchronisation: in a step, a log, validation or a save
+        while progress.step < cfg.iters:
+            lr = lr_at(progress.step, cfg.lr, cfg.min_lr, cfg.iters)
+            loss = train_step(model, optimizer, next(batches), cfg, rt.device, lr, amp)
+            progress.step += 1
+            progress.samples += cfg.batch_size * rt.world
+            loss_sum += loss
+            loss_n += 1
+            bar.update()
+            step, final = progress.step, progress.step == cfg.iters
 
-        # -- log the mean training loss
-        if step % cfg.log_every == 0 or final:
-            mean = float(mean_over_ranks(rt, loss_sum)) / loss_n
-            now = time.perf_counter()
-            if rt.main:
-                record({"step": step, "kind": "train", "loss": mean, "lr": lr,
-                        "it_s": (step - step_log) / max(now - t_log, 1e-9), "elapsed": now - t0})
-                bar.set_postfix(loss=f"{mean:.4g}", lr=f"{lr:.3g}", refresh=False)
-            loss_sum.zero_()
-            loss_n, t_log, step_log = 0, now, step
-
-        # -- validate on whole images; keep the best checkpoint
-        if step % cfg.eval_every == 0 or final:
-            val = progress.val = validation(raw, data, cfg, rt, amp)
-            if rt.main and val is not None:
-                record({"step": step, "kind": "val", "split": cfg.val_split, **val,
-                        "elapsed": time.perf_counter() - t0})
-                say(rt, f"step {step}: val PSNR {val['psnr']:.4f} dB, SSIM {val['ssim']:.4f} "
-                    f"(LQ {val['lq_psnr']:.4f} / {val['lq_ssim']:.4f})")
-            if val is not None and val["psnr"] > progress.best:
-                progress.best, progress.best_step = val["psnr"], step
+            # -- log the mean training loss
+            if step % cfg.log_every == 0 or final:
+                mean = float(mean_over_ranks(rt, loss_sum)) / loss_n
+                now = time.perf_counter()
                 if rt.main:
-                    save(BEST)
-            if rt.main:
-                plot_curves(history, run.out / "curves.png")
+                    record({"step": step, "kind": "train", "loss": mean, "lr": lr,
+                            "it_s": (step - step_log) / max(now - t_log, 1e-9), "elapsed": now - t0})
+                    bar.set_postfix(loss=f"{mean:.4g}", lr=f"{lr:.3g}", refresh=False)
+                loss_sum.zero_()
+                loss_n, t_log, step_log = 0, now, step
 
-        # -- save the last checkpoint; stop early when asked
-        stop = cfg.stop_at is not None and step >= cfg.stop_at
-        if step % cfg.save_every == 0 or final or stop:
-            if rt.main:
-                save(LAST)
-            barrier(rt)
-        if stop:
-            say(rt, f"stopped at step {step} (--stop-at); continue with --resume")
-            break
+            # -- validate on whole images; keep the best checkpoint
+            if step % cfg.eval_every == 0 or final:
+                val = progress.val = validation(raw, data, cfg, rt, amp)
+                if rt.main and val is not None:
+                    record({"step": step, "kind": "val", "split": cfg.val_split, **val,
+                            "elapsed": time.perf_counter() - t0})
+                    say(rt, f"step {step}: val PSNR {val['psnr']:.4f} dB, SSIM {val['ssim']:.4f} "
+                        f"(LQ {val['lq_psnr']:.4f} / {val['lq_ssim']:.4f})")
+                if val is not None and val["psnr"] > progress.best:
+                    progress.best, progress.best_step = val["psnr"], step
+                    if rt.main:
+                        save(BEST)
+                if rt.main:
+                    plot_curves(history, run.out / "curves.png")
+
+            # -- save the last checkpoint; stop early when asked
+            stop = cfg.stop_at is not None and step >= cfg.stop_at
+            if step % cfg.save_every == 0 or final or stop:
+                if rt.main:
+                    save(LAST)
+                barrier(rt)
+            if stop:
+                say(rt, f"stopped at step {step} (--stop-at); continue with --resume")
+                break
+    except RuntimeError as err:
+        if is_device_fault(err):
+            raise device_fault(err, run, progress.step, saved[LAST]) from err
+        raise
     bar.close()
     if rt.main:
         plot_curves(history, run.out / "curves.png")

@@ -306,3 +306,46 @@ def test_ranks_that_would_continue_from_different_checkpoints_stop_at_once(store
     with pytest.raises(TrainError, match=r"continue from different checkpoints \(steps 0, 1 by rank\): --out "
                                          "must be one folder that every node sees"):
         trainer._train(run, Runtime(1, 2, torch.device("cpu")))
+
+
+@pytest.mark.parametrize("where", ["step", "validation"])
+def test_a_cuda_error_ends_the_run_in_one_line_with_last_pt_intact(store, sample_root, tmp_path, monkeypatch,
+                                                                   where):
+    """A CUDA fault (sticky: the process cannot use the GPU any more) in a step or at the next
+    synchronisation: one line naming the fault and the way on, exit status 4, last.pt as last written."""
+    out = tmp_path / "run"
+    fault = RuntimeError("CUDA error: an illegal memory access was encountered\nCUDA kernel errors might be "
+                         "asynchronously reported at some other API call")
+    real_step, real_validation, steps = trainer.train_step, trainer.validation, []
+
+    def step(*args, **kwargs):
+        steps.append(1)
+        if where == "step" and len(steps) == 3:
+            raise fault
+        return real_step(*args, **kwargs)
+
+    def validation(*args, **kwargs):
+        if where == "validation" and len(steps) == 3:
+            raise fault
+        return real_validation(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_step", step)
+    monkeypatch.setattr(trainer, "validation", validation)
+    args = ["--masks", store, "--dataset", "sample", "--root", sample_root, "--group", "ct", "--out", out,
+            "--model", "rat-small", "--width", "8", "--patch-size", "32", "--batch-size", "2", "--iters", "6",
+            "--save-every", "2", "--eval-every", "3", "--val-limit", "1", "--workers", "0", "--no-progress"]
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 4, result.output
+    [line] = [x for x in result.output.splitlines() if x.startswith("Error")]
+    after = 2 if where == "step" else 3
+    assert line == (f"Error: {out}: the GPU failed after step {after} (CUDA error: an illegal memory access "
+                    "was encountered CUDA kernel errors might be asynchronously reported at some other API "
+                    f"call); {out / 'last.pt'} (step 2) is intact: continue with --backend sparse --resume "
+                    "(the same results without the flex kernel)")
+    assert load_checkpoint(out / "last.pt")["step"] == 2
+    assert not list(out.glob(".*.tmp"))
+    monkeypatch.setattr(trainer, "train_step", real_step)
+    monkeypatch.setattr(trainer, "validation", real_validation)
+    resumed = CliRunner().invoke(main, [str(a) for a in args] + ["--backend", "sparse", "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert load_checkpoint(out / "last.pt")["step"] == 6
