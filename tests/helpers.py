@@ -114,7 +114,8 @@ def check_disagrees(*args):
 
 
 def check_raises(*args):
-    raise RuntimeError("CUDA error: an illegal memory access was encountered\nCUDA kernel errors might be ...")
+    raise RuntimeError("CUDA error: an illegal memory access was encountered\n"
+                       "CUDA kernel errors might be ...")
 
 
 def check_exits(*args):

@@ -20,6 +20,8 @@ FR_NORMS = ("image", "batch")
 #: Splits that may choose best.pt: the validation split (default), or the test split as the authors did.
 VAL_SPLITS = ("val", "test")
 PRECISIONS = ("auto", "bf16", "fp32")
+#: Compile the network's blocks (:mod:`rat.training.model.compiling`): auto = on CUDA only.
+COMPILE = ("auto", "on", "off")
 METRICS_FORMATS = ("jsonl", "csv")
 
 #: Whole-image inference: tile edge and overlap of neighbouring tiles (pixels).

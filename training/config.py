@@ -17,6 +17,7 @@ from rat.shared.errors import ParamError, RatError
 from rat.training.choices import (
     ATTENTIONS,
     BACKENDS,
+    COMPILE,
     FR_NORMS,
     LOSSES,
     MEMORY_POLICIES,
@@ -92,6 +93,8 @@ class TrainConfig:
     beta2: float = _setting(0.999, "Adam beta2.")
     grad_clip: float = _setting(0.0, "Clip the gradient norm to this value (0: off).")
     precision: str = _setting("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32.")
+    compile: str = _setting("auto", "Compile the network's blocks with torch.compile (the same results, "
+                                    "faster; the first steps compile): auto (on CUDA), on or off.")
     seed: int = _setting(0, "Seed of the model initialisation and of the patch stream.")
     # system
     device: str = _setting("auto", "auto, cpu or cuda.")
@@ -118,13 +121,14 @@ class TrainConfig:
 CHOICES: dict[str, tuple[str, ...]] = {
     "model": MODEL_NAMES, "attention": ATTENTIONS, "backend": BACKENDS, "memory": MEMORY_POLICIES,
     "loss": LOSSES, "fr_norm": FR_NORMS,
-    "precision": PRECISIONS, "device": DEVICES, "metrics_format": METRICS_FORMATS, "val_split": VAL_SPLITS,
+    "precision": PRECISIONS, "compile": COMPILE, "device": DEVICES, "metrics_format": METRICS_FORMATS,
+    "val_split": VAL_SPLITS,
 }
 #: Settings that may differ when a run is resumed (they do not change what is computed).
 RUNTIME_KEYS = frozenset({"masks", "root", "index", "out", "device", "workers", "dist_timeout", "log_every",
                           "eval_every",
                           "save_every", "val_limit", "tile", "overlap", "progress", "resume", "backend",
-                          "metrics_format", "stop_at", "cache", "no_cache", "memory"})
+                          "metrics_format", "stop_at", "cache", "no_cache", "memory", "compile"})
 #: Settings of one session only, never taken over from the run being resumed.
 SESSION_KEYS = frozenset({"resume", "stop_at"})
 _AT_LEAST_ONE = ("iters", "batch_size", "log_every", "eval_every", "save_every", "tile")

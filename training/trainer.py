@@ -45,6 +45,7 @@ from rat.training.inference.model_folder import load_model_source
 from rat.training.inference.scores import summarize_scores
 from rat.training.loss import focal_region_loss
 from rat.training.metrics import MetricsLog
+from rat.training.model.compiling import compile_blocks
 from rat.training.model.network import build_model
 from rat.training.run import BEST, LAST, Run, RunData
 
@@ -110,6 +111,8 @@ def build(run: Run, data: RunData, rt: Runtime) -> tuple[nn.Module, torch.optim.
         load_weights(model, load_model_source(cfg.init)["model"], cfg.init)
         say(rt, f"initialised from {cfg.init}")
     model.to(rt.device)
+    if cfg.compile == "on" or (cfg.compile == "auto" and rt.device.type == "cuda"):
+        compile_blocks(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     if run.resumed is not None:
         model.load_state_dict(run.resumed["model"])
@@ -158,13 +161,13 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Mappin
 
 
 def device_fault(err: RuntimeError, run: Run, step: int, saved: int | None) -> DeviceFault:
-    """A CUDA error after ``step`` steps as one line that says what is safe and the way on. CUDA errors are sticky:
-    nothing more can run on the device in this process, so the run stops without saving, and ``last.pt``
-    stays as it was last written (``saved``: its step)."""
+    """A CUDA error after ``step`` steps as one line that says what is safe and the way on. CUDA errors
+    are sticky: nothing more can run on the device in this process, so the run stops without saving, and
+    ``last.pt`` stays as it was last written (``saved``: its step)."""
     kept = (f"{run.out / LAST} (step {saved}) is intact" if saved is not None else
             f"no {LAST} was written yet")
-    return DeviceFault(f"{run.out}: the GPU failed after step {step} ({one_line(err)}); {kept}: continue with `backend` "
-                       "sparse `resume` (the same results without the flex kernel)")
+    return DeviceFault(f"{run.out}: the GPU failed after step {step} ({one_line(err)}); {kept}: continue "
+                       "with `backend` sparse `resume` (the same results without the flex kernel)")
 
 
 def is_device_fault(err: BaseException) -> bool:

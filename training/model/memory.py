@@ -57,6 +57,13 @@ def check_policy(name: str) -> str:
     return name
 
 
+def around_compiled(policy: dict[str, str]) -> dict[str, str]:
+    """``policy`` for compiled blocks (:mod:`rat.training.model.compiling`): ``select`` becomes ``keep``, as
+    the compiler chooses what to store inside a compiled block (its matrix products, not its pointwise
+    work), which is what ``select`` does by hand."""
+    return {kind: KEEP if how == SELECT else how for kind, how in policy.items()}
+
+
 def run(fn: Callable[..., Tensor], how: str, *args: Tensor | object) -> Tensor:
     """``fn(*args)``, storing for backward what ``how`` (keep, recompute, select) says.
 
@@ -72,6 +79,8 @@ def run(fn: Callable[..., Tensor], how: str, *args: Tensor | object) -> Tensor:
 
 def kept(fn: Callable[..., Tensor], *args: Tensor) -> Tensor:
     """``fn(*args)`` (a projection) whose matrix-product outputs ``select`` keeps for backward."""
+    if torch.compiler.is_compiling():  # inside a compiled block: the compiler chooses what to keep
+        return fn(*args)
     token = _MARKED.set(True)
     try:
         return fn(*args)

@@ -25,7 +25,16 @@ from torch import Tensor, nn
 from rat.training.choices import ATTENTIONS, BACKENDS, MODEL_NAMES
 from rat.training.model.attention import RegionAttention, RegionPlan, WindowAttention, resolve_backend
 from rat.training.model.attention_plan import REGION_LAMBDA, SparsePlan, plan_region_attention
-from rat.training.model.memory import KEEP, POLICIES, RECOMPUTE, SELECT, check_policy, kept, run
+from rat.training.model.memory import (
+    KEEP,
+    POLICIES,
+    RECOMPUTE,
+    SELECT,
+    around_compiled,
+    check_policy,
+    kept,
+    run,
+)
 from rat.training.model.nafblock import LayerNorm2d, NAFBlock
 
 CHANNELS_LAST = torch.channels_last
@@ -159,6 +168,7 @@ class RAT(nn.Module):
             raise ValueError("enc_blk_nums and dec_blk_nums must have the same length")
         self.attention, self.backend, self.region_lambda = attention, backend, region_lambda
         self.memory = check_policy(memory)
+        self.compiled_blocks = False  # set by rat.training.model.compiling.compile_blocks
         self.label_stride = 2 ** len(enc_blk_nums)  # latent resolution = 1 / label_stride
         self.pad_multiple = self.label_stride * window
 
@@ -232,6 +242,8 @@ class RAT(nn.Module):
             plan = plan_region_attention(tokens, backend, region_lambda=self.region_lambda)
 
         policy = POLICIES[check_policy(self.memory)]
+        if self.compiled_blocks:
+            policy = around_compiled(policy)
         x = self.intro(inp).contiguous(memory_format=CHANNELS_LAST)
         skips = []
         for encoder, down in zip(self.encoders, self.downs, strict=True):

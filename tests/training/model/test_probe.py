@@ -1,7 +1,8 @@
 """The kernel check that a crash cannot defeat (rat.training.model.probe, and ``auto`` through it): checks
 that answer, raise, exit, crash with SIGSEGV or hang, each in a spawned child, and verdicts kept on disk.
 
-The checks are stand-ins from ``helpers`` (a real CUDA fault needs a GPU; these end the child the same ways)."""
+The checks are stand-ins from ``helpers`` (a real CUDA fault needs a GPU; these end the child the same
+ways)."""
 
 from __future__ import annotations
 
