@@ -31,11 +31,15 @@ sam_window = { kind = "fixed", low = -160, high = 240 }
 """
 
 def lively(model: torch.nn.Module, generator: torch.Generator | None = None, seed: int = 0):
-    """Give a RAT's zero-initialised branch scales random values, so every branch affects the output."""
+    """Give a RAT's zero-initialised branch scales and last layer random values, so every branch affects
+    the output."""
     g = generator if generator is not None else torch.Generator().manual_seed(seed)
     for name, p in model.named_parameters():
         if name.rsplit(".", 1)[-1] in ("beta", "gamma", "lambda_ra", "lambda_wa"):
             p.data = torch.randn(p.shape, generator=g) * 0.5
+    ending = getattr(model, "ending", None)
+    if isinstance(ending, torch.nn.Conv2d):  # its own generator: g's draws for the caller stay as they were
+        ending.weight.data = torch.randn(ending.weight.shape, generator=torch.Generator().manual_seed(7)) * 0.05
     return model
 
 

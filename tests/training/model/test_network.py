@@ -76,6 +76,17 @@ def test_fresh_nafblock_is_the_identity():
     assert torch.equal(block(x), x)  # beta = gamma = 0
 
 
+@pytest.mark.parametrize("name", ["rat", "rat-small"])
+def test_a_fresh_model_returns_its_input(name):
+    """The last layer starts at zero: before training the model is the identity, so training starts from
+    the LQ image's scores (a random last layer added a random image to the input)."""
+    model = build_model(name, 1)
+    image = torch.rand(2, 1, 32, 48)
+    with torch.no_grad():
+        assert torch.equal(model(image, torch.randint(0, 5, (2, 32, 48))), image)
+    assert model.ending.weight.abs().sum() == 0 and model.ending.bias.abs().sum() == 0
+
+
 def test_default_configuration():
     model = RAT()
     layer = model.middle_blks[0].layers[0]
