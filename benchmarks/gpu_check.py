@@ -55,7 +55,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 #: Time bounds of the steps on a GPU, in seconds (9 minutes in all); --smoke multiplies them by SMOKE_SCALE.
-BOUNDS = {"cuda": 20, "data": 30, "tests": 100, "bench": 220, "train": 100, "masks": 70}
+BOUNDS = {"cuda": 20, "data": 30, "tests": 120, "bench": 220, "train": 100, "masks": 70}
 NEEDS = {"train": "data", "masks": "data"}  # a step that needs another's output is skipped when that failed
 SMOKE_SCALE = 4
 NO_CUDA = 3  # exit status: nothing was checked on a GPU
