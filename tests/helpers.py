@@ -39,7 +39,8 @@ def lively(model: torch.nn.Module, generator: torch.Generator | None = None, see
             p.data = torch.randn(p.shape, generator=g) * 0.5
     ending = getattr(model, "ending", None)
     if isinstance(ending, torch.nn.Conv2d):  # own generator: g's draws for the caller stay as they were
-        ending.weight.data = torch.randn(ending.weight.shape, generator=torch.Generator().manual_seed(7)) * 0.05
+        own = torch.Generator().manual_seed(7)
+        ending.weight.data = torch.randn(ending.weight.shape, generator=own) * 0.05
     return model
 
 
