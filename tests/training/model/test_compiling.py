@@ -44,3 +44,15 @@ def test_compiled_blocks_give_the_eager_outputs_and_gradients(memory):
         eager.zero_grad(), compiled.zero_grad()
     with torch.no_grad():  # inference (validation, restore) through the same blocks
         torch.testing.assert_close(compiled(image, labels), eager(image, labels), rtol=1e-4, atol=1e-5)
+
+
+def test_a_block_that_fails_to_compile_runs_eagerly():
+    def broken_compiler(graph, example_inputs):
+        raise RuntimeError("compiler bug")
+
+    torch.manual_seed(0)
+    eager = lively(build_model("rat-small", 1, width=8, backend="sparse"))
+    compiled = compile_blocks(copy.deepcopy(eager), backend=broken_compiler)
+    image, labels = torch.rand(1, 1, 32, 32), torch.randint(0, 3, (1, 32, 32))
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(image, labels), eager(image, labels))
