@@ -214,8 +214,10 @@ class Check:
         code, more = self.command("masks", [sys.executable, str(REPO / "benchmarks" / "bench_masks_gpu.py"),
                                             *(["--smoke"] if self.smoke else [])])
         ratio = re.search(r"^\s+ours\s+(\d+\.\d+) s/image .* x (\d+\.\d+)$", more, re.M)
+        size = re.search(r": (\d+ x \d+) RGB", more)
         same = "records identical: True" in more
-        figure += (f"; one 1024 x 1024 image: ours {ratio.group(1)} s, x {ratio.group(2)} against "
+        size = size.group(1) if size else "?"
+        figure += (f"; one {size} image: ours {ratio.group(1)} s, x {ratio.group(2)} against "
                    f"segment-anything's generator, records {'identical' if same else 'DIFFER'}" if ratio else
                    "; side by side: no result")
         return ("PASS" if code == 0 and ratio and same else "FAIL"), figure, out + more
