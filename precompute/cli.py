@@ -21,6 +21,7 @@ from rat.precompute.cli_store import (
     upgrade_cmd,
     verify_cmd,
 )
+from rat.shared import DISTRIBUTION
 from rat.shared.cli import (
     CONTEXT,
     ByteSize,
@@ -39,7 +40,7 @@ from rat.shared.regions.sam_config import DEFAULT_MAX_MEMORY, FAMILIES, SAM, TES
 
 
 @click.group(context_settings=CONTEXT)
-@click.version_option(package_name="rat")
+@click.version_option(package_name=DISTRIBUTION)
 def main() -> None:
     """Precompute region label maps for RAT training (runs SAM once per LQ image)."""
 
@@ -140,9 +141,9 @@ def _generator_options(func):
 def _generator_help() -> str:
     plugins = plugin_origins()
     more = f"; plug-ins: {', '.join(f'{n} ({o})' for n, o in plugins.items())}" if plugins else ""
-    return ("Region source: sam (segment-anything), sam-hq (HQ-SAM, pip install rat[sam-hq]), "
-            "efficientvit-sam (pip install rat[efficientvit-sam]), superpixels (no weights), or a generator "
-            f"another installed package registers{more}.")
+    return ("Region source: sam (segment-anything), sam-hq (HQ-SAM, pip install rat-restore[sam-hq]), "
+            "efficientvit-sam (pip install rat-restore[efficientvit-sam]), superpixels (no weights), or a "
+            f"generator another installed package registers{more}.")
 
 
 def _model_type_help() -> str:

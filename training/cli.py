@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from rat.shared import DISTRIBUTION
 from rat.shared.cli import (
     CONTEXT,
     cli_errors,
@@ -52,7 +53,7 @@ def _train_options(func):
 
 
 @click.group(invoke_without_command=True, context_settings=CONTEXT)
-@click.version_option(package_name="rat")
+@click.version_option(package_name=DISTRIBUTION)
 @_train_options
 @click.pass_context
 def main(ctx: click.Context, **settings) -> None:

@@ -3,7 +3,7 @@
 - Reading: modality LUT applied (rescale slope/intercept: CT in HU), MONOCHROME1 inverted so that
   high values are bright, palette colour becomes RGB, spacing from PixelSpacing. A multi-frame file
   is a volume of its frames in file order. Compressed transfer syntaxes need a decoder plugin
-  (``pip install rat[dicom]``); RLE Lossless decodes natively. Truncated files, missing pixel data
+  (``pip install rat-restore[dicom]``); RLE Lossless decodes natively. Truncated files, missing pixel data
   and undecodable transfer syntaxes are refused with a one-line reason before decoding.
 - Series: a directory of DICOM files (``*.dcm``, ``*.dicom``, ``*.ima``; or, when there are none,
   every file with the DICM preamble) sorted along the slice normal by ImagePositionPatient
@@ -145,7 +145,7 @@ def _check_decodable(path: Path, ds) -> None:
             raise ImageReadError(path, f"unsupported transfer syntax {tsyntax.name}") from None
         if not available:
             reason = f"compressed transfer syntax {tsyntax.name} needs a decoder"
-            raise ImageReadError(path, f"{reason}: pip install rat[dicom]")
+            raise ImageReadError(path, f"{reason}: pip install rat-restore[dicom]")
     elif "PixelData" in ds:
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         bits = int(ds.get("SamplesPerPixel", 1) or 1) * int(ds.get("BitsAllocated", 16) or 16)

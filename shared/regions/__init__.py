@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from rat.shared import DISTRIBUTION
 from rat.shared.errors import ParamError, RatError, one_line
 
 #: Where generators are registered (``[project.entry-points."rat.region_generators"]``).
@@ -55,7 +56,7 @@ def registered() -> dict[str, importlib.metadata.EntryPoint]:
             raise GeneratorError(f"generator {ep.name!r} is registered twice: {found[ep.name].value} "
                                  f"({_origin(found[ep.name])}) and {ep.value} ({_origin(ep)})")
         found[ep.name] = ep
-    return dict(sorted(found.items(), key=lambda item: (_origin(item[1]) != "rat", item[0])))
+    return dict(sorted(found.items(), key=lambda item: (_origin(item[1]) != DISTRIBUTION, item[0])))
 
 
 def _origin(ep: importlib.metadata.EntryPoint) -> str:
@@ -71,14 +72,14 @@ def generator_names() -> tuple[str, ...]:
 def plugin_origins() -> dict[str, str]:
     """Generators registered by other distributions: name -> "distribution version"."""
     return {name: f"{_origin(ep)} {ep.dist.version}" for name, ep in registered().items()
-            if ep.dist is not None and _origin(ep) != "rat"}
+            if ep.dist is not None and _origin(ep) != DISTRIBUTION}
 
 
 def generator_class(name: str) -> type:
     """The class of generator ``name`` (ParamError naming the known ones; GeneratorError if it won't load)."""
     eps = registered()
     if name not in eps:
-        known = ", ".join(eps) or f"none (installing rat registers them in {ENTRY_POINT_GROUP})"
+        known = ", ".join(eps) or f"none (installing {DISTRIBUTION} registers them in {ENTRY_POINT_GROUP})"
         raise ParamError("name", f"unknown generator {name!r}; choose one of {known}")
     try:
         cls = eps[name].load()

@@ -49,13 +49,13 @@ class SamFamily:
     model_types: tuple[str, ...]
     default_model_type: str
     checkpoints: str            # where the published checkpoints come from, for messages
-    extra: str | None = None    # `pip install rat[extra]` installs the package
+    extra: str | None = None    # `pip install rat-restore[extra]` installs the package
     #: Published checkpoints: file name -> SHA-256; a file of one of these names and another hash is refused.
     published: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def install(self) -> str:
-        return f"pip install rat[{self.extra}]" if self.extra else f"pip install {self.distribution}"
+        return f"pip install rat-restore[{self.extra}]" if self.extra else f"pip install {self.distribution}"
 
 
 SAM = SamFamily(

@@ -159,7 +159,8 @@ class SamFamilyGenerator:
             try:
                 import cv2  # noqa: F401
             except ImportError:
-                raise SamError("min_mask_region_area > 0 needs OpenCV: pip install rat[opencv]") from None
+                raise SamError("min_mask_region_area > 0 needs OpenCV: pip install rat-restore[opencv]"
+                               ) from None
         self.model_type = model_type or family.default_model_type
         check_model_type(self.model_type, family)
         generator_class = bounded(self.mask_generator(), max_memory)

@@ -96,7 +96,7 @@ def provenance(group: zarr.Group) -> dict[str, Any]:
         raise StoreError(f"{group.store}: not a RAT label store (no '{ATTR}' root attributes)")
     if prov.get("schema") not in READABLE_SCHEMAS:
         raise StoreError(f"{group.store}: store schema {prov.get('schema')} is not one this version reads "
-                         f"({', '.join(map(str, READABLE_SCHEMAS))}); install a newer rat")
+                         f"({', '.join(map(str, READABLE_SCHEMAS))}); install a newer rat-restore")
     return prov
 
 

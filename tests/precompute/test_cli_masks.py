@@ -111,7 +111,7 @@ def test_bad_items_are_skipped_and_reported(sample_copy, tmp_path):
     assert "15 done, 0 skipped (already complete), 3 failed" in text
     failed = [line for line in text.splitlines() if line.strip().startswith("FAILED")]
     assert len(failed) == 3
-    assert any("jls.dcm" in f and "pip install rat[dicom]" in f for f in failed)
+    assert any("jls.dcm" in f and "pip install rat-restore[dicom]" in f for f in failed)
     assert any("corrupt.dcm" in f for f in failed)
     assert any(Path(changed.lq).name in f and "changed since the index" in f for f in failed)
     code, text = run("verify", out, "--dataset", "sample", "--root", sample_copy)

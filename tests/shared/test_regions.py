@@ -12,7 +12,7 @@ from rat.shared.errors import ParamError
 def test_builtin_generators_are_registered_entry_points():
     eps = regions.registered()
     assert list(eps)[:4] == ["efficientvit-sam", "sam", "sam-hq", "superpixels"]
-    assert all(eps[n].group == regions.ENTRY_POINT_GROUP and eps[n].dist.metadata["Name"] == "rat"
+    assert all(eps[n].group == regions.ENTRY_POINT_GROUP and eps[n].dist.metadata["Name"] == "rat-restore"
                for n in ("sam", "sam-hq", "efficientvit-sam", "superpixels"))
     assert regions.plugin_origins() == {}
     assert regions.generator_class("superpixels").name == "superpixels"
