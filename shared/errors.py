@@ -25,6 +25,28 @@ def one_line(error: object) -> str:
     return line if len(line) <= MAX_REASON else line[: MAX_REASON - 3] + "..."
 
 
+def unsafe_pickle(error: BaseException) -> str | None:
+    """Why ``torch.load(..., weights_only=True)`` refused a file for holding more than tensors and plain
+    values (one line of our own, naming what it found when PyTorch says), or None for other failures.
+
+    PyTorch's own message advises loading with ``weights_only=False``, which would run whatever code the
+    file holds: never repeat it.
+    """
+    import re
+
+    text = str(error)
+    if "Weights only load failed" not in text and "WeightsUnpickler" not in text:
+        return None
+    found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", text)
+    if found:
+        return (f"holds code or objects other than tensors and plain values ({found.group(1)}); refused for "
+                "safety and not loaded (only weights and plain settings are ever read)")
+    operand = re.search(r"Unsupported operand (\d+)", text)
+    detail = f": pickle instruction {operand.group(1)}" if operand else ""
+    return (f"not a loadable checkpoint (not a file of tensors and plain values{detail}); refused for "
+            "safety and not loaded")
+
+
 class RatError(Exception):
     """A problem the user can fix, told in one line (a store, a checkpoint, a cluster, SAM's weights, ...).
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from rat.shared.devices import pick_device
-from rat.shared.errors import one_line
+from rat.shared.errors import one_line, unsafe_pickle
 from rat.shared.hashes import sha256_file
 from rat.shared.regions.bounded import bound_attention, bounded
 from rat.shared.regions.labels import resolve_rle_masks
@@ -81,6 +81,9 @@ def read_state_dict(path: Path, family: SamFamily) -> tuple[dict[str, torch.Tens
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure is the file's fault
+        unsafe = unsafe_pickle(err)
+        if unsafe:
+            raise SamError(f"{path}: {unsafe}") from None
         raise SamError(f"{path}: not a loadable PyTorch state dict ({type(err).__name__})") from None
     for key in ("model", "state_dict"):    # training checkpoints wrap the weights
         if isinstance(state, dict) and isinstance(state.get(key), dict):
