@@ -202,6 +202,9 @@ def eval_cmd(csv_path, figure, figure_id, **opts):
               help="Images to score (the test split: after training, once).")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Data root (default: as for each model's store).")
+@click.option("--masks", multiple=True, metavar="STORE",
+              help="Label store to score with (default: each model's own): once for every model, or once "
+                   "per model in order.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the per-image (per-unit) table of every model's PSNR and SSIM.")
 @click.option("--figure", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -212,7 +215,8 @@ def eval_cmd(csv_path, figure, figure_id, **opts):
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
               help="Where the models run.")
 @progress_option
-def compare_cmd(models, baseline, by, split, root, csv_path, figure, resamples, seed, device, progress):
+def compare_cmd(models, baseline, by, split, root, masks, csv_path, figure, resamples, seed, device,
+                progress):
     """Score models on the same test images and compare them, paired.
 
     RUN_OR_CHECKPOINT: a run folder (its best.pt), a checkpoint, or an exported model folder. Each model is
@@ -224,7 +228,9 @@ def compare_cmd(models, baseline, by, split, root, csv_path, figure, resamples, 
     from rat.training.inference.compare import (
         box_plot,
         check_comparable,
+        check_distinct,
         compare,
+        few_pairs,
         format_comparison,
         model_file,
         model_names,
@@ -233,15 +239,19 @@ def compare_cmd(models, baseline, by, split, root, csv_path, figure, resamples, 
     from rat.training.inference.evaluate import evaluate_split
     from rat.training.inference.restorer import load_restorer
 
+    if len(masks) not in (0, 1, len(models)):
+        fail(f"--masks: given {len(masks)} times for {len(models)} models: once for all, or once per model")
+    stores = list(masks) * len(models) if len(masks) == 1 else list(masks) or [None] * len(models)
     with cli_errors():
         files = [model_file(m) for m in models]
         names = model_names(files)
         restorers = [load_restorer(f, device=device) for f in files]
+        check_distinct(names, files, restorers)
         runs = []
-        for name, r in zip(names, restorers, strict=True):
+        for name, r, store in zip(names, restorers, stores, strict=True):
             if progress:
                 click.echo(f"scoring {name} ...", err=True)
-            runs.append(evaluate_split(r, split=split, root=root, progress=progress))
+            runs.append(evaluate_split(r, store, split=split, root=root, progress=progress))
             check_comparable(names[: len(runs)], restorers[: len(runs)], runs)
         result = compare(names, runs, baseline, by, resamples, seed)
         if csv_path:
@@ -251,6 +261,9 @@ def compare_cmd(models, baseline, by, split, root, csv_path, figure, resamples, 
     first = restorers[0]
     click.echo(f"{first.dataset.name}/{first.group.name}, split {split}")
     click.echo(format_comparison(result))
+    warning = few_pairs(result)
+    if warning:
+        click.echo(warning)
     for name, r in zip(names, restorers, strict=True):
         if r.meta["config"].get("val_split") == "test":
             click.echo(f"note: {name} was selected on the test split: its scores are biased upwards")

@@ -306,3 +306,13 @@ def test_ranks_that_would_continue_from_different_checkpoints_stop_at_once(store
     with pytest.raises(TrainError, match=r"continue from different checkpoints \(steps 0, 1 by rank\): --out "
                                          "must be one folder that every node sees"):
         trainer._train(run, Runtime(1, 2, torch.device("cpu")))
+
+
+def test_training_without_validation_images_says_so(store, sample_root, tmp_path, capsys):
+    """No validation image (here --val-limit 0): a warning says that no best.pt is chosen; last.pt is kept."""
+    summary = train({**TINY_RUN, "masks": str(store), "root": str(sample_root), "out": str(tmp_path / "r"),
+                     "iters": 2, "val_limit": 0})
+    out = capsys.readouterr().out
+    assert ("warning: no validation images (val split of sample/ct, --val-limit 0): nothing chooses best.pt, "
+            "so none is written; last.pt holds the last weights") in out
+    assert summary["step"] == 2 and sorted(p.name for p in (tmp_path / "r").glob("*.pt")) == ["last.pt"]

@@ -107,4 +107,4 @@ def load_restorer(checkpoint: str | Path, *, dataset: str | None = None, group: 
                     name=ck["model_args"]["name"] if "model_args" in ck else model_name, tile=tile,
                     overlap=overlap, autocast=torch.bfloat16 if bf16 else None,
                     meta={"step": ck.get("step"), "bare": bool(ck.get("bare")),
-                          "config": ck.get("config") or {}})
+                          "config": ck.get("config") or {}, "source": str(checkpoint)})
