@@ -175,6 +175,13 @@ def generator_kwargs(name: str, checkpoint, model_type, device, max_memory, para
     sam = _picked(params, "sam_")
     sp = _picked(params, "sp_")
     own = dict(_parse_param(p) for p in params.get("extra_params") or ())
+    given = {"model_type": model_type, "max_memory": max_memory}
+    named = [*sam, *(k for k, v in given.items() if v is not None)]
+    options = {**{k: f"--{k.replace('_', '-')}" for k in named},
+               **{k: f"--sp-{k.replace('_', '-')}" for k in sp}}
+    clash = next((k for k in own if k in options), None)
+    if clash:
+        fail(f"--param {clash}={own[clash]!r} and {options[clash]} both set {clash}: give it once")
     for flag_name, key, value in (("--model-type", "model_type", model_type),
                                   ("--max-memory", "max_memory", max_memory)):
         if value is not None:

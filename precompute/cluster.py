@@ -40,7 +40,7 @@ from rat.shared.errors import ParamError, RatError, one_line
 from rat.shared.hashes import sha256_file
 from rat.shared.index import Entry
 from rat.shared.jobs import Outcome, Reporter
-from rat.shared.regions import Generator, build_generator, generator_class
+from rat.shared.regions import Generator, build_generator, check_parameters
 
 #: Kinds of cluster this module starts itself.
 CLUSTERS = ("local",)
@@ -85,7 +85,7 @@ def generator_spec(name: str, **kwargs: Any) -> GeneratorSpec:
     absolute path that workers must see at the same place, and its SHA-256 is computed here once; workers
     check that they loaded those bytes.
     """
-    cls = generator_class(name)  # a known generator (ParamError naming them otherwise)
+    cls = check_parameters(name, kwargs)  # a known generator and parameters it takes, of the right kinds
     expect: dict[str, Any] = {}
     if "checkpoint" in inspect.signature(cls).parameters:
         locate = getattr(cls, "checkpoint_path", None)

@@ -32,6 +32,7 @@ from rat.shared.regions.sam_config import (
     SamError,
     SamFamily,
     check_model_type,
+    check_values,
     generator_defaults,
     resolve_checkpoint,
 )
@@ -150,6 +151,11 @@ class SamFamilyGenerator:
             raise SamError(f"{path}: not a {family.label} {model_type} checkpoint ({reason})") from None
         return model.eval(), digest
 
+    @classmethod
+    def parameter_defaults(cls) -> dict[str, Any]:
+        """The package generator's parameters and defaults (taken as ``**params``)."""
+        return generator_defaults(cls.family)
+
     def __init__(self, checkpoint: str | Path | None = None, model_type: str | None = None,
                  device: str = "auto", max_memory: int = DEFAULT_MAX_MEMORY, **params: Any) -> None:
         family = self.family
@@ -158,6 +164,7 @@ class SamFamilyGenerator:
         if unknown:
             raise SamError(f"unknown {family.label} generator parameter(s): {', '.join(sorted(unknown))}")
         self.params = {**defaults, **params}
+        check_values(self.params)
         if self.params["min_mask_region_area"] > 0:
             try:
                 import cv2  # noqa: F401

@@ -180,3 +180,41 @@ def test_missing_checkpoint_message(sample_root, tmp_path, monkeypatch):
     code, text = run("masks", "--dataset", "sample", "--root", sample_root, "--out", tmp_path / "s.zarr")
     assert code != 0 and "no SAM checkpoint given" in text and "superpixels" in text
     assert not (tmp_path / "s.zarr").exists()
+
+
+@pytest.mark.parametrize("value, reason", [
+    ("abc", "n_segments='abc' is not an integer (default 64)"),
+    ("[1,2]", "n_segments=[1, 2] is not an integer (default 64)"),
+    ("-5", "n_segments: -5: must be at least 1"),
+    ("0", "n_segments: 0: must be at least 1"),
+    ("2.5", "n_segments=2.5 is not an integer (default 64)"),
+])
+def test_bad_parameter_values_are_one_line_and_nothing_is_written(sample_root, tmp_path, value, reason):
+    """Parameters are checked before the store is created: the corrected run needs no --overwrite."""
+    out = tmp_path / "s.zarr"
+    base = ["masks", "--dataset", "sample", "--root", sample_root, "--out", out, "--no-progress",
+            "--generator", "superpixels", "--limit", "2"]
+    code, text = run(*base, "--param", f"n_segments={value}")
+    assert code == 1 and text.strip().splitlines() == [f"Error: generator superpixels: {reason}"]
+    assert not out.exists()
+    code, text = run(*base, "--param", "n_segments=9")
+    assert code == 0 and "2 done" in text, text
+    assert st.provenance(st.open_store(out))["generator"]["params"]["n_segments"] == 9
+
+
+def test_an_unknown_parameter_lists_the_generators_parameters(sample_root, tmp_path):
+    code, text = run("masks", "--dataset", "sample", "--root", sample_root, "--out", tmp_path / "s.zarr",
+                     "--no-progress", "--generator", "superpixels", "--param", "bogus=3")
+    assert code == 1 and text.strip().splitlines() == [
+        "Error: generator superpixels has no parameter 'bogus'; its parameters: method, n_segments, "
+        "compactness, sigma, scale, min_size"]
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_a_parameter_set_twice_is_refused(sample_root, tmp_path):
+    """--param n_segments=9 used to win silently over --sp-n-segments 8."""
+    code, text = run("masks", "--dataset", "sample", "--root", sample_root, "--out", tmp_path / "s.zarr",
+                     "--no-progress", "--generator", "superpixels", "--param", "n_segments=9",
+                     "--sp-n-segments", "8")
+    assert code == 1 and text.strip().splitlines() == [
+        "Error: --param n_segments=9 and --sp-n-segments both set n_segments: give it once"]
