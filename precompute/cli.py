@@ -224,10 +224,12 @@ def _cluster_help() -> str:
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto",
               show_default=True, help="Where the model runs.")
 @click.option("--max-memory", type=ByteSize(), default=None,
-              help=f"SAM family: memory for post-processing each batch of masks at full resolution, and "
-                   f"on the CPU a quarter of it for the ViT encoder's attention (default "
-                   f"{DEFAULT_MAX_MEMORY / 1e9:g}GB); the decoder keeps --points-per-batch, the masks are "
-                   "the package's own.")
+              help=f"SAM family: bounds the post-processing of each batch of masks at full resolution, "
+                   f"and on the CPU (a quarter of it) the ViT encoder's attention (default "
+                   f"{DEFAULT_MAX_MEMORY / 1e9:g}GB; same masks at any value). It does not bound the model's "
+                   "weights, the encoder on CUDA, or the prompt decoder's own batch, which --points-per-batch "
+                   "sets: lower that to lower the rest of the peak. Below one prompt's masks a warning says "
+                   "the budget cannot be kept.")
 @click.option("--chunk", type=click.IntRange(min=1), default=None, cls=LazyHelp, help=_chunk_help)
 @click.option("--overwrite", is_flag=True,
               help="Recompute images already done (and replace a store's configuration).")

@@ -180,6 +180,7 @@ class SamFamilyGenerator:
             bound_attention(model, max_memory)
         self._generator = generator_class(model.to(self.device), output_mode="uncompressed_rle",
                                           **self.params)
+        self._generator._note_budget(None)       # a budget below any image's masks: said at once
 
     def provenance(self) -> dict[str, Any]:
         """What the store records about this generator (everything that changes its output)."""

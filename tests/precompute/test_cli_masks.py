@@ -218,3 +218,14 @@ def test_a_parameter_set_twice_is_refused(sample_root, tmp_path):
                      "--sp-n-segments", "8")
     assert code == 1 and text.strip().splitlines() == [
         "Error: --param n_segments=9 and --sp-n-segments both set n_segments: give it once"]
+
+
+def test_max_memory_says_exactly_what_it_bounds():
+    """--max-memory read like a cap on the whole peak; its help says what it bounds and what it does not."""
+    result = CliRunner().invoke(main, ["masks", "--help"], terminal_width=300)
+    text = " ".join(result.output.split())
+    start = text.index("--max-memory SIZE")
+    help_text = text[start:text.index("--chunk", start)]
+    assert "bounds the post-processing of each batch of masks at full resolution" in help_text
+    assert ("It does not bound the model's weights, the encoder on CUDA, or the prompt decoder's own batch, "
+            "which --points-per-batch sets") in help_text
