@@ -34,7 +34,8 @@ gpu-check: $(STAMP)
 	$(PY) benchmarks/gpu_check.py
 
 demo: $(STAMP)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" DEMO_DIR="$(DEMO_DIR)" bash .ci/demo.sh
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" DEMO_DIR="$(DEMO_DIR)" $(if $(DEMO_ITERS),DEMO_ITERS="$(DEMO_ITERS)") \
+	  bash .ci/demo.sh
 
 clean-demo:
 	rm -rf $(DEMO_DIR)
