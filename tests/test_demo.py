@@ -31,8 +31,8 @@ def test_the_demo_shows_the_progress_of_the_runs_training(tmp_path):
     for name, text in (("rat-train", FAKE_TRAIN), ("rat-precompute", "#!/usr/bin/env bash\necho ok\n")):
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod((bin_dir / name).stat().st_mode | stat.S_IEXEC)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "DEMO_DIR": str(tmp_path / "d"),
-           "DEMO_ITERS": "8", "DEMO_PROGRESS_EVERY": "1"}
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           "DEMO_DIR": str(tmp_path / "d"), "DEMO_ITERS": "8", "DEMO_PROGRESS_EVERY": "1"}
     env.pop("RAT_SAM_CHECKPOINT", None)
     done = subprocess.run(["bash", str(REPO / ".ci" / "demo.sh")], capture_output=True, text=True, env=env,
                           timeout=120)
