@@ -120,7 +120,8 @@ def _restorer(opts: dict):
 
     return load_restorer(opts["checkpoint"], dataset=opts["dataset"], group=opts["group"],
                          model_name=opts["model_name"], attention=opts["attention"], backend=opts["backend"],
-                         device=opts["device"], tile=opts["tile"], overlap=opts["overlap"], bf16=opts["bf16"])
+                         device=opts["device"], tile=opts["tile"], overlap=opts["overlap"], bf16=opts["bf16"],
+                         clip_values=opts.get("clip_values", False))
 
 
 def _split(opts: dict, restorer):
@@ -285,6 +286,9 @@ def compare_cmd(models, baseline, by, split, root, masks, csv_path, figure, resa
 @click.option("--save-regions", is_flag=True,
               help="Also write the label map the model saw beside each output: NIfTI for volumes and DICOM "
                    "(one label volume per DICOM series, in its geometry as ITK reads it), PNG otherwise.")
+@click.option("--clip-values", is_flag=True,
+              help="Clip input values outside the model's value range (its group's value_range; 0..255 for "
+                   "8-bit groups) instead of refusing the input.")
 def restore_cmd(inputs, out, sam_checkpoint, generator, save_regions, **opts):
     """Restore scans and write them in their own standard formats.
 

@@ -255,6 +255,40 @@ def test_pathology_rgb_keeps_8_bit_colour(sample_store, sample_root, tmp_path):
     np.testing.assert_allclose(got, want, atol=0.5 + 1e-3)  # rounded to the stored 8-bit values
 
 
+def test_a_16_bit_image_for_an_8_bit_model_is_refused_or_clipped_on_purpose(sample_store, sample_root,
+                                                                           tmp_path):
+    """A pathology model (8-bit images, 0..255) given a 16-bit TIFF used to write an output clipped to 0..255
+    with exit status 0; the file is refused with its values and the model's range, unless --clip-values."""
+    ck = trained(sample_store, sample_root, tmp_path / "run", "pathology")
+    image = read_image(sample_root / "pathology" / "hq" / "ihc_00.png")[0]
+    wide = image * 235.2
+    write_image(tmp_path / "in" / "wide.tif", wide, dtype="uint16")
+    code, text = run("restore", "--checkpoint", ck, "--out", tmp_path / "o", tmp_path / "in" / "wide.tif",
+                     "--no-progress")
+    assert code == 1 and "0 restored" in text, text
+    assert (f"FAILED wide.tif: {tmp_path / 'in' / 'wide.tif'}: values 0..{wide.max():.0f} outside group "
+            "'pathology''s range 0..255 (a 16-bit image in an 8-bit group?); pass --clip-values to clip them "
+            "on purpose") in text
+    assert not (tmp_path / "o" / "wide.tif").exists()
+    code, text = run("restore", "--checkpoint", ck, "--out", tmp_path / "o", tmp_path / "in" / "wide.tif",
+                     "--no-progress", "--clip-values")
+    assert code == 0 and "1 restored" in text, text
+    clipped = np.minimum(np.rint(wide), 255)                                   # as the model sees it
+    want = direct(ck, clipped, superpixels(clipped, PATHOLOGY), PATHOLOGY)
+    np.testing.assert_allclose(read_image(tmp_path / "o" / "wide.tif")[0], want, atol=0.5 + 1e-3)
+
+
+def test_an_rgba_image_is_named_with_its_four_channels(ct_model, tmp_path):
+    from PIL import Image
+
+    rgba = np.random.default_rng(0).integers(0, 256, (32, 32, 4)).astype(np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    code, text = run("restore", "--checkpoint", ct_model, "--out", tmp_path / "o", tmp_path / "rgba.png",
+                     "--no-progress")
+    assert code == 1
+    assert "rgba.png: 4 channels (RGBA, read as 3), but the model restores 1-channel CT images" in text
+
+
 @pytest.fixture(scope="module")
 def sam_model(sample_root, tiny_sam_checkpoint, tmp_path_factory) -> tuple[Path, Path]:
     """A CT model trained on regions of the tiny test SAM (so restore must run SAM with those weights)."""
