@@ -297,21 +297,24 @@ def restore_cmd(inputs, out, sam_checkpoint, generator, save_regions, **opts):
     test). Regions come from --masks STORE when it holds a label map of the same LQ bytes, else they are
     computed with the generator and SAM window the model was trained with. DICOM inputs become a new
     derived series in the same study; NIfTI a volume with the source's shape, affine and units; PNG and
-    TIFF keep their bit depth. Bad inputs are reported and skipped; the exit status is 1 if any failed.
+    TIFF keep their bit depth. The DICOM files of a series folder are restored one by one and written as
+    one derived series: a file that cannot be restored is named and the rest written; DICOM files without
+    an image (DICOMDIR, reports) are skipped with a note. Bad inputs are reported and skipped; the summary
+    counts the files written; the exit status is 1 when something asked for was not written.
     """
     from rat.shared.jobs import failed, notes
     from rat.training.inference.inputs import collect_scans, scans_of_entries
     from rat.training.inference.region_source import RegionSource
     from rat.training.inference.restore_scans import restore_scans
 
-    problems: list[tuple[str, str]] = []
+    given = []
     with cli_errors({"checkpoint": "--sam-checkpoint"}):  # the SAM weights' parameter
         restorer = _restorer(opts)
         if inputs:
             from rat.shared.store import open_store
 
             volume = restorer.group.volume
-            scans, problems = collect_scans(list(inputs), volume.slice_axis % 3 if volume else 2)
+            scans, given = collect_scans(list(inputs), volume.slice_axis % 3 if volume else 2)
             store = open_store(opts["masks"]) if opts["masks"] else None
         else:
             store, entries, root = _split(opts, restorer)
@@ -320,15 +323,17 @@ def restore_cmd(inputs, out, sam_checkpoint, generator, save_regions, **opts):
         outcomes = restore_scans(restorer, scans, regions, out, save_regions, opts["progress"])
     for note in regions.notes:
         click.echo(note)
-    bad = [o for o in outcomes if o.status == "failed"]
-    click.echo(f"{len(outcomes) - len(bad)} restored into {out}, {len(bad) + len(problems)} failed")
-    for name, reason in problems:
-        click.echo(f"  FAILED {name}: {reason}")
-    for o in bad:
+    outcomes = given + outcomes
+    by = {s: [o for o in outcomes if o.status == s] for s in ("done", "failed", "skipped")}
+    skipped = f", {len(by['skipped'])} skipped (no image)" if by["skipped"] else ""
+    click.echo(f"{len(by['done'])} restored into {out}, {len(by['failed'])} failed{skipped}")
+    for o in by["failed"]:
         click.echo(f"  FAILED {o.image_id}: {o.reason}")
+    for o in by["skipped"]:
+        click.echo(f"  skipped {o.image_id}: {o.reason}")
     for line in notes(outcomes):
         click.echo(line)
-    exit_status(failed(outcomes) or bool(problems))
+    exit_status(failed(outcomes))
 
 
 @main.command("export")
