@@ -288,7 +288,18 @@ def masks_cmd(dataset, root, index, masks, split, limit, shard, generator_name, 
 
             gen = build_generator(generator_name, **gen_kwargs)
             outcomes = run_masks(ds, entries, root, masks, gen, **store_kwargs)
-    click.echo(summarize(outcomes))
+    from rat.precompute.runner import LEFT, REPAIRED
+
+    left = [o for o in outcomes if o.status == "skipped" and o.reason.startswith(LEFT)]
+    click.echo(summarize([o for o in outcomes if o not in left]))
+    repaired = [o.image_id for o in outcomes if o.status == "done" and o.reason == REPAIRED]
+    if repaired:
+        more = f" and {len(repaired) - 10} more" if len(repaired) > 10 else ""
+        click.echo(f"{len(repaired)} label map(s) recomputed because their bytes no longer matched their "
+                   f"records: {', '.join(repaired[:10])}{more}")
+    if left:
+        click.echo(f"{len(left)} image(s) {left[0].reason}: not computed here; run again when it has "
+                   "finished to check them")
     click.echo(f"store: {Path(masks).resolve() if '://' not in masks else masks}")
     if not failed(outcomes):
         groups = sorted(ds.groups)

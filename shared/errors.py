@@ -26,25 +26,32 @@ def one_line(error: object) -> str:
 
 
 def unsafe_pickle(error: BaseException) -> str | None:
-    """Why ``torch.load(..., weights_only=True)`` refused a file for holding more than tensors and plain
-    values (one line of our own, naming what it found when PyTorch says), or None for other failures.
+    """Why ``torch.load(..., weights_only=True)`` refused a file that holds code or objects other than tensors
+    and plain values (one line of our own, naming what it found), or None for other failures.
 
     PyTorch's own message advises loading with ``weights_only=False``, which would run whatever code the
-    file holds: never repeat it.
+    file holds: never repeat it (:func:`load_failure` for the others).
     """
     import re
 
-    text = str(error)
-    if "Weights only load failed" not in text and "WeightsUnpickler" not in text:
+    found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", str(error))
+    if found is None:
         return None
-    found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", text)
-    if found:
-        return (f"holds code or objects other than tensors and plain values ({found.group(1)}); refused for "
-                "safety and not loaded (only weights and plain settings are ever read)")
-    operand = re.search(r"Unsupported operand (\d+)", text)
-    detail = f": pickle instruction {operand.group(1)}" if operand else ""
-    return (f"not a loadable checkpoint (not a file of tensors and plain values{detail}); refused for "
-            "safety and not loaded")
+    return (f"holds code or objects other than tensors and plain values ({found.group(1)}); refused for "
+            "safety and not loaded (only weights and plain settings are ever read)")
+
+
+def load_failure(error: BaseException) -> str:
+    """Why ``torch.load(..., weights_only=True)`` failed, in a few words, without PyTorch's advice to load
+    with ``weights_only=False``."""
+    import re
+
+    text = str(error)
+    if "Weights only load failed" in text or "WeightsUnpickler" in text:
+        operand = re.search(r"Unsupported operand (\d+)", text)
+        return "not a file of tensors and plain values" + (f": pickle instruction {operand.group(1)}"
+                                                          if operand else "")
+    return f"{type(error).__name__}: {one_line(error)}"
 
 
 class RatError(Exception):

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from rat.shared.datasets import DatasetDef, definition_from_text, load_dataset
-from rat.shared.errors import one_line, unsafe_pickle
+from rat.shared.errors import load_failure, one_line, unsafe_pickle
 from rat.training.config import TrainConfig, TrainError
 from rat.training.model.network import build_model
 
@@ -81,8 +81,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         unsafe = unsafe_pickle(err)
         if unsafe:
             raise TrainError(f"{path}: {unsafe}") from None
-        reason = f"{type(err).__name__}: {one_line(err)}"
-        raise TrainError(f"{path}: not a loadable checkpoint ({reason})") from None
+        raise TrainError(f"{path}: not a loadable checkpoint ({load_failure(err)})") from None
     if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
         return dict(obj)
     if isinstance(obj, Mapping) and not _tensor_dict(obj):

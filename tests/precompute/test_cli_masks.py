@@ -229,3 +229,36 @@ def test_max_memory_says_exactly_what_it_bounds():
     assert "bounds the post-processing of each batch of masks at full resolution" in help_text
     assert ("It does not bound the model's weights, the encoder on CUDA, or the prompt decoder's own batch, "
             "which --points-per-batch sets") in help_text
+
+
+def test_a_rerun_repairs_damaged_maps_and_says_how_many(sample_root, tmp_path):
+    out = tmp_path / "s.zarr"
+    base = ["masks", "--dataset", "sample", "--root", sample_root, "--out", out, "--no-progress",
+            "--generator", "superpixels", "--limit", "4"]
+    assert run(*base)[0] == 0
+    victim = sorted(p.name for p in (out / "labels").iterdir() if not p.name.endswith(".json"))[1]
+    g = st.open_store(out, mode="r+")
+    g[f"labels/{victim}/0"][0, 0] = int(g[f"labels/{victim}/0"][0, 0]) + 1
+    code, text = run(*base)
+    assert code == 0 and "1 done, 3 skipped" in text, text
+    assert (f"1 label map(s) recomputed because their bytes no longer matched their records: "
+            f"{victim.replace('~', '/')}") in text
+    st.read_labels(st.open_store(out), victim.replace("~", "/"))     # its bytes match its record again
+
+
+def test_two_masks_at_once_compute_each_image_once_and_leave_one_table(sample_root, tmp_path):
+    """Two `masks` started together on one store: the later leaves to the earlier what it holds (or finds it
+    done), so every image is computed once; both end with one records table, none orphaned."""
+    out = tmp_path / "s.zarr"
+    args = [console_script("rat-precompute"), "masks", "--dataset", "sample", "--root", str(sample_root),
+            "--out", str(out), "--no-progress", "--generator", "superpixels"]
+    assert subprocess.run([*args, "--limit", "1"], capture_output=True).returncode == 0   # the store exists
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]
+    texts = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), texts
+    done = [int(t.split(" done,")[0].split()[-1]) for t in texts]
+    assert sum(done) == 15, texts                                     # 16 images, one made before
+    tables = sorted(p.name for p in out.iterdir() if p.name.startswith("records"))
+    assert tables == ["records-table"] and not (out / ".rat-runs").exists()
+    assert st.store_summary(st.open_store(out))["complete"] == 16
