@@ -1,5 +1,5 @@
 """Runs that write one store at once (rat.shared.store.leases): a later run leaves to an earlier live run the
-images it holds; leases of killed runs (a dead process here, a silent host elsewhere) are ignored and removed."""
+images it holds; leases of killed runs (a dead process here, a silent host elsewhere) are ignored, removed."""
 
 import json
 import subprocess
@@ -32,10 +32,10 @@ def test_leases_of_killed_runs_and_silent_hosts_are_ignored_and_removed(tmp_path
     group = st.init_store(tmp_path / "s.zarr", prov())
     folder = tmp_path / "s.zarr" / leases.FOLDER
     folder.mkdir()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True, check=True)
     import socket
 
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
     old = f"{1:020d}-aaaaaaaa"
     (folder / f"{old}.json").write_text(json.dumps({"token": old, "host": socket.gethostname(),
                                                    "pid": int(dead.stdout), "started": 0, "ids": ["a"]}))
