@@ -229,8 +229,7 @@ def _cluster_help() -> str:
                    f"{DEFAULT_MAX_MEMORY / 1e9:g}GB; same masks at any value). It does not bound the "
                    "model's weights, the encoder on CUDA, or the prompt decoder's own batch, which "
                    "--points-per-batch sets: lower that to lower the rest of the peak. Below one prompt's "
-                   "masks a warning says "
-                   "the budget cannot be kept.")
+                   "masks a warning says the budget cannot be kept.")
 @click.option("--chunk", type=click.IntRange(min=1), default=None, cls=LazyHelp, help=_chunk_help)
 @click.option("--overwrite", is_flag=True,
               help="Recompute images already done (and replace a store's configuration).")

@@ -8,6 +8,8 @@ the function calls it. Only the command lines turn parameter names into flags (`
 
 from __future__ import annotations
 
+import re
+
 #: Longest reason kept in a one-line error (the rest is cut with "...").
 MAX_REASON = 240
 #: Faults of the user's files that the command lines report in one line, like the package's own errors.
@@ -32,8 +34,6 @@ def unsafe_pickle(error: BaseException) -> str | None:
     PyTorch's own message advises loading with ``weights_only=False``, which would run whatever code the
     file holds: never repeat it (:func:`load_failure` for the others).
     """
-    import re
-
     found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", str(error))
     if found is None:
         return None
@@ -44,8 +44,6 @@ def unsafe_pickle(error: BaseException) -> str | None:
 def load_failure(error: BaseException) -> str:
     """Why ``torch.load(..., weights_only=True)`` failed, in a few words, without PyTorch's advice to load
     with ``weights_only=False``."""
-    import re
-
     text = str(error)
     if "Weights only load failed" in text or "WeightsUnpickler" in text:
         operand = re.search(r"Unsupported operand (\d+)", text)
