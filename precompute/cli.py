@@ -250,8 +250,9 @@ def masks_cmd(dataset, root, index, masks, split, limit, shard, generator_name, 
     $RAT_DATA_ROOT/<dataset>, else the definition's `root`) and the SAM checkpoint (--checkpoint or
     RAT_SAM_CHECKPOINT) are known: the index is built or brought up to date, and the store (default
     ./<dataset>.zarr) records the dataset's definition, index and root, so that it is all a colleague needs.
-    Resumable: a rerun skips images already complete for the same source and configuration.
-    Exits non-zero if any image failed; the others are kept.
+    Resumable: a rerun skips images already complete for the same source and configuration, and recomputes
+    those whose label bytes no longer match their records; images another run on the store is computing are
+    left to it. Exits non-zero if any image failed; the others are kept.
 
     --overwrite is safe while other --shard processes write into the same store: each label map records
     the configuration it was computed under, and maps of a replaced configuration are never read.
