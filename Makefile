@@ -11,7 +11,10 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 # torch/torchvision pinned to the builds that pip takes from this machine's disk.
+# The distribution was once named `rat` (an unrelated project's name on the index): an editable install of
+# that name in this venv is ours, and is replaced by rat-restore.
 $(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip uninstall --quiet --yes rat 2>/dev/null || true
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
@@ -31,7 +34,8 @@ gpu-check: $(STAMP)
 	$(PY) benchmarks/gpu_check.py
 
 demo: $(STAMP)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" DEMO_DIR="$(DEMO_DIR)" bash .ci/demo.sh
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" DEMO_DIR="$(DEMO_DIR)" $(if $(DEMO_ITERS),DEMO_ITERS="$(DEMO_ITERS)") \
+	  bash .ci/demo.sh
 
 clean-demo:
 	rm -rf $(DEMO_DIR)

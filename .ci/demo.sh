@@ -13,6 +13,7 @@
 set -euo pipefail
 D="${DEMO_DIR:-demo_out}"
 ITERS="${DEMO_ITERS:-600}"   # steps per run; the paper's 200,000 are for GPUs
+EVERY="${DEMO_PROGRESS_EVERY:-30}"   # seconds between the progress lines of the runs training
 mkdir -p "$D"
 cd "$D"
 rm -rf runs restored   # a rerun trains afresh; data, index, stores and image cache are reused
@@ -38,10 +39,25 @@ rat-precompute info sample.zarr
 # paper's 2e-4 (same cosine annealing to 1e-6); each run validates on its own validation images.
 RECIPE=(--model rat-small --iters "$ITERS" --batch-size 4 --lr 1e-3 --eval-every 100 --log-every 50
         --save-every 200 --workers 0 --no-progress)
-pair() {  # pair NAME1 "ARGS1" NAME2 "ARGS2": train two runs at once, then print their logs
-  local fail=0
+progress() {  # progress NAME...: the last training step each run has logged
+  local line="" name step
+  for name in "$@"; do
+    step=$(grep -o '"step": [0-9]*, "kind": "train"' "runs/$name/metrics.jsonl" 2>/dev/null | tail -n 1 |
+           grep -o '[0-9][0-9]*' | head -n 1 || true)
+    line+=" $name step ${step:-0}/$ITERS,"
+  done
+  echo "  [$((SECONDS - start)) s]${line%,}"
+}
+pair() {  # pair NAME1 "ARGS1" NAME2 "ARGS2": train two runs at once, showing progress, then print their logs
+  local fail=0 waited=0
+  echo "== training $1 and $3 side by side ($ITERS steps each; a line every $EVERY s)"
   OMP_NUM_THREADS=1 rat-train --out "runs/$1" $2 "${RECIPE[@]}" > "train_$1.log" 2>&1 &
   OMP_NUM_THREADS=1 rat-train --out "runs/$3" $4 "${RECIPE[@]}" > "train_$3.log" 2>&1 &
+  while [ -n "$(jobs -rp)" ]; do
+    sleep 1
+    waited=$((waited + 1))
+    if [ $((waited % EVERY)) = 0 ] && [ -n "$(jobs -rp)" ]; then progress "$1" "$3"; fi
+  done
   for job in $(jobs -p); do wait "$job" || fail=1; done
   for name in "$1" "$3"; do echo "== training $name"; cat "train_$name.log"; done
   [ "$fail" = 0 ] || { echo "training failed"; exit 1; }

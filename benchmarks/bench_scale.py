@@ -273,6 +273,14 @@ def main() -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def slope(sizes: list[int], times: list[float]) -> str:
+    """The slope of log(time) against log(N) between the smallest and the largest size, formatted for the
+    table; "-" with one size (no slope to measure)."""
+    if len(sizes) < 2 or sizes[-1] == sizes[0]:
+        return "-"
+    return f"{math.log(times[-1] / times[0]) / math.log(sizes[-1] / sizes[0]):.2f}"
+
+
 def report(results: dict, requests: dict | None, contenders: list[Contender], steps: list[str],
            sizes: list[int]) -> None:
     print("\nmedian seconds (ms per image" + (", requests per image" if requests else "")
@@ -288,8 +296,7 @@ def report(results: dict, requests: dict | None, contenders: list[Contender], st
                 if requests:
                     per += f", {requests[(c.name, step, n)] / n:5.2f}"
                 cells += f"{t:10.2f} ({per})".rjust(width)
-            slope = math.log(row[-1] / row[0]) / math.log(sizes[-1] / sizes[0]) if row[1:] else math.nan
-            print(f"{step:<8}{c.name:>12}{cells}{slope:8.2f}")
+            print(f"{step:<8}{c.name:>12}{cells}{slope(sizes, row):>8}")
         if len(contenders) > 1:
             base, this = contenders[1].name, contenders[0].name
             ratios = [results[(base, step, n)] / results[(this, step, n)] for n in sizes]

@@ -21,6 +21,7 @@ from rat.precompute.cli_store import (
     upgrade_cmd,
     verify_cmd,
 )
+from rat.shared import DISTRIBUTION
 from rat.shared.cli import (
     CONTEXT,
     ByteSize,
@@ -39,7 +40,7 @@ from rat.shared.regions.sam_config import DEFAULT_MAX_MEMORY, FAMILIES, SAM, TES
 
 
 @click.group(context_settings=CONTEXT)
-@click.version_option(package_name="rat")
+@click.version_option(package_name=DISTRIBUTION)
 def main() -> None:
     """Precompute region label maps for RAT training (runs SAM once per LQ image)."""
 
@@ -140,9 +141,9 @@ def _generator_options(func):
 def _generator_help() -> str:
     plugins = plugin_origins()
     more = f"; plug-ins: {', '.join(f'{n} ({o})' for n, o in plugins.items())}" if plugins else ""
-    return ("Region source: sam (segment-anything), sam-hq (HQ-SAM, pip install rat[sam-hq]), "
-            "efficientvit-sam (pip install rat[efficientvit-sam]), superpixels (no weights), or a generator "
-            f"another installed package registers{more}.")
+    return ("Region source: sam (segment-anything), sam-hq (HQ-SAM, pip install rat-restore[sam-hq]), "
+            "efficientvit-sam (pip install rat-restore[efficientvit-sam]), superpixels (no weights), or a "
+            f"generator another installed package registers{more}.")
 
 
 def _model_type_help() -> str:
@@ -174,6 +175,13 @@ def generator_kwargs(name: str, checkpoint, model_type, device, max_memory, para
     sam = _picked(params, "sam_")
     sp = _picked(params, "sp_")
     own = dict(_parse_param(p) for p in params.get("extra_params") or ())
+    given = {"model_type": model_type, "max_memory": max_memory}
+    named = [*sam, *(k for k, v in given.items() if v is not None)]
+    options = {**{k: f"--{k.replace('_', '-')}" for k in named},
+               **{k: f"--sp-{k.replace('_', '-')}" for k in sp}}
+    clash = next((k for k in own if k in options), None)
+    if clash:
+        fail(f"--param {clash}={own[clash]!r} and {options[clash]} both set {clash}: give it once")
     for flag_name, key, value in (("--model-type", "model_type", model_type),
                                   ("--max-memory", "max_memory", max_memory)):
         if value is not None:
@@ -216,10 +224,12 @@ def _cluster_help() -> str:
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto",
               show_default=True, help="Where the model runs.")
 @click.option("--max-memory", type=ByteSize(), default=None,
-              help=f"SAM family: memory for post-processing each batch of masks at full resolution, and "
-                   f"on the CPU a quarter of it for the ViT encoder's attention (default "
-                   f"{DEFAULT_MAX_MEMORY / 1e9:g}GB); the decoder keeps --points-per-batch, the masks are "
-                   "the package's own.")
+              help=f"SAM family: bounds the post-processing of each batch of masks at full resolution, "
+                   f"and on the CPU (a quarter of it) the ViT encoder's attention (default "
+                   f"{DEFAULT_MAX_MEMORY / 1e9:g}GB; same masks at any value). It does not bound the "
+                   "model's weights, the encoder on CUDA, or the prompt decoder's own batch, which "
+                   "--points-per-batch sets: lower that to lower the rest of the peak. Below one prompt's "
+                   "masks a warning says the budget cannot be kept.")
 @click.option("--chunk", type=click.IntRange(min=1), default=None, cls=LazyHelp, help=_chunk_help)
 @click.option("--overwrite", is_flag=True,
               help="Recompute images already done (and replace a store's configuration).")
@@ -240,8 +250,9 @@ def masks_cmd(dataset, root, index, masks, split, limit, shard, generator_name, 
     $RAT_DATA_ROOT/<dataset>, else the definition's `root`) and the SAM checkpoint (--checkpoint or
     RAT_SAM_CHECKPOINT) are known: the index is built or brought up to date, and the store (default
     ./<dataset>.zarr) records the dataset's definition, index and root, so that it is all a colleague needs.
-    Resumable: a rerun skips images already complete for the same source and configuration.
-    Exits non-zero if any image failed; the others are kept.
+    Resumable: a rerun skips images already complete for the same source and configuration, and recomputes
+    those whose label bytes no longer match their records; images another run on the store is computing are
+    left to it. Exits non-zero if any image failed; the others are kept.
 
     --overwrite is safe while other --shard processes write into the same store: each label map records
     the configuration it was computed under, and maps of a replaced configuration are never read.
@@ -277,7 +288,18 @@ def masks_cmd(dataset, root, index, masks, split, limit, shard, generator_name, 
 
             gen = build_generator(generator_name, **gen_kwargs)
             outcomes = run_masks(ds, entries, root, masks, gen, **store_kwargs)
-    click.echo(summarize(outcomes))
+    from rat.precompute.runner import LEFT, REPAIRED
+
+    left = [o for o in outcomes if o.status == "skipped" and o.reason.startswith(LEFT)]
+    click.echo(summarize([o for o in outcomes if o not in left]))
+    repaired = [o.image_id for o in outcomes if o.status == "done" and o.reason == REPAIRED]
+    if repaired:
+        more = f" and {len(repaired) - 10} more" if len(repaired) > 10 else ""
+        click.echo(f"{len(repaired)} label map(s) recomputed because their bytes no longer matched their "
+                   f"records: {', '.join(repaired[:10])}{more}")
+    if left:
+        click.echo(f"{len(left)} image(s) {left[0].reason}: not computed here; run again when it has "
+                   "finished to check them")
     click.echo(f"store: {Path(masks).resolve() if '://' not in masks else masks}")
     if not failed(outcomes):
         groups = sorted(ds.groups)

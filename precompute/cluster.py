@@ -33,14 +33,14 @@ from typing import Any
 import numpy as np
 from distributed import Client, WorkerPlugin, as_completed, get_worker
 
-from rat.precompute.runner import already_done, open_run_store, process_entry
+from rat.precompute.runner import finish, open_run_store, plan, process_entry
 from rat.shared import store as st
 from rat.shared.datasets import DatasetDef
 from rat.shared.errors import ParamError, RatError, one_line
 from rat.shared.hashes import sha256_file
 from rat.shared.index import Entry
 from rat.shared.jobs import Outcome, Reporter
-from rat.shared.regions import Generator, build_generator, generator_class
+from rat.shared.regions import Generator, build_generator, check_parameters
 
 #: Kinds of cluster this module starts itself.
 CLUSTERS = ("local",)
@@ -85,7 +85,7 @@ def generator_spec(name: str, **kwargs: Any) -> GeneratorSpec:
     absolute path that workers must see at the same place, and its SHA-256 is computed here once; workers
     check that they loaded those bytes.
     """
-    cls = generator_class(name)  # a known generator (ParamError naming them otherwise)
+    cls = check_parameters(name, kwargs)  # a known generator and parameters it takes, of the right kinds
     expect: dict[str, Any] = {}
     if "checkpoint" in inspect.signature(cls).parameters:
         locate = getattr(cls, "checkpoint_path", None)
@@ -189,10 +189,10 @@ def agreed_provenance(states: dict[str, tuple[dict[str, Any] | None, str | None]
 # the task
 
 
-def process_on_worker(entry: Entry, root: str, ds: DatasetDef, url: str, plugin_name: str,
-                      generator_provenance: dict[str, Any], fingerprint: str, overwrite: bool,
-                      chunk: int) -> Outcome:
-    """The body of one task: `process_entry` with this worker's generator; never raises."""
+def process_on_worker(entry: Entry, overwrite: bool, root: str, ds: DatasetDef, url: str, plugin_name: str,
+                      generator_provenance: dict[str, Any], fingerprint: str, chunk: int) -> Outcome:
+    """The body of one task: `process_entry` with this worker's generator; never raises. ``overwrite``:
+    recompute even when the image has a complete record (the run's --overwrite, or a damaged map)."""
     try:
         worker = get_worker()
         plugin = worker.plugins.get(plugin_name)
@@ -254,24 +254,25 @@ def run_masks_distributed(ds: DatasetDef, entries: Iterable[Entry], root: str | 
             url = str(Path(url).resolve())
         group, prov = open_run_store(ds, index if index is not None else entries, Path(root), url, gen_prov,
                                      overwrite, chunk)
-        done = already_done(group, entries, overwrite)            # a rerun ships nothing done already
-        todo = [e for e in entries if e.id not in done]
-        run = uuid.uuid4().hex[:8]
-        keys = [f"rat-masks-{run}-{st.image_key(e.id)}" for e in todo]
-        futures = client.map(process_on_worker, todo, key=keys, pure=False,
-                             root=str(Path(root).resolve()), ds=ds, url=url, plugin_name=plugin.name,
-                             generator_provenance=gen_prov, fingerprint=prov["fingerprint"],
-                             overwrite=overwrite, chunk=chunk)
-        position = {e.id: i for i, e in enumerate(entries)}
-        by_key = {f.key: (position[e.id], e) for f, e in zip(futures, todo, strict=True)}
-        outcomes: list[Outcome | None] = [done.get(e.id) for e in entries]
-        with Reporter(len(todo), "label maps", progress) as reporter:
-            for future in as_completed(futures):
-                i, entry = by_key[future.key]
-                outcome = future.result() if future.status == "finished" else _lost(entry, future)
-                future.release()
-                outcomes[i] = reporter.add(outcome)
-        st.consolidate(group)
+        done, todo, damaged, lease = plan(group, entries, overwrite)   # a rerun ships nothing done already
+        with lease:
+            run = uuid.uuid4().hex[:8]
+            keys = [f"rat-masks-{run}-{st.image_key(e.id)}" for e in todo]
+            recompute = [overwrite or e.id in damaged for e in todo]  # a damaged map's record is complete
+            futures = client.map(process_on_worker, todo, recompute, key=keys, pure=False,
+                                 root=str(Path(root).resolve()), ds=ds, url=url, plugin_name=plugin.name,
+                                 generator_provenance=gen_prov, fingerprint=prov["fingerprint"], chunk=chunk)
+            position = {e.id: i for i, e in enumerate(entries)}
+            by_key = {f.key: (position[e.id], e) for f, e in zip(futures, todo, strict=True)}
+            outcomes: list[Outcome | None] = [done.get(e.id) for e in entries]
+            with Reporter(len(todo), "label maps", progress) as reporter:
+                for future in as_completed(futures):
+                    i, entry = by_key[future.key]
+                    outcome = future.result() if future.status == "finished" else _lost(entry, future)
+                    future.release()
+                    outcomes[i] = reporter.add(outcome)
+            for o in finish(group, [outcomes[position[e.id]] for e in todo], damaged):
+                outcomes[position[o.image_id]] = o
     finally:
         try:
             client.unregister_worker_plugin(plugin.name)

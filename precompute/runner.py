@@ -3,12 +3,19 @@
 `process_entry` is the unit of work (also what dask workers run): it skips an image whose record is
 complete for this configuration and source, otherwise reads, renders, generates and writes, and turns any
 failure into a one-line reason instead of an exception.
+
+What a run computes (:func:`plan`): the images without a complete record for their LQ bytes, and those whose
+label bytes no longer match their record (a damaged or swapped chunk: recomputed, and said so; maps checked
+before are not read again while their store objects are unchanged, and the maps a run writes are remembered as
+checked), less those another run that started earlier is computing on the same store
+(:func:`rat.shared.store.leases.hold`: left to it, and said so).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +23,14 @@ import zarr
 
 from rat.shared import store as st
 from rat.shared.datasets import DatasetDef
-from rat.shared.errors import one_line
+from rat.shared.errors import RatError, one_line
 from rat.shared.index.build import derivation_versions
 from rat.shared.index.entries import Entry, checked_lq, read_lq
 from rat.shared.io import ImageReadError
 from rat.shared.jobs import Outcome, run_each
-from rat.shared.regions import Generator
+from rat.shared.regions import Generator, GeneratorError
 from rat.shared.regions.window import render_for_sam, sam_windows
+from rat.shared.store.leases import Lease
 
 
 def compute_labels(entry: Entry, root: Path, ds: DatasetDef, generator: Generator
@@ -34,10 +42,23 @@ def compute_labels(entry: Entry, root: Path, ds: DatasetDef, generator: Generato
     checked_lq(entry, root)
     image, meta = read_lq(entry, root)
     rgb = render_for_sam(image, ds.groups[entry.group].sam_window)
-    labels = generator(rgb)
+    name = getattr(generator, "name", type(generator).__name__)
+    try:
+        labels = np.asarray(generator(rgb))
+    except RatError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a plug-in's fault on one image fails that image only
+        raise GeneratorError(f"{entry.id}: generator {name} failed ({type(err).__name__}: "
+                             f"{one_line(err)})") from None
     if labels.shape != image.shape[:2]:
-        raise ValueError(f"{entry.id}: generator returned {labels.shape} for an image of "
+        raise ValueError(f"{entry.id}: generator {name} returned {labels.shape} for an image of "
                          f"{image.shape[:2]}")
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"{entry.id}: generator {name} returned {labels.dtype} labels; a label map holds "
+                         "integers (0 = no region, 1..L)")
+    if labels.dtype.kind == "i" and labels.size and int(labels.min()) < 0:
+        raise ValueError(f"{entry.id}: generator {name} returned negative labels ({int(labels.min())}); a "
+                         "label map holds 0 (no region) and 1..L")
     spacing = tuple(meta.spacing[:2]) if meta.spacing is not None else None
     return labels, spacing
 
@@ -65,14 +86,49 @@ def process_entry(entry: Entry, root: Path, ds: DatasetDef, generator: Generator
                    regions=int(rec["regions"]))
 
 
-def already_done(group: zarr.Group, entries: list[Entry], overwrite: bool = False) -> dict[str, Outcome]:
-    """Skipped outcomes of the entries whose label map is complete for their LQ bytes under the store's
-    configuration: their records read in one batch, so a rerun of a finished job reads nothing else."""
+#: The note of a label map recomputed because its bytes no longer matched its record.
+REPAIRED = "recomputed: its label bytes no longer matched their record"
+#: The start of the reason of an image left to another run.
+LEFT = "left to another masks run on this store"
+
+
+def already_done(group: zarr.Group, entries: list[Entry], overwrite: bool = False
+                 ) -> tuple[dict[str, Outcome], set[str]]:
+    """(skipped outcomes of the entries whose label map is complete for their LQ bytes under the store's
+    configuration and intact, ids of those complete but whose bytes do not match their record). Records are
+    read in one batch and label bytes only where their objects changed since they were last checked or
+    written, so a rerun of a finished job reads little else."""
     if overwrite:
-        return {}
+        return {}, set()
     found = st.read_records(group, [e.id for e in entries])
-    return {e.id: Outcome(e.id, "skipped", regions=int(found[e.id].get("regions", 0))) for e in entries
-            if found[e.id] is not None and found[e.id].get("source_sha256") == e.sha256}
+    complete = [e for e in entries
+                if found[e.id] is not None and found[e.id].get("source_sha256") == e.sha256]
+    problems = st.bytes_problems(group, complete, found, remember=True)
+    damaged = {i for i, p in problems.items() if p is not None}
+    return ({e.id: Outcome(e.id, "skipped", regions=int(found[e.id].get("regions", 0))) for e in complete
+             if e.id not in damaged}, damaged)
+
+
+def plan(group: zarr.Group, entries: list[Entry], overwrite: bool = False
+         ) -> tuple[dict[str, Outcome], list[Entry], set[str], Lease]:
+    """What this run computes (see the module doc): (outcomes of the entries it does not compute: complete,
+    or left to another run; the entries to compute; the ids among them recomputed because damaged; this
+    run's lease, to release when it ends)."""
+    done, damaged = already_done(group, entries, overwrite)
+    todo = [e for e in entries if e.id not in done]
+    lease, held = st.hold(group, [e.id for e in todo])
+    left = {i: Outcome(i, "skipped", f"{LEFT} ({who})") for i, who in held.items()}
+    return {**done, **left}, [e for e in todo if e.id not in left], damaged, lease
+
+
+def finish(group: zarr.Group, made: list[Outcome], damaged: set[str]) -> list[Outcome]:
+    """The coordinator's end of a run: consolidate the records, remember the maps written as checked, and
+    note the repaired ones."""
+    st.consolidate(group)
+    written = [o.image_id for o in made if o.status == "done"]
+    if written:
+        st.remember_written(group, st.read_records(group, written))
+    return [replace(o, reason=REPAIRED) if o.status == "done" and o.image_id in damaged else o for o in made]
 
 
 def open_run_store(ds: DatasetDef, index: list[Entry], root: Path, out: str | Path,
@@ -96,10 +152,13 @@ def run_masks(ds: DatasetDef, entries: Iterable[Entry], root: Path, out: str | P
     entries = list(entries)
     group, prov = open_run_store(ds, index if index is not None else entries, root, out,
                                  generator.provenance(), overwrite, chunk)
-    done = already_done(group, entries, overwrite)
-    todo = [e for e in entries if e.id not in done]
-    made = run_each(todo, lambda e: process_entry(e, root, ds, generator, group, overwrite, chunk,
-                                                  prov["fingerprint"], look=False), "label maps", progress)
-    st.consolidate(group)
+    done, todo, damaged, lease = plan(group, entries, overwrite)
+    with lease:
+        def work(e: Entry) -> Outcome:
+            return process_entry(e, root, ds, generator, group, overwrite, chunk, prov["fingerprint"],
+                                 look=False)
+
+        made = run_each(todo, work, "label maps", progress)
+        made = finish(group, made, damaged)
     outcomes = {**done, **{o.image_id: o for o in made}}
     return [outcomes[e.id] for e in entries]

@@ -8,6 +8,8 @@ the function calls it. Only the command lines turn parameter names into flags (`
 
 from __future__ import annotations
 
+import re
+
 #: Longest reason kept in a one-line error (the rest is cut with "...").
 MAX_REASON = 240
 #: Faults of the user's files that the command lines report in one line, like the package's own errors.
@@ -23,6 +25,31 @@ def one_line(error: object) -> str:
     if not line and isinstance(error, BaseException):
         line = type(error).__name__
     return line if len(line) <= MAX_REASON else line[: MAX_REASON - 3] + "..."
+
+
+def unsafe_pickle(error: BaseException) -> str | None:
+    """Why ``torch.load(..., weights_only=True)`` refused a file that holds code or objects other than tensors
+    and plain values (one line of our own, naming what it found), or None for other failures.
+
+    PyTorch's own message advises loading with ``weights_only=False``, which would run whatever code the
+    file holds: never repeat it (:func:`load_failure` for the others).
+    """
+    found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", str(error))
+    if found is None:
+        return None
+    return (f"holds code or objects other than tensors and plain values ({found.group(1)}); refused for "
+            "safety and not loaded (only weights and plain settings are ever read)")
+
+
+def load_failure(error: BaseException) -> str:
+    """Why ``torch.load(..., weights_only=True)`` failed, in a few words, without PyTorch's advice to load
+    with ``weights_only=False``."""
+    text = str(error)
+    if "Weights only load failed" in text or "WeightsUnpickler" in text:
+        operand = re.search(r"Unsupported operand (\d+)", text)
+        return "not a file of tensors and plain values" + (f": pickle instruction {operand.group(1)}"
+                                                          if operand else "")
+    return f"{type(error).__name__}: {one_line(error)}"
 
 
 class RatError(Exception):

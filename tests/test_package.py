@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_wheel_maps_folders_under_the_rat_namespace(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                     "-w", str(tmp_path), str(REPO)], check=True, capture_output=True)
-    (wheel,) = tmp_path.glob("rat-*.whl")
+    (wheel,) = tmp_path.glob("rat_restore-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for expected in ("rat/shared/io/__init__.py", "rat/precompute/cli.py", "rat/training/__init__.py",
                      "rat/data_manifests/tma.toml", "rat/data_manifests/sample.toml"):
@@ -76,3 +76,28 @@ def test_help_imports_neither_torch_nor_segment_anything(module, args):
 
 
 
+
+def test_the_distribution_is_rat_restore_and_every_install_hint_names_it():
+    """`rat` on the package index is an unrelated project (reservoir monitoring): the distribution has a name
+    of its own, and the README and every message that says what to install use it; the import package and
+    the commands keep their names."""
+    import importlib.metadata
+    import re
+
+    from rat.shared import DISTRIBUTION, __version__
+
+    dist = importlib.metadata.distribution("rat-restore")
+    assert DISTRIBUTION == "rat-restore" and dist.version == __version__
+    scripts = {ep.name: ep.value for ep in dist.entry_points if ep.group == "console_scripts"}
+    assert scripts == {"rat-precompute": "rat.precompute.cli:main", "rat-train": "rat.training.cli:main"}
+    texts = {"README.md": (REPO / "README.md").read_text()}
+    texts.update({str(p.relative_to(REPO)): p.read_text() for folder in ("precompute", "training", "shared")
+                  for p in (REPO / folder).rglob("*.py")})
+    bare = {name for name, text in texts.items() if re.search(r"(?<![\w-])rat\[|install rat\b(?!-)", text)}
+    assert not bare, bare
+    assert "pip install 'rat-restore[sam-hq]'" in texts["README.md"]
+    from rat.shared.regions.sam_config import SAM_HQ
+
+    assert SAM_HQ.install == "pip install rat-restore[sam-hq]"
+    result = CliRunner().invoke(__import__("rat.training.cli", fromlist=["main"]).main, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from rat.shared.datasets import DatasetDef, definition_from_text, load_dataset
-from rat.shared.errors import one_line
+from rat.shared.errors import load_failure, one_line, unsafe_pickle
 from rat.training.config import TrainConfig, TrainError
 from rat.training.model.network import build_model
 
@@ -78,8 +78,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - pickle/zip errors of every kind
-        reason = f"{type(err).__name__}: {one_line(err)}"
-        raise TrainError(f"{path}: not a loadable checkpoint ({reason})") from None
+        unsafe = unsafe_pickle(err)
+        if unsafe:
+            raise TrainError(f"{path}: {unsafe}") from None
+        raise TrainError(f"{path}: not a loadable checkpoint ({load_failure(err)})") from None
     if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
         return dict(obj)
     if isinstance(obj, Mapping) and not _tensor_dict(obj):
@@ -144,6 +146,10 @@ def checkpoint_dataset(ck: Mapping[str, Any]) -> DatasetDef | None:
     """The dataset definition a run was trained on (its text travels in the checkpoint), else None."""
     data = ck.get("data") or {}
     if data.get("definition"):
+        recorded = data.get("definition_sha256")
+        if recorded and hashlib.sha256(data["definition"].encode("utf-8")).hexdigest() != recorded:
+            raise TrainError(f"the dataset definition in the checkpoint ({data.get('dataset')}) does not "
+                             "match its recorded SHA-256 (its text was edited)")
         return definition_from_text(data["definition"], f"checkpoint (definition {data.get('dataset')})")
     config = ck.get("config") or {}
     return load_dataset(config["dataset"]) if config.get("dataset") else None

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from rat.shared import DISTRIBUTION
 from rat.shared.cli import (
     CONTEXT,
     cli_errors,
@@ -52,7 +53,7 @@ def _train_options(func):
 
 
 @click.group(invoke_without_command=True, context_settings=CONTEXT)
-@click.version_option(package_name="rat")
+@click.version_option(package_name=DISTRIBUTION)
 @_train_options
 @click.pass_context
 def main(ctx: click.Context, **settings) -> None:
@@ -119,7 +120,8 @@ def _restorer(opts: dict):
 
     return load_restorer(opts["checkpoint"], dataset=opts["dataset"], group=opts["group"],
                          model_name=opts["model_name"], attention=opts["attention"], backend=opts["backend"],
-                         device=opts["device"], tile=opts["tile"], overlap=opts["overlap"], bf16=opts["bf16"])
+                         device=opts["device"], tile=opts["tile"], overlap=opts["overlap"], bf16=opts["bf16"],
+                         clip_values=opts.get("clip_values", False))
 
 
 def _split(opts: dict, restorer):
@@ -201,6 +203,9 @@ def eval_cmd(csv_path, figure, figure_id, **opts):
               help="Images to score (the test split: after training, once).")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Data root (default: as for each model's store).")
+@click.option("--masks", multiple=True, metavar="STORE",
+              help="Label store to score with (default: each model's own): once for every model, or once "
+                   "per model in order.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the per-image (per-unit) table of every model's PSNR and SSIM.")
 @click.option("--figure", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -211,7 +216,8 @@ def eval_cmd(csv_path, figure, figure_id, **opts):
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
               help="Where the models run.")
 @progress_option
-def compare_cmd(models, baseline, by, split, root, csv_path, figure, resamples, seed, device, progress):
+def compare_cmd(models, baseline, by, split, root, masks, csv_path, figure, resamples, seed, device,
+                progress):
     """Score models on the same test images and compare them, paired.
 
     RUN_OR_CHECKPOINT: a run folder (its best.pt), a checkpoint, or an exported model folder. Each model is
@@ -223,7 +229,9 @@ def compare_cmd(models, baseline, by, split, root, csv_path, figure, resamples, 
     from rat.training.inference.compare import (
         box_plot,
         check_comparable,
+        check_distinct,
         compare,
+        few_pairs,
         format_comparison,
         model_file,
         model_names,
@@ -232,15 +240,19 @@ def compare_cmd(models, baseline, by, split, root, csv_path, figure, resamples, 
     from rat.training.inference.evaluate import evaluate_split
     from rat.training.inference.restorer import load_restorer
 
+    if len(masks) not in (0, 1, len(models)):
+        fail(f"--masks: given {len(masks)} times for {len(models)} models: once for all, or once per model")
+    stores = list(masks) * len(models) if len(masks) == 1 else list(masks) or [None] * len(models)
     with cli_errors():
         files = [model_file(m) for m in models]
         names = model_names(files)
         restorers = [load_restorer(f, device=device) for f in files]
+        check_distinct(names, files, restorers)
         runs = []
-        for name, r in zip(names, restorers, strict=True):
+        for name, r, store in zip(names, restorers, stores, strict=True):
             if progress:
                 click.echo(f"scoring {name} ...", err=True)
-            runs.append(evaluate_split(r, split=split, root=root, progress=progress))
+            runs.append(evaluate_split(r, store, split=split, root=root, progress=progress))
             check_comparable(names[: len(runs)], restorers[: len(runs)], runs)
         result = compare(names, runs, baseline, by, resamples, seed)
         if csv_path:
@@ -250,6 +262,9 @@ def compare_cmd(models, baseline, by, split, root, csv_path, figure, resamples, 
     first = restorers[0]
     click.echo(f"{first.dataset.name}/{first.group.name}, split {split}")
     click.echo(format_comparison(result))
+    warning = few_pairs(result)
+    if warning:
+        click.echo(warning)
     for name, r in zip(names, restorers, strict=True):
         if r.meta["config"].get("val_split") == "test":
             click.echo(f"note: {name} was selected on the test split: its scores are biased upwards")
@@ -271,6 +286,9 @@ def compare_cmd(models, baseline, by, split, root, csv_path, figure, resamples, 
 @click.option("--save-regions", is_flag=True,
               help="Also write the label map the model saw beside each output: NIfTI for volumes and DICOM "
                    "(one label volume per DICOM series, in its geometry as ITK reads it), PNG otherwise.")
+@click.option("--clip-values", is_flag=True,
+              help="Clip input values outside the model's value range (its group's value_range; 0..255 for "
+                   "8-bit groups) instead of refusing the input.")
 def restore_cmd(inputs, out, sam_checkpoint, generator, save_regions, **opts):
     """Restore scans and write them in their own standard formats.
 
@@ -279,21 +297,24 @@ def restore_cmd(inputs, out, sam_checkpoint, generator, save_regions, **opts):
     test). Regions come from --masks STORE when it holds a label map of the same LQ bytes, else they are
     computed with the generator and SAM window the model was trained with. DICOM inputs become a new
     derived series in the same study; NIfTI a volume with the source's shape, affine and units; PNG and
-    TIFF keep their bit depth. Bad inputs are reported and skipped; the exit status is 1 if any failed.
+    TIFF keep their bit depth. The DICOM files of a series folder are restored one by one and written as
+    one derived series: a file that cannot be restored is named and the rest written; DICOM files without
+    an image (DICOMDIR, reports) are skipped with a note. Bad inputs are reported and skipped; the summary
+    counts the files written; the exit status is 1 when something asked for was not written.
     """
     from rat.shared.jobs import failed, notes
     from rat.training.inference.inputs import collect_scans, scans_of_entries
     from rat.training.inference.region_source import RegionSource
     from rat.training.inference.restore_scans import restore_scans
 
-    problems: list[tuple[str, str]] = []
+    given = []
     with cli_errors({"checkpoint": "--sam-checkpoint"}):  # the SAM weights' parameter
         restorer = _restorer(opts)
         if inputs:
             from rat.shared.store import open_store
 
             volume = restorer.group.volume
-            scans, problems = collect_scans(list(inputs), volume.slice_axis % 3 if volume else 2)
+            scans, given = collect_scans(list(inputs), volume.slice_axis % 3 if volume else 2)
             store = open_store(opts["masks"]) if opts["masks"] else None
         else:
             store, entries, root = _split(opts, restorer)
@@ -302,15 +323,17 @@ def restore_cmd(inputs, out, sam_checkpoint, generator, save_regions, **opts):
         outcomes = restore_scans(restorer, scans, regions, out, save_regions, opts["progress"])
     for note in regions.notes:
         click.echo(note)
-    bad = [o for o in outcomes if o.status == "failed"]
-    click.echo(f"{len(outcomes) - len(bad)} restored into {out}, {len(bad) + len(problems)} failed")
-    for name, reason in problems:
-        click.echo(f"  FAILED {name}: {reason}")
-    for o in bad:
+    outcomes = given + outcomes
+    by = {s: [o for o in outcomes if o.status == s] for s in ("done", "failed", "skipped")}
+    skipped = f", {len(by['skipped'])} skipped (no image)" if by["skipped"] else ""
+    click.echo(f"{len(by['done'])} restored into {out}, {len(by['failed'])} failed{skipped}")
+    for o in by["failed"]:
         click.echo(f"  FAILED {o.image_id}: {o.reason}")
+    for o in by["skipped"]:
+        click.echo(f"  skipped {o.image_id}: {o.reason}")
     for line in notes(outcomes):
         click.echo(line)
-    exit_status(failed(outcomes) or bool(problems))
+    exit_status(failed(outcomes))
 
 
 @main.command("export")

@@ -112,7 +112,10 @@ class TrainConfig:
     metrics_format: str = _setting("jsonl", "Metrics file: jsonl or csv.")
     progress: bool = _setting(True, "Show a progress bar.")
     resume: bool = _setting(False, "Continue the run in --out from its last.pt, exactly where it stopped "
-                                   "(fresh if none).")
+                                   "(fresh in a folder without checkpoints; refused where other checkpoints "
+                                   "but no last.pt are).")
+    overwrite: bool = _setting(False, "Start a new run in --out although it holds one: its checkpoints are "
+                                      "deleted and its metrics rewritten.")
     stop_at: int | None = _setting(None, "Save and stop after this step (time-limited jobs); continue later "
                                          "with --resume.")
 
@@ -128,9 +131,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
 RUNTIME_KEYS = frozenset({"masks", "root", "index", "out", "device", "workers", "dist_timeout", "log_every",
                           "eval_every",
                           "save_every", "val_limit", "tile", "overlap", "progress", "resume", "backend",
-                          "metrics_format", "stop_at", "cache", "no_cache", "memory", "compile"})
+                          "metrics_format", "stop_at", "cache", "no_cache", "memory", "compile", "overwrite"})
 #: Settings of one session only, never taken over from the run being resumed.
-SESSION_KEYS = frozenset({"resume", "stop_at"})
+SESSION_KEYS = frozenset({"resume", "stop_at", "overwrite"})
 _AT_LEAST_ONE = ("iters", "batch_size", "log_every", "eval_every", "save_every", "tile")
 
 

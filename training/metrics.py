@@ -29,7 +29,7 @@ class MetricsLog:
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # optional: pip install rat[tensorboard]
+            except ImportError:  # optional: pip install rat-restore[tensorboard]
                 pass
             else:
                 self.tb = SummaryWriter(str(out / "tb"))

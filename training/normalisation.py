@@ -19,11 +19,17 @@ ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
 
 def normalise(x: ArrayT, group: Group) -> ArrayT:
-    """Source units -> training units: norm_low -> 0, norm_high -> 1 (float32, not clipped)."""
+    """Source units -> training units: norm_low -> 0, norm_high -> 1 (float32, not clipped; a group that clips
+    its values, ``clip_values``, first clips them to its declared range)."""
     scale = 1.0 / (group.norm_high - group.norm_low)
+    bounds = group.declared_range if group.clip_values else None
     if isinstance(x, torch.Tensor):
-        return (x.float() - group.norm_low) * scale
-    return (np.asarray(x, dtype=np.float32) - np.float32(group.norm_low)) * np.float32(scale)
+        x = x.float() if bounds is None else x.float().clamp(*bounds)
+        return (x - group.norm_low) * scale
+    x = np.asarray(x, dtype=np.float32)
+    if bounds is not None:
+        x = np.clip(x, np.float32(bounds[0]), np.float32(bounds[1]))
+    return (x - np.float32(group.norm_low)) * np.float32(scale)
 
 
 def denormalise(x: torch.Tensor | np.ndarray, group: Group, clip: bool = False) -> np.ndarray:

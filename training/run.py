@@ -12,6 +12,17 @@ A run survives being killed at any moment (a rank that dies under ``torchrun --m
 wall time): files are replaced atomically (written as ``.<name>.<pid>.tmp``, then renamed), so ``--resume``
 finds the last complete ``last.pt``; the temporary files of killed writers are never read, and are removed
 when the run starts again (:meth:`Run.remove_leftovers`).
+
+Nothing in a run folder is lost by starting a run there (:meth:`Run.open`): ``resume`` continues from
+``last.pt``; where there is none it starts fresh only when the folder holds no checkpoint at all (a new or
+empty folder, or a first attempt killed before its first checkpoint: what torchrun's restarts rely on),
+and is refused where ``best.pt`` or any other checkpoint is. A new run (no ``resume``) into a folder that
+holds a checkpoint is refused unless ``overwrite``, which deletes the old checkpoints first. The trainer
+writes ``last.pt`` before the first ``best.pt``, so a run of its own never leaves ``best.pt`` alone.
+
+The store, data root, index and initial weights are recorded by their resolved locations, so that the run
+is found from any working directory; :func:`recorded_location` finds those of runs that recorded relative
+ones.
 """
 
 from __future__ import annotations
@@ -27,10 +38,13 @@ import torch
 from torch import nn
 
 from rat.shared.datasets import DatasetDef, Group
+from rat.shared.errors import ParamError
 from rat.training.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, rng_state, save_checkpoint
 from rat.training.config import TrainConfig, TrainError, make_config
 
 LAST, BEST = "last.pt", "best.pt"
+#: Settings that name files or stores: recorded by their resolved locations.
+LOCATIONS = ("masks", "root", "index", "init")
 
 
 @dataclass
@@ -62,10 +76,17 @@ class Run:
         run in ``out`` continued from its ``last.pt`` with its own settings (see
         :func:`rat.training.config.make_config`)."""
         out = Path(settings.get("out") or TrainConfig.out)
-        last = out / LAST
-        if last.is_file() and not settings.get("resume"):
-            raise TrainError(f"{out}: already holds a run ({LAST}); pass `resume` to continue it, or choose "
-                             "another `out`")
+        settings = {**settings, **{k: resolved(settings[k]) for k in LOCATIONS if settings.get(k)}}
+        last, held = out / LAST, checkpoints(out)
+        if settings.get("resume") and settings.get("overwrite"):
+            raise ParamError("overwrite", "starts the run in `out` afresh, `resume` continues it: pass one")
+        if settings.get("resume") and not last.is_file() and held:
+            raise TrainError(f"{out}: holds {', '.join(held)} but no {LAST}, so there is nothing to resume "
+                             "from and a fresh start would replace them; pass `overwrite` (without `resume`) "
+                             "to start afresh, or choose another `out`")
+        if held and not settings.get("resume") and not settings.get("overwrite"):
+            raise TrainError(f"{out}: already holds a run ({', '.join(held)}); pass `resume` to continue it, "
+                             "`overwrite` to replace it, or choose another `out`")
         if not (settings.get("resume") and last.is_file()):
             return cls(make_config(settings))
         saved = load_checkpoint(last)
@@ -75,6 +96,14 @@ class Run:
         progress = Progress(saved["step"], saved["samples"], saved["best_psnr"], saved["val"] or None,
                             (saved.get("selection") or {}).get("step"))
         return cls(cfg, saved, progress)
+
+    def clear(self) -> list[Path]:
+        """Delete the checkpoints of an earlier run in the folder (``overwrite``); returns them. Rank 0,
+        before its first write."""
+        old = [self.out / name for name in checkpoints(self.out)]
+        for p in old:
+            p.unlink(missing_ok=True)
+        return old
 
     def remove_leftovers(self) -> list[Path]:
         """Delete the temporary files (``.<name>.<pid>.tmp``) that processes killed while writing left in the
@@ -107,6 +136,34 @@ class Run:
     def save(self, name: str, state: Mapping[str, Any]) -> Path:
         """Write ``name`` (LAST or BEST) in the run folder, atomically."""
         return save_checkpoint(self.out / name, state)
+
+
+def checkpoints(folder: Path) -> list[str]:
+    """Names of the checkpoint files (``*.pt``) in a run folder, sorted."""
+    return sorted(p.name for p in folder.glob("*.pt") if p.is_file()) if folder.is_dir() else []
+
+
+def resolved(location: str) -> str:
+    """A local path as an absolute one (a URL as it is): what a run records."""
+    text = str(location)
+    return text if "://" in text else str(Path(text).expanduser().resolve())
+
+
+def recorded_location(value: str, checkpoint: str | Path, out: str | None) -> str:
+    """A location a run recorded (its store, data root, index), found from here: as recorded when it is a
+    URL, absolute, or there from the working directory; else relative to the folder the run was started in
+    (the checkpoint's folder less the recorded ``out``), else to the run folder; else as recorded."""
+    text = str(value)
+    if "://" in text or Path(text).is_absolute() or Path(text).exists():
+        return text
+    folder = Path(checkpoint).resolve()
+    folder = folder if folder.is_dir() else folder.parent
+    parts = Path(out).parts if out and not Path(out).is_absolute() else ()
+    origin = folder.parents[len(parts) - 1] if parts and folder.parts[-len(parts):] == parts else None
+    for base in (origin, folder):
+        if base is not None and (base / text).exists():
+            return str(base / text)
+    return text
 
 
 @dataclass

@@ -203,6 +203,11 @@ def _train(run: Run, rt: Runtime) -> dict[str, Any]:
             "reported on, so its test scores are biased upwards (the authors' practice; default: val). The "
             "checkpoints and the model card say so.")
     data = load_data(cfg, progress=rt.main and cfg.progress)
+    if not data.val:
+        where = f"{cfg.val_split} split of {data.dataset.name}/{data.group.name}"
+        limit = ", --val-limit 0" if cfg.val_limit == 0 else ""
+        say(rt, f"warning: no validation images ({where}{limit}): nothing chooses {BEST}, so none is "
+            f"written; {LAST} holds the last weights")
     if run.resumed is not None and run.resumed["provenance"].get("fingerprint") != data.provenance.get(
             "fingerprint"):
         raise TrainError(f"{cfg.masks}: not the label store this run was trained on (other provenance "
@@ -218,6 +223,8 @@ def _train(run: Run, rt: Runtime) -> dict[str, Any]:
     log, history = None, []
     if rt.main:
         run.remove_leftovers()
+        if cfg.overwrite and run.clear():
+            say(rt, f"{run.out}: the checkpoints of the run there were deleted (--overwrite)")
         run.write_config()
         log = MetricsLog(run.out, cfg.metrics_format)
         history = log.truncate(progress.step)
@@ -275,6 +282,8 @@ def _train(run: Run, rt: Runtime) -> dict[str, Any]:
                 if val is not None and val["psnr"] > progress.best:
                     progress.best, progress.best_step = val["psnr"], step
                     if rt.main:
+                        if not (run.out / LAST).is_file():  # never best.pt alone (see rat.training.run)
+                            save(LAST)
                         save(BEST)
                 if rt.main:
                     plot_curves(history, run.out / "curves.png")

@@ -14,6 +14,7 @@ and the key.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,6 +95,12 @@ class Group:
     norm_low / norm_high: training normalisation, the linear map norm_low -> 0, norm_high -> 1
     (source units). data_range: value span for PSNR/SSIM in source units (default
     norm_high - norm_low). sam_window: how SAM's 8-bit input is made. patch_size: training patch.
+    value_range: the values the group's images hold (source units); an image with values outside it (by more
+    than RANGE_TOLERANCE of its span) is refused at indexing and by restore, naming the file, its values and
+    this range (:func:`range_problem`). Default: the normalisation range for groups of 8-bit images used as
+    they are (``sam_window`` kind "none": a 16-bit image there is a mistake), none otherwise (CT padding,
+    metal and PET hot spots lie beyond the normalisation range and are real). clip_values: clip values
+    outside ``value_range`` instead of refusing the image (on purpose).
     """
 
     name: str
@@ -110,6 +117,33 @@ class Group:
     derive_lq: str | None = None
     id: str | None = None
     volume: Volume | None = None
+    value_range: tuple[float, float] | None = None
+    clip_values: bool = False
+
+    @property
+    def declared_range(self) -> tuple[float, float] | None:
+        """The values this group's images may hold (see ``value_range``), or None when unbounded."""
+        if self.value_range is not None:
+            return self.value_range
+        return (self.norm_low, self.norm_high) if self.sam_window.kind == "none" else None
+
+
+#: Values may exceed a group's declared range by this fraction of its span (rounding, resampling).
+RANGE_TOLERANCE = 0.01
+
+
+def range_problem(group: Group, low: float, high: float) -> str | None:
+    """Why values ``low..high`` do not belong in ``group`` (one line, without the file), or None: within its
+    declared range, or the group clips (``clip_values``) or declares none."""
+    bounds = group.declared_range
+    if bounds is None or group.clip_values or not (math.isfinite(low) and math.isfinite(high)):
+        return None
+    slack = RANGE_TOLERANCE * (bounds[1] - bounds[0])
+    if low >= bounds[0] - slack and high <= bounds[1] + slack:
+        return None
+    return (f"values {low:g}..{high:g} outside group {group.name!r}'s range {bounds[0]:g}..{bounds[1]:g} (a "
+            "16-bit image in an 8-bit group?); set the group's value_range, or clip_values = true to clip "
+            "them on purpose")
 
 
 @dataclass(frozen=True)

@@ -139,6 +139,15 @@ def _parse_group(gname: str, table: dict[str, Any], own: set[str], fail) -> Grou
     data_range = number("data_range") if "data_range" in table else norm_high - norm_low
     if data_range <= 0:
         raise fail(key("data_range"), "must be positive")
+    value_range = None
+    if "value_range" in table:
+        v = table["value_range"]
+        if not (isinstance(v, list) and len(v) == 2 and all(_is_number(x) for x in v)) or not v[1] > v[0]:
+            raise fail(key("value_range"), f"expected [low, high] with high > low, got {v!r}")
+        value_range = (float(v[0]), float(v[1]))
+    clip_values = table.get("clip_values", False)
+    if not isinstance(clip_values, bool):
+        raise fail(key("clip_values"), f"expected true or false, got {clip_values!r}")
     volume = _parse_volume(table["volume"], key("volume"), fail) if "volume" in table else None
     if volume is not None and derive is not None:
         raise fail(key("derive_lq"), "derived LQ is not supported for volume groups")
@@ -151,6 +160,8 @@ def _parse_group(gname: str, table: dict[str, Any], own: set[str], fail) -> Grou
         derive_lq=derive,
         id=id_template,
         volume=volume,
+        value_range=value_range,
+        clip_values=clip_values,
         norm_low=norm_low,
         norm_high=norm_high,
         data_range=data_range,

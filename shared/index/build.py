@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from rat.shared.datasets.definition import DatasetDef, DefinitionError, Group, channel_count
+from rat.shared.datasets.definition import DatasetDef, DefinitionError, Group, channel_count, range_problem
 from rat.shared.datasets.degrade import derive_lq, derive_versions
 from rat.shared.datasets.patterns import FIELD, fill_pattern, match_files
 from rat.shared.datasets.splits import split_units
@@ -39,7 +39,7 @@ from rat.shared.index.entries import (
 )
 from rat.shared.index.hash_cache import file_stamp, source_sha256
 from rat.shared.index.locate import STATE_DIR, DataRootError, source_path
-from rat.shared.io.base import ImageReadError
+from rat.shared.io.base import ImageMeta, ImageReadError, describe_channels
 from rat.shared.io.images import read_image, read_volume, write_image
 
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -176,13 +176,17 @@ def _check_pair(ds: DatasetDef, root: Path, pair: _Pair) -> list[Entry]:
     hq_sha = source_sha256(root / pair.hq)
     if pair.lq is None:
         lq_rel, lq_sha = ensure_derived(ds.name, group.derive_lq, root, pair.hq, hq_sha)
-        lq_shape = read_image(source_path(root, lq_rel))[0].shape  # the index lists readable images only
-        _check_channels(group, lq_rel, lq_shape)
+        lq, lq_meta = read_image(source_path(root, lq_rel))  # the index lists readable images only
+        lq_shape = lq.shape
+        _check_channels(group, lq_rel, lq_shape, lq_meta)
+        _check_range(group, pair.hq, lq_meta, " (its derived LQ image)")
     else:
         lq_rel = pair.lq
-        lq, _ = read_image(root / pair.lq)
-        _check_channels(group, lq_rel, lq.shape)
-        hq, _ = read_image(root / pair.hq)
+        lq, lq_meta = read_image(root / pair.lq)
+        _check_channels(group, lq_rel, lq.shape, lq_meta)
+        _check_range(group, lq_rel, lq_meta)
+        hq, hq_meta = read_image(root / pair.hq)
+        _check_range(group, pair.hq, hq_meta)
         _check_same_shape(pair, lq.shape, hq.shape)
         lq_shape, lq_sha = lq.shape, source_sha256(root / pair.lq)
     return [Entry(base_id, group.name, "", lq_rel, pair.hq, None, lq_sha, tuple(lq_shape), None, hq_sha)]
@@ -201,11 +205,19 @@ def _unchanged(entries: list[Entry], root: Path, stamps: dict[str, tuple[int, in
     return [replace(e, split="") for e in entries] if same else []
 
 
-def _check_channels(group: Group, rel: str, shape: tuple[int, ...]) -> None:
+def _check_channels(group: Group, rel: str, shape: tuple[int, ...], meta: ImageMeta | None = None) -> None:
     channels = channel_count(shape)
     if channels != group.channels:
-        raise _PairProblem(rel, f"has {channels} channel(s), group {group.name!r} expects "
+        raise _PairProblem(rel, f"has {describe_channels(shape, meta)}, group {group.name!r} expects "
                            f"{group.channels}")
+
+
+def _check_range(group: Group, rel: str, meta: ImageMeta, what: str = "") -> None:
+    """_PairProblem when the image's values lie outside the group's declared range (see
+    :func:`rat.shared.datasets.definition.range_problem`)."""
+    problem = range_problem(group, *meta.value_range)
+    if problem is not None:
+        raise _PairProblem(rel, problem.replace("values ", f"values{what} ", 1) if what else problem)
 
 
 def _check_same_shape(pair: _Pair, lq_shape: tuple[int, ...], hq_shape: tuple[int, ...]) -> None:
@@ -217,8 +229,10 @@ def _check_same_shape(pair: _Pair, lq_shape: tuple[int, ...], hq_shape: tuple[in
 def _check_volume_pair(root: Path, pair: _Pair, base_id: str) -> list[Entry]:
     vol = pair.group.volume
     assert vol is not None and pair.lq is not None
-    hq, _ = read_volume(root / pair.hq)
-    lq, _ = read_volume(root / pair.lq)
+    hq, hq_meta = read_volume(root / pair.hq)
+    lq, lq_meta = read_volume(root / pair.lq)
+    _check_range(pair.group, pair.lq, lq_meta)
+    _check_range(pair.group, pair.hq, hq_meta)
     _check_same_shape(pair, lq.shape, hq.shape)
     if pair.group.channels != 1 or hq.ndim != 3:
         raise _PairProblem(pair.hq, f"volume groups need 1-channel 3-D volumes, got "

@@ -10,7 +10,7 @@ are, CT in Hounsfield units) plus an :class:`ImageMeta`. 2-D images are ``(H, W)
 - DICOM (pydicom): modality LUT applied (rescale slope/intercept: CT in HU), MONOCHROME1 inverted
   so that high values are bright, spacing from PixelSpacing. A multi-frame file is a volume of its
   frames in file order. Compressed transfer syntaxes need a decoder plugin (``pip install
-  rat[dicom]``); RLE Lossless decodes natively.
+  rat-restore[dicom]``); RLE Lossless decodes natively.
 - DICOM series: a directory of DICOM files (``*.dcm``, ``*.dicom``, ``*.ima``; or, when there are
   none, every file with the DICM preamble) sorted along the slice normal by ImagePositionPatient
   (fallback InstanceNumber, then file name), stacked to ``(H, W, N)``.

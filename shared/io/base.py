@@ -49,6 +49,18 @@ class ImageMeta:
     spacing: tuple[float, ...] | None
     modality: str | None
     shape: tuple[int, ...]
+    stored_channels: int | None = None  # channels in the file when the reader made others (RGBA: 4 -> 3)
+    mode: str | None = None  # how the file stores them, e.g. Pillow's "RGBA", when that differs
+
+
+def describe_channels(shape: tuple[int, ...], meta: ImageMeta | None = None) -> str:
+    """The channels of an image of ``shape`` as read, and as stored in its file when the reader changed
+    them: "1 channel(s)", "4 channels (RGBA, read as 3)"."""
+    n = int(shape[2]) if len(shape) == 3 else 1
+    stored = meta.stored_channels if meta is not None else None
+    if not stored or stored == n:
+        return f"{n} channel(s)"
+    return f"{stored} channels ({meta.mode + ', ' if meta.mode else ''}read as {n})"
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,8 @@ class Source:
     modality: str | None
     load: Callable[[], np.ndarray]  # the whole image or volume
     load_slice: Callable[[int], np.ndarray] | None = None  # fast path: slice along the last axis
+    stored_channels: int | None = None  # see ImageMeta
+    mode: str | None = None
 
     @property
     def pixels(self) -> int:

@@ -3,7 +3,7 @@
 - Reading: modality LUT applied (rescale slope/intercept: CT in HU), MONOCHROME1 inverted so that
   high values are bright, palette colour becomes RGB, spacing from PixelSpacing. A multi-frame file
   is a volume of its frames in file order. Compressed transfer syntaxes need a decoder plugin
-  (``pip install rat[dicom]``); RLE Lossless decodes natively. Truncated files, missing pixel data
+  (``pip install rat-restore[dicom]``); RLE Lossless decodes natively. Truncated files, missing pixel data
   and undecodable transfer syntaxes are refused with a one-line reason before decoding.
 - Series: a directory of DICOM files (``*.dcm``, ``*.dicom``, ``*.ima``; or, when there are none,
   every file with the DICM preamble) sorted along the slice normal by ImagePositionPatient
@@ -145,7 +145,7 @@ def _check_decodable(path: Path, ds) -> None:
             raise ImageReadError(path, f"unsupported transfer syntax {tsyntax.name}") from None
         if not available:
             reason = f"compressed transfer syntax {tsyntax.name} needs a decoder"
-            raise ImageReadError(path, f"{reason}: pip install rat[dicom]")
+            raise ImageReadError(path, f"{reason}: pip install rat-restore[dicom]")
     elif "PixelData" in ds:
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         bits = int(ds.get("SamplesPerPixel", 1) or 1) * int(ds.get("BitsAllocated", 16) or 16)
@@ -232,6 +232,32 @@ def open_dicom(path: Path, *, header_only: bool) -> Source:
     )
 
 
+#: SOP Class of a DICOMDIR (the directory of a DICOM medium, PS3.10): a DICOM file that is no image.
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+
+
+def not_an_image(ds) -> str | None:
+    """Why a DICOM data set (its header) holds no image, in a few words, or None for an image: a DICOMDIR,
+    or a data set without Rows/Columns (structured reports, presentation states, other documents)."""
+    sop = str(ds.file_meta.get("MediaStorageSOPClassUID", "") if hasattr(ds, "file_meta") else "") or \
+        str(ds.get("SOPClassUID", ""))
+    if sop == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds:
+        return "a DICOMDIR (the directory of a DICOM medium), not an image"
+    if "Rows" in ds and "Columns" in ds:
+        return None
+    from pydicom.uid import UID
+
+    kind = UID(sop).name if sop else ""
+    return f"no image in it ({kind or 'no pixel data'})"
+
+
+def dicom_survey(path: Path) -> tuple[str | None, str]:
+    """(:func:`not_an_image` of a DICOM file, its SeriesInstanceUID or "") from its header; ImageReadError
+    when it cannot be read as DICOM."""
+    ds = _dcmread(Path(path), header_only=True)
+    return not_an_image(ds), str(ds.get("SeriesInstanceUID", "") or "")
+
+
 # ----------------------------------------------------------------------------- series
 
 
@@ -255,11 +281,15 @@ def sorted_series(directory: Path) -> tuple[list[Path], list, float | None]:
     """Member files of a series directory and their headers, in the slice order of
     :func:`open_series` (along the slice normal), and the median slice step in mm (or None).
 
-    Checks what the reader checks: equal Rows/Columns/SamplesPerPixel, one SeriesInstanceUID,
-    no two slices at one position.
+    Files that hold no image (a DICOMDIR, structured reports: :func:`not_an_image`) are no slices. Checks
+    what the reader checks: equal Rows/Columns/SamplesPerPixel, one SeriesInstanceUID, no two slices at one
+    position.
     """
-    files = series_files(directory)
-    return sort_series(directory, files, [_dcmread(f, header_only=True) for f in files])
+    read = [(f, _dcmread(f, header_only=True)) for f in series_files(directory)]
+    images = [(f, ds) for f, ds in read if not_an_image(ds) is None]
+    if not images:
+        raise ImageReadError(directory, "directory holds no DICOM images")
+    return sort_series(directory, [f for f, _ in images], [ds for _, ds in images])
 
 
 def sort_series(name: PathLike, files: list[Path], headers: list) -> tuple[list[Path], list, float | None]:

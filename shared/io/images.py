@@ -241,6 +241,8 @@ def _meta(
         spacing=spacing,
         modality=src.modality,
         shape=tuple(array.shape),
+        stored_channels=src.stored_channels,
+        mode=src.mode,
     )
 
 

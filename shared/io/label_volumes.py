@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from rat.shared.io.base import ImageReadError, PathLike
-from rat.shared.io.dicom import DICOM_SUFFIXES, _dcmread, _has_dicm, sort_series
+from rat.shared.io.dicom import DICOM_SUFFIXES, _dcmread, _has_dicm, not_an_image, sort_series
 from rat.shared.io.geometry import SPACING_ABSOLUTE, _position, series_affine, to_itk_order
 from rat.shared.io.volumes import write_nifti
 
@@ -76,7 +76,8 @@ def folder_series(folder: Path, exclude: Collection[Path] = ()) -> list[Series]:
             ds = _dcmread(f, header_only=True)
         except (ImageReadError, OSError):
             continue
-        members[str(ds.get("SeriesInstanceUID", "") or "")].append((f, ds))
+        if not_an_image(ds) is None:      # a DICOMDIR or a report is no slice of the series
+            members[str(ds.get("SeriesInstanceUID", "") or "")].append((f, ds))
     return [Series(folder, uid, tuple(f for f, _ in m), tuple(ds for _, ds in m))
             for uid, m in sorted(members.items())]
 
@@ -86,6 +87,15 @@ def series_of(path: Path) -> Series | None:
     or None when it cannot be read as DICOM."""
     path = Path(path)
     return next((s for s in folder_series(path.parent) if path in s.files), None)
+
+
+def same_size(series: Series, shape: tuple[int, ...]) -> tuple[Series, list[str]]:
+    """The files of ``series`` whose slices have ``shape[:2]`` (Rows, Columns), and the names of the others
+    (a slice of another size is no part of one volume with them)."""
+    keep = [(f, ds) for f, ds in zip(series.files, series.headers, strict=True)
+            if (int(ds.Rows), int(ds.Columns)) == tuple(shape[:2])]
+    others = [f.name for f in series.files if f not in {k for k, _ in keep}]
+    return Series(series.folder, series.uid, tuple(f for f, _ in keep), tuple(ds for _, ds in keep)), others
 
 
 def series_stack(series: Series, name: PathLike) -> SeriesStack | None:

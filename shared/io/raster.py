@@ -18,6 +18,8 @@ from rat.shared.io.base import ImageReadError, Source
 
 # ----------------------------------------------------------------------------- PNG / JPEG
 
+#: Channels of the Pillow modes whose conversion changes their number (alpha dropped, CMYK to RGB).
+_STORED_CHANNELS = {"LA": 2, "La": 2, "PA": 2, "RGBA": 4, "RGBa": 4, "RGBX": 4, "CMYK": 4}
 # Pillow mode -> (mode to convert to, or None to keep; numpy dtype of the stored pixels)
 _PIL_MODES = {
     "1": (None, "bool"),
@@ -78,6 +80,8 @@ def open_pillow(path: Path) -> Source:
         spacing=None,
         modality=None,
         load=load,
+        stored_channels=_STORED_CHANNELS.get(mode),
+        mode=mode if mode in _STORED_CHANNELS else None,
     )
 
 
@@ -112,6 +116,8 @@ def open_tiff(path: Path, page: int | None, *, stack: bool) -> Source:
                 load_slice=lambda i: _tiff_pixels(path, i),
             )
     index = page or 0
+    samples = int(first.samplesperpixel)
+    extra = samples in (2, 4) and int(first.photometric) != 3  # an alpha sample, dropped when read
     return Source(
         format="tiff",
         shape=shape,
@@ -120,6 +126,8 @@ def open_tiff(path: Path, page: int | None, *, stack: bool) -> Source:
         spacing=spacing,
         modality=None,
         load=lambda: _tiff_pixels(path, index),
+        stored_channels=samples if extra else None,
+        mode="with alpha" if extra else None,
     )
 
 

@@ -12,6 +12,11 @@ installed distribution; this package registers its own there too (``sam``, ``sam
   merge with another provenance is refused;
 - ``__call__(rgb)``: an (H, W, 3) uint8 RGB image -> an (H, W) integer label map, 0 = no region, 1..L.
 
+Parameters are checked before a generator is built (:func:`check_parameters`): a name the generator does not
+take is refused with the list of those it does, and a value of another type than its default's (text for a
+number) is refused, so a bad configuration is never recorded in a store; the generator checks the values
+themselves (superpixels: counts at least 1, ...), and whatever its constructor raises is one line naming it.
+
 Its input is rendered by :func:`rat.shared.regions.window.render_for_sam`; overlapping masks are resolved into
 one label map by :mod:`rat.shared.regions.labels`. This module is torch-free and loads no generator module
 until one is built: the command line's help lists the names from the installed distributions' metadata.
@@ -20,11 +25,13 @@ until one is built: the command line's help lists the names from the installed d
 from __future__ import annotations
 
 import importlib.metadata
+import inspect
 from functools import cache
 from typing import Any, Protocol
 
 import numpy as np
 
+from rat.shared import DISTRIBUTION
 from rat.shared.errors import ParamError, RatError, one_line
 
 #: Where generators are registered (``[project.entry-points."rat.region_generators"]``).
@@ -55,7 +62,7 @@ def registered() -> dict[str, importlib.metadata.EntryPoint]:
             raise GeneratorError(f"generator {ep.name!r} is registered twice: {found[ep.name].value} "
                                  f"({_origin(found[ep.name])}) and {ep.value} ({_origin(ep)})")
         found[ep.name] = ep
-    return dict(sorted(found.items(), key=lambda item: (_origin(item[1]) != "rat", item[0])))
+    return dict(sorted(found.items(), key=lambda item: (_origin(item[1]) != DISTRIBUTION, item[0])))
 
 
 def _origin(ep: importlib.metadata.EntryPoint) -> str:
@@ -71,14 +78,14 @@ def generator_names() -> tuple[str, ...]:
 def plugin_origins() -> dict[str, str]:
     """Generators registered by other distributions: name -> "distribution version"."""
     return {name: f"{_origin(ep)} {ep.dist.version}" for name, ep in registered().items()
-            if ep.dist is not None and _origin(ep) != "rat"}
+            if ep.dist is not None and _origin(ep) != DISTRIBUTION}
 
 
 def generator_class(name: str) -> type:
     """The class of generator ``name`` (ParamError naming the known ones; GeneratorError if it won't load)."""
     eps = registered()
     if name not in eps:
-        known = ", ".join(eps) or f"none (installing rat registers them in {ENTRY_POINT_GROUP})"
+        known = ", ".join(eps) or f"none (installing {DISTRIBUTION} registers them in {ENTRY_POINT_GROUP})"
         raise ParamError("name", f"unknown generator {name!r}; choose one of {known}")
     try:
         cls = eps[name].load()
@@ -92,7 +99,69 @@ def generator_class(name: str) -> type:
     return cls
 
 
+def generator_parameters(cls: type) -> tuple[dict[str, Any], bool]:
+    """({parameter: default}, whether these are all) of a generator class: its signature's keyword
+    parameters, plus ``parameter_defaults()`` when it takes ``**params`` (the SAM family); without that, a
+    generator taking ``**params`` may take others too."""
+    found, complete = {}, True
+    for p in inspect.signature(cls).parameters.values():
+        if p.kind is p.VAR_KEYWORD:
+            more = getattr(cls, "parameter_defaults", None)
+            if more is None:
+                complete = False
+            else:
+                found.update(more())
+        elif p.kind is not p.VAR_POSITIONAL:
+            found[p.name] = p.default
+    return found, complete
+
+
+def _kind_problem(value: Any, default: Any) -> str | None:
+    """What ``value`` should be, when it is not of the kind of ``default`` (None: fine, or nothing known)."""
+    if default is inspect.Parameter.empty or default is None:
+        return None
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "true or false"
+    if isinstance(default, int):
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+    if isinstance(default, float):
+        return None if isinstance(value, int | float) and not isinstance(value, bool) else "a number"
+    if isinstance(default, str):
+        return None if isinstance(value, str) else "text"
+    if isinstance(default, list | tuple):
+        return None if isinstance(value, list | tuple) else "a list"
+    return None
+
+
+def check_parameters(name: str, kwargs: dict[str, Any]) -> type:
+    """The class of generator ``name`` after checking ``kwargs`` against its parameters (see the module doc);
+    GeneratorError naming the generator and the parameter otherwise."""
+    cls = generator_class(name)
+    known, complete = generator_parameters(cls)
+    unknown = [k for k in kwargs if k not in known] if complete else []
+    if unknown:
+        raise GeneratorError(f"generator {name} has no parameter {unknown[0]!r}; its parameters: "
+                             f"{', '.join(known)}")
+    for key, value in kwargs.items():
+        want = _kind_problem(value, known.get(key, inspect.Parameter.empty))
+        if want is not None:
+            raise GeneratorError(f"generator {name}: {key}={value!r} is not {want} (default "
+                                 f"{known[key]!r})")
+    return cls
+
+
 def build_generator(name: str, **kwargs: Any) -> Generator:
     """The generator ``name`` built with ``kwargs`` (SAM family: checkpoint, model_type, device, max_memory
-    and the package generator's parameters)."""
-    return generator_class(name)(**kwargs)
+    and the package generator's parameters), checked first (:func:`check_parameters`). A constructor that
+    refuses its values (ValueError, TypeError, ...) is told in one line naming the generator; the package's
+    own errors (missing weights, ...) as they are."""
+    cls = check_parameters(name, kwargs)
+    try:
+        return cls(**kwargs)
+    except RatError as err:
+        if isinstance(err, ParamError):
+            raise GeneratorError(f"generator {name}: {err.param}: {err.reason}") from None
+        raise
+    except (TypeError, ValueError, ArithmeticError, KeyError, IndexError) as err:
+        raise GeneratorError(f"generator {name}: bad parameters ({type(err).__name__}: "
+                             f"{one_line(err)})") from None

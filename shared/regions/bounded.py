@@ -17,6 +17,12 @@ thresholds, boxes, RLE), and upsampling treats each mask alone, so the parts put
 package makes of the whole batch, RLE for RLE, in the same order. The test compares them on images,
 parameter sets and crop layers of every family.
 
+What ``max_memory`` bounds, and what it does not: the post-processing of each batch of masks, and on the
+CPU the encoder's attention (below). Not the model's weights, not the image encoder on CUDA, and not the
+prompt decoder's own batch (the image embedding repeated per prompt, its upscaled features, HQ-SAM's
+high-resolution features), which ``points_per_batch`` sets. A budget below one prompt's masks cannot be kept:
+the parts then hold one prompt each, and a warning says so once (:func:`budget_note`).
+
 The ViT image encoders (SAM, HQ-SAM) hold every head's (N, N) attention matrix at once, 2-3 times over while
 the relative positions are added: 2.3 GiB on the CPU at ViT-B's 64 x 64 tokens. :func:`bound_attention`
 makes their attention layers compute a few heads at a time within a quarter of ``max_memory``: the same
@@ -26,6 +32,7 @@ the limit and batched and sliced matrix products agree bit for bit).
 
 from __future__ import annotations
 
+import logging
 import sys
 import types
 from collections.abc import Iterator
@@ -44,13 +51,44 @@ from rat.shared.regions.sam_config import DEFAULT_MAX_MEMORY
 BYTES_PER_PIXEL = 24
 #: Bytes per pixel of the intermediate upsampling at the model's input size (1024 x 1024 float).
 INPUT_BYTES_PER_PIXEL = 4
+#: Masks the generators make per prompt (multimask output).
+MASKS_PER_PROMPT = 3
+
+log = logging.getLogger(__name__)
+
+
+def prompt_bytes(masks_per_prompt: int, crop_shape: tuple[int, int] | None, input_size: int = 1024) -> int:
+    """Bytes the post-processing of one prompt's masks takes (``crop_shape`` None: at the input size only,
+    the least for any image)."""
+    crop = 0 if crop_shape is None else BYTES_PER_PIXEL * crop_shape[0] * crop_shape[1]
+    return max(1, masks_per_prompt) * (crop + INPUT_BYTES_PER_PIXEL * input_size ** 2)
 
 
 def prompts_per_part(max_memory: int, masks_per_prompt: int, crop_shape: tuple[int, int],
                      input_size: int = 1024) -> int:
     """How many prompts one part post-processes within ``max_memory`` bytes (at least one)."""
-    per_mask = BYTES_PER_PIXEL * crop_shape[0] * crop_shape[1] + INPUT_BYTES_PER_PIXEL * input_size ** 2
-    return max(1, int(max_memory) // (max(1, masks_per_prompt) * per_mask))
+    return max(1, int(max_memory) // prompt_bytes(masks_per_prompt, crop_shape, input_size))
+
+
+def _size(n: float) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{int(n)} bytes"
+
+
+def budget_note(max_memory: int, masks_per_prompt: int, crop_shape: tuple[int, int] | None,
+                input_size: int = 1024) -> str | None:
+    """A warning when ``max_memory`` is below one prompt's masks (on a crop of ``crop_shape``; None: at the
+    model's input size alone, for any image), else None."""
+    need = prompt_bytes(masks_per_prompt, crop_shape, input_size)
+    if max_memory >= need:
+        return None
+    where = (f"{crop_shape[0]} x {crop_shape[1]} image" if crop_shape is not None
+             else f"model's {input_size} x {input_size} input alone, before any image")
+    return (f"warning: --max-memory {_size(max_memory)} is below what one prompt's {masks_per_prompt} masks "
+            f"take ({_size(need)} on a {where}): each part holds one prompt, and post-processing takes "
+            "more than the budget")
 
 
 def _no_upsampling(masks: torch.Tensor, input_size: Any, original_size: Any) -> torch.Tensor:
@@ -86,6 +124,18 @@ class BoundedMemory:
     """Mixin before a package's automatic mask generator class (see the module doc). ``max_memory``: bytes."""
 
     max_memory: int = DEFAULT_MAX_MEMORY
+    _warned: bool = False
+
+    def _note_budget(self, crop_shape: tuple[int, int] | None, masks_per_prompt: int = MASKS_PER_PROMPT
+                     ) -> None:
+        """Warn, once per generator, when the budget is below one prompt's masks."""
+        if self._warned:
+            return
+        input_size = int(getattr(self.predictor.model.image_encoder, "img_size", 1024))
+        note = budget_note(self.max_memory, masks_per_prompt, crop_shape, input_size)
+        if note:
+            log.warning(note)
+            self._warned = True
 
     def _decode(self, points: np.ndarray, im_size: tuple[int, ...], multimask_output: bool = True
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,6 +152,7 @@ class BoundedMemory:
     def _process_batch(self, points: np.ndarray, im_size: tuple[int, ...], crop_box: list[int],
                        orig_size: tuple[int, ...], *args: Any) -> Any:
         low_res, iou = self._decode(points, im_size, *args)
+        self._note_budget(tuple(im_size), low_res.shape[1])
         step = prompts_per_part(self.max_memory, low_res.shape[1], tuple(im_size))
         parts = []
         for start in range(0, len(points), step):

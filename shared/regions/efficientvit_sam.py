@@ -4,7 +4,7 @@ EfficientViT-SAM replaces SAM's image encoder by an EfficientViT backbone and ke
 mask decoder; its package builds the models with ``create_efficientvit_sam_model(name, pretrained=False)``
 (random weights, nothing downloaded) and generates masks with ``EfficientViTSamAutomaticMaskGenerator``, a
 subclass of SAM's, which runs here in bounded memory (:mod:`rat.shared.regions.bounded`). Model types l0, l1,
-l2, xl0, xl1. ``pip install rat[efficientvit-sam]``.
+l2, xl0, xl1. ``pip install rat-restore[efficientvit-sam]``.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from rat.shared.errors import RatError
+from rat.shared.errors import ParamError, RatError
 
 CHECKPOINT_ENV = "RAT_SAM_CHECKPOINT"
 #: Default budget of the SAM family's mask post-processing, bytes (:mod:`rat.shared.regions.bounded`).
@@ -49,13 +49,13 @@ class SamFamily:
     model_types: tuple[str, ...]
     default_model_type: str
     checkpoints: str            # where the published checkpoints come from, for messages
-    extra: str | None = None    # `pip install rat[extra]` installs the package
+    extra: str | None = None    # `pip install rat-restore[extra]` installs the package
     #: Published checkpoints: file name -> SHA-256; a file of one of these names and another hash is refused.
     published: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def install(self) -> str:
-        return f"pip install rat[{self.extra}]" if self.extra else f"pip install {self.distribution}"
+        return f"pip install rat-restore[{self.extra}]" if self.extra else f"pip install {self.distribution}"
 
 
 SAM = SamFamily(
@@ -102,6 +102,26 @@ def check_model_type(model_type: str, family: SamFamily = SAM) -> None:
     if model_type not in family.model_types:
         raise SamError(f"unknown {family.label} model type {model_type!r}; choose one of "
                        f"{', '.join(family.model_types)}")
+
+
+#: The values the automatic mask generators' parameters may take, (lowest, highest) with None unbounded:
+#: counts of points, prompts and layers, thresholds and ratios of IoUs and scores in 0..1.
+PARAM_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "points_per_side": (1, None), "points_per_batch": (1, None), "pred_iou_thresh": (0, 1),
+    "stability_score_thresh": (0, 1), "stability_score_offset": (0, None), "box_nms_thresh": (0, 1),
+    "crop_n_layers": (0, None), "crop_nms_thresh": (0, 1), "crop_overlap_ratio": (0, 1),
+    "crop_n_points_downscale_factor": (1, None), "min_mask_region_area": (0, None),
+}
+
+
+def check_values(params: Mapping[str, Any]) -> None:
+    """ParamError naming the first parameter outside :data:`PARAM_RANGES`."""
+    for name, value in params.items():
+        low, high = PARAM_RANGES.get(name, (None, None))
+        if isinstance(value, int | float) and not isinstance(value, bool) and (
+                (low is not None and value < low) or (high is not None and value > high)):
+            span = f"at least {low}" if high is None else f"between {low} and {high}"
+            raise ParamError(name, f"{value!r}: must be {span}")
 
 
 #: Generator arguments that are not user parameters.

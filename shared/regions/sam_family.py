@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from rat.shared.devices import pick_device
-from rat.shared.errors import one_line
+from rat.shared.errors import one_line, unsafe_pickle
 from rat.shared.hashes import sha256_file
 from rat.shared.regions.bounded import bound_attention, bounded
 from rat.shared.regions.labels import resolve_rle_masks
@@ -32,6 +32,7 @@ from rat.shared.regions.sam_config import (
     SamError,
     SamFamily,
     check_model_type,
+    check_values,
     generator_defaults,
     resolve_checkpoint,
 )
@@ -81,6 +82,9 @@ def read_state_dict(path: Path, family: SamFamily) -> tuple[dict[str, torch.Tens
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure is the file's fault
+        unsafe = unsafe_pickle(err)
+        if unsafe:
+            raise SamError(f"{path}: {unsafe}") from None
         raise SamError(f"{path}: not a loadable PyTorch state dict ({type(err).__name__})") from None
     for key in ("model", "state_dict"):    # training checkpoints wrap the weights
         if isinstance(state, dict) and isinstance(state.get(key), dict):
@@ -147,6 +151,11 @@ class SamFamilyGenerator:
             raise SamError(f"{path}: not a {family.label} {model_type} checkpoint ({reason})") from None
         return model.eval(), digest
 
+    @classmethod
+    def parameter_defaults(cls) -> dict[str, Any]:
+        """The package generator's parameters and defaults (taken as ``**params``)."""
+        return generator_defaults(cls.family)
+
     def __init__(self, checkpoint: str | Path | None = None, model_type: str | None = None,
                  device: str = "auto", max_memory: int = DEFAULT_MAX_MEMORY, **params: Any) -> None:
         family = self.family
@@ -155,11 +164,13 @@ class SamFamilyGenerator:
         if unknown:
             raise SamError(f"unknown {family.label} generator parameter(s): {', '.join(sorted(unknown))}")
         self.params = {**defaults, **params}
+        check_values(self.params)
         if self.params["min_mask_region_area"] > 0:
             try:
                 import cv2  # noqa: F401
             except ImportError:
-                raise SamError("min_mask_region_area > 0 needs OpenCV: pip install rat[opencv]") from None
+                raise SamError("min_mask_region_area > 0 needs OpenCV: pip install rat-restore[opencv]"
+                               ) from None
         self.model_type = model_type or family.default_model_type
         check_model_type(self.model_type, family)
         generator_class = bounded(self.mask_generator(), max_memory)
@@ -169,6 +180,7 @@ class SamFamilyGenerator:
             bound_attention(model, max_memory)
         self._generator = generator_class(model.to(self.device), output_mode="uncompressed_rle",
                                           **self.params)
+        self._generator._note_budget(None)       # a budget below any image's masks: said at once
 
     def provenance(self) -> dict[str, Any]:
         """What the store records about this generator (everything that changes its output)."""

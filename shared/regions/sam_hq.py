@@ -3,7 +3,7 @@
 HQ-SAM adds a high-quality output token and fuses early ViT features into SAM's mask decoder; its package
 keeps segment-anything's generator interface (``sam_model_registry``, ``SamAutomaticMaskGenerator``), which
 runs here in bounded memory (:mod:`rat.shared.regions.bounded`). Model types vit_b, vit_l, vit_h and the light
-vit_tiny (TinyViT encoder, needs timm). ``pip install rat[sam-hq]``.
+vit_tiny (TinyViT encoder, needs timm). ``pip install rat-restore[sam-hq]``.
 """
 
 from __future__ import annotations

@@ -24,6 +24,12 @@ class SuperpixelGenerator:
         if method not in SUPERPIXEL_METHODS:
             known = ", ".join(SUPERPIXEL_METHODS)
             raise ParamError("method", f"unknown superpixel method {method!r} ({known})")
+        for key, value, low in (("n_segments", n_segments, 1), ("compactness", compactness, 0),
+                                ("sigma", sigma, 0), ("scale", scale, 0), ("min_size", min_size, 0)):
+            exclusive = key in ("compactness", "scale")
+            if value < low or (exclusive and value == low):
+                bound = "greater than" if exclusive else "at least"
+                raise ParamError(key, f"{value!r}: must be {bound} {low}")
         self.params: dict[str, Any] = {"method": method, "n_segments": n_segments,
                                        "compactness": compactness, "sigma": sigma}
         if method == "felzenszwalb":

@@ -46,7 +46,7 @@ def raw_store(url: str | Path, read_only: bool) -> zarr.abc.store.Store:
         try:
             return zarr.storage.FsspecStore.from_url(text, read_only=read_only)
         except ImportError as err:
-            raise StoreError(f"{text}: {err}; for s3:// install rat[s3]") from None
+            raise StoreError(f"{text}: {err}; for s3:// install rat-restore[s3]") from None
     path = Path(text.removeprefix("file://"))
     if read_only and not (path / "zarr.json").is_file():
         raise StoreError(f"{path}: no such store (no zarr.json)")

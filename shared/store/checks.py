@@ -113,6 +113,20 @@ def bytes_problems(group: zarr.Group, entries: Sequence[Entry], recs: dict[str, 
     return problems
 
 
+def remember_written(group: zarr.Group, recs: dict[str, dict[str, Any] | None]) -> None:
+    """Remember label maps a run has just written (their records ``recs``) as checked, by the stamps their
+    store objects carry now: later checks (:func:`bytes_problems` with ``remember``) read them only when
+    their objects change. One listing (or a stat per object), no read of label bytes."""
+    keys = {i: _object_keys(i, r) for i, r in recs.items() if r is not None}
+    keys = {i: ks for i, ks in keys.items() if ks}
+    found = key_stamps(group.store, [k for ks in keys.values() for k in ks], "labels/") if keys else None
+    if found is None:
+        return
+    remember_checked("labels", [(f"{group.store}|{image_key(i)}", "|".join(found[k] or "-" for k in ks),
+                                 recs[i]["labels_sha256"]) for i, ks in keys.items()
+                                if all(found[k] is not None for k in ks[:1])])
+
+
 def _versions(v: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v[k]}" for k in sorted(v))
 

@@ -54,10 +54,15 @@ def record_dataset(group: zarr.Group, ds: DatasetDef, entries: Iterable[Entry], 
 
 
 def store_definition(group: zarr.Group) -> DatasetDef | None:
-    """The dataset definition a store carries (None for stores that carry none: schema 1)."""
+    """The dataset definition a store carries (None for stores that carry none: schema 1); StoreError when its
+    text is not the one recorded (its SHA-256 differs: edited in the store's root record)."""
     d = provenance(group).get("definition")
     if not d:
         return None
+    if hashlib.sha256(str(d.get("text", "")).encode("utf-8")).hexdigest() != d.get("sha256"):
+        raise StoreError(f"{group.store}: the dataset definition it carries ({d.get('name')}) does not match "
+                         "its recorded SHA-256 (its text was edited in zarr.json); restore it, or record the "
+                         "definition again with `rat-precompute upgrade --dataset DEFINITION`")
     if d.get("builtin"):
         builtin = load_dataset(d["name"])
         if builtin.sha256 == d["sha256"]:

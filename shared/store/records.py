@@ -3,10 +3,13 @@
 Each label map's record lives in its own metadata document (:mod:`rat.shared.store.labels`); reading 100,000
 of them is 100,000 reads. The coordinator of a run therefore ends it with :func:`consolidate`, which writes
 one table of every complete record with the version stamp (:mod:`rat.shared.store.stamps`) its document had
-when it was read, in a one-chunk array named after its SHA-256 (``records-<sha>``), pointed at from the root
-record. :func:`read_records` takes a record from the table only while its document still carries that
-stamp, and reads the others: the table is a cache, never the truth, so a map rewritten since (another
-shard, an ``overwrite``) is read again, and a stale or missing table costs time, not correctness.
+when it was read, in a one-chunk array of one fixed name (``records-table``), pointed at from the root record
+with its SHA-256. :func:`read_records` takes a record from the table only while its bytes match that SHA-256
+and its document still carries that stamp, and reads the others: the table is a cache, never the truth, so a
+map rewritten since (another shard, an ``overwrite``) is read again, and a stale, half-written or missing
+table costs time, not correctness. One fixed name means that coordinators ending at the same time overwrite
+one table instead of leaving tables nobody points at; tables of older versions (``records-<sha>``) are
+removed by the next consolidation.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import zarr
+from zarr.core.sync import collect_aiterator
 
 from rat.shared.store.access import read_documents
 from rat.shared.store.labels import complete, label_ids
@@ -27,7 +31,6 @@ from rat.shared.store.schema import (
     MISSING,
     READ_THREADS,
     ZSTD_LEVEL,
-    StoreError,
     image_key,
     provenance,
     retrying,
@@ -35,6 +38,8 @@ from rat.shared.store.schema import (
 from rat.shared.store.stamps import key_stamps
 
 POINTER = "records"
+#: The one array that holds the table, and the prefix of the tables older versions named by their SHA-256.
+TABLE, OLD_TABLES = "records-table", "records-"
 
 
 def document_key(image_id: str) -> str:
@@ -50,7 +55,7 @@ def _table(group: zarr.Group) -> dict[str, list]:
         return {}
     try:
         payload = retrying(f"{group.store}: {pointer['array']}", lambda: bytes(group[pointer["array"]][...]))
-    except (*MISSING, StoreError):
+    except Exception:  # noqa: BLE001 - missing, or half written by another coordinator: a cache miss
         return {}
     if hashlib.sha256(payload).hexdigest() != pointer["sha256"]:
         return {}
@@ -97,19 +102,23 @@ def consolidate(group: zarr.Group) -> None:
     sha = hashlib.sha256(payload).hexdigest()
     prov = provenance(group)
     old = prov.get(POINTER) or {}
-    if old.get("sha256") == sha and old.get("fingerprint") == prov.get("fingerprint"):
+    if old.get("sha256") == sha and old.get("fingerprint") == prov.get("fingerprint") and \
+            old.get("array") == TABLE:
         return
-    name = f"records-{sha[:16]}"
-    arr = group.create_array(name, shape=(len(payload),), dtype="uint8", chunks=(max(1, len(payload)),),
-                             compressors=zarr.codecs.ZstdCodec(level=ZSTD_LEVEL), overwrite=True)
-    arr[...] = np.frombuffer(payload, dtype=np.uint8)
-    pointer = {"array": name, "sha256": sha, "fingerprint": prov.get("fingerprint"), "entries": len(rows)}
+    try:
+        arr = group.create_array(TABLE, shape=(len(payload),), dtype="uint8", chunks=(max(1, len(payload)),),
+                                 compressors=zarr.codecs.ZstdCodec(level=ZSTD_LEVEL), overwrite=True)
+        arr[...] = np.frombuffer(payload, dtype=np.uint8)
+    except (*MISSING, OSError, ValueError):
+        return  # another coordinator rewrote it meanwhile: its table (or none) stands, a cache either way
+    pointer = {"array": TABLE, "sha256": sha, "fingerprint": prov.get("fingerprint"), "entries": len(rows)}
     group.attrs[ATTR] = {**prov, POINTER: pointer}
-    if old.get("array") and old["array"] != name and old["array"] in group:
+    names = collect_aiterator(group.store.list_dir(group.path or ""))   # names only: no node is opened
+    for name in [k for k in names if k.startswith(OLD_TABLES) and k != TABLE]:
         try:
-            del group[old["array"]]
+            del group[name]
         except (*MISSING, OSError, ValueError):
-            pass  # another shard's coordinator removed it already
+            pass  # another coordinator removed it already
 
 
 def store_summary(group: zarr.Group) -> dict[str, Any]:

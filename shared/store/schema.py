@@ -8,6 +8,8 @@ Layout (zarr v3, schema 2)::
                                the dataset definition's text, the root it was made from and a pointer to the
                                index (:mod:`rat.shared.store.dataset`)
       index-<sha>              the index (ids, groups, splits, paths, shapes, LQ and HQ SHA-256), UTF-8 JSON
+      records-table            the consolidated records, a cache (:mod:`rat.shared.store.records`)
+      .rat-runs/               leases of the runs writing now (:mod:`rat.shared.store.leases`; no zarr node)
       labels/                  group; attributes {"ome": {"version": "0.5", "labels": [keys]}}
       labels/<key>/            one OME-Zarr (NGFF 0.5) label image per LQ image; attributes {"ome":
                                multiscales + image-label, :mod:`rat.shared.store.ngff`} and {"rat": record},
@@ -96,7 +98,7 @@ def provenance(group: zarr.Group) -> dict[str, Any]:
         raise StoreError(f"{group.store}: not a RAT label store (no '{ATTR}' root attributes)")
     if prov.get("schema") not in READABLE_SCHEMAS:
         raise StoreError(f"{group.store}: store schema {prov.get('schema')} is not one this version reads "
-                         f"({', '.join(map(str, READABLE_SCHEMAS))}); install a newer rat")
+                         f"({', '.join(map(str, READABLE_SCHEMAS))}); install a newer rat-restore")
     return prov
 
 

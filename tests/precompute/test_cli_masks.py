@@ -111,7 +111,7 @@ def test_bad_items_are_skipped_and_reported(sample_copy, tmp_path):
     assert "15 done, 0 skipped (already complete), 3 failed" in text
     failed = [line for line in text.splitlines() if line.strip().startswith("FAILED")]
     assert len(failed) == 3
-    assert any("jls.dcm" in f and "pip install rat[dicom]" in f for f in failed)
+    assert any("jls.dcm" in f and "pip install rat-restore[dicom]" in f for f in failed)
     assert any("corrupt.dcm" in f for f in failed)
     assert any(Path(changed.lq).name in f and "changed since the index" in f for f in failed)
     code, text = run("verify", out, "--dataset", "sample", "--root", sample_copy)
@@ -180,3 +180,85 @@ def test_missing_checkpoint_message(sample_root, tmp_path, monkeypatch):
     code, text = run("masks", "--dataset", "sample", "--root", sample_root, "--out", tmp_path / "s.zarr")
     assert code != 0 and "no SAM checkpoint given" in text and "superpixels" in text
     assert not (tmp_path / "s.zarr").exists()
+
+
+@pytest.mark.parametrize("value, reason", [
+    ("abc", "n_segments='abc' is not an integer (default 64)"),
+    ("[1,2]", "n_segments=[1, 2] is not an integer (default 64)"),
+    ("-5", "n_segments: -5: must be at least 1"),
+    ("0", "n_segments: 0: must be at least 1"),
+    ("2.5", "n_segments=2.5 is not an integer (default 64)"),
+])
+def test_bad_parameter_values_are_one_line_and_nothing_is_written(sample_root, tmp_path, value, reason):
+    """Parameters are checked before the store is created: the corrected run needs no --overwrite."""
+    out = tmp_path / "s.zarr"
+    base = ["masks", "--dataset", "sample", "--root", sample_root, "--out", out, "--no-progress",
+            "--generator", "superpixels", "--limit", "2"]
+    code, text = run(*base, "--param", f"n_segments={value}")
+    assert code == 1 and text.strip().splitlines() == [f"Error: generator superpixels: {reason}"]
+    assert not out.exists()
+    code, text = run(*base, "--param", "n_segments=9")
+    assert code == 0 and "2 done" in text, text
+    assert st.provenance(st.open_store(out))["generator"]["params"]["n_segments"] == 9
+
+
+def test_an_unknown_parameter_lists_the_generators_parameters(sample_root, tmp_path):
+    code, text = run("masks", "--dataset", "sample", "--root", sample_root, "--out", tmp_path / "s.zarr",
+                     "--no-progress", "--generator", "superpixels", "--param", "bogus=3")
+    assert code == 1 and text.strip().splitlines() == [
+        "Error: generator superpixels has no parameter 'bogus'; its parameters: method, n_segments, "
+        "compactness, sigma, scale, min_size"]
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_a_parameter_set_twice_is_refused(sample_root, tmp_path):
+    """--param n_segments=9 used to win silently over --sp-n-segments 8."""
+    code, text = run("masks", "--dataset", "sample", "--root", sample_root, "--out", tmp_path / "s.zarr",
+                     "--no-progress", "--generator", "superpixels", "--param", "n_segments=9",
+                     "--sp-n-segments", "8")
+    assert code == 1 and text.strip().splitlines() == [
+        "Error: --param n_segments=9 and --sp-n-segments both set n_segments: give it once"]
+
+
+def test_max_memory_says_exactly_what_it_bounds():
+    """--max-memory read like a cap on the whole peak; its help says what it bounds and what it does not."""
+    result = CliRunner().invoke(main, ["masks", "--help"], terminal_width=300)
+    text = " ".join(result.output.split())
+    start = text.index("--max-memory SIZE")
+    help_text = text[start:text.index("--chunk", start)]
+    assert "bounds the post-processing of each batch of masks at full resolution" in help_text
+    assert ("It does not bound the model's weights, the encoder on CUDA, or the prompt decoder's own batch, "
+            "which --points-per-batch sets") in help_text
+
+
+def test_a_rerun_repairs_damaged_maps_and_says_how_many(sample_root, tmp_path):
+    out = tmp_path / "s.zarr"
+    base = ["masks", "--dataset", "sample", "--root", sample_root, "--out", out, "--no-progress",
+            "--generator", "superpixels", "--limit", "4"]
+    assert run(*base)[0] == 0
+    victim = sorted(p.name for p in (out / "labels").iterdir() if not p.name.endswith(".json"))[1]
+    g = st.open_store(out, mode="r+")
+    g[f"labels/{victim}/0"][0, 0] = int(g[f"labels/{victim}/0"][0, 0]) + 1
+    code, text = run(*base)
+    assert code == 0 and "1 done, 3 skipped" in text, text
+    assert (f"1 label map(s) recomputed because their bytes no longer matched their records: "
+            f"{victim.replace('~', '/')}") in text
+    st.read_labels(st.open_store(out), victim.replace("~", "/"))     # its bytes match its record again
+
+
+def test_two_masks_at_once_compute_each_image_once_and_leave_one_table(sample_root, tmp_path):
+    """Two `masks` started together on one store: the later leaves to the earlier what it holds (or finds it
+    done), so every image is computed once; both end with one records table, none orphaned."""
+    out = tmp_path / "s.zarr"
+    args = [console_script("rat-precompute"), "masks", "--dataset", "sample", "--root", str(sample_root),
+            "--out", str(out), "--no-progress", "--generator", "superpixels"]
+    assert subprocess.run([*args, "--limit", "1"], capture_output=True).returncode == 0   # the store exists
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]
+    texts = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), texts
+    done = [int(t.split(" done,")[0].split()[-1]) for t in texts]
+    assert sum(done) == 15, texts                                     # 16 images, one made before
+    tables = sorted(p.name for p in out.iterdir() if p.name.startswith("records"))
+    assert tables == ["records-table"] and not (out / ".rat-runs").exists()
+    assert st.store_summary(st.open_store(out))["complete"] == 16

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from helpers import TINY_RUN
 
 from rat.training import config, trainer
@@ -66,3 +67,82 @@ def test_a_run_killed_while_writing_resumes_from_its_last_complete_files(sample_
     assert summary["step"] == 3 and sorted(p.name for p in out.iterdir() if p.name.endswith(".tmp")) == []
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3]
+
+
+def test_a_run_folder_with_checkpoints_is_never_overwritten(sample_store, sample_root, tmp_path):
+    """The run-folder rule: --resume without last.pt but with best.pt (or any checkpoint) is refused, naming
+    the folder and what it holds; a new run into a folder with a checkpoint needs --overwrite; the folder
+    is untouched by a refusal."""
+    out = tmp_path / "r"
+    train(settings(sample_store, sample_root, out, iters=2, eval_every=1))
+    (out / LAST).unlink()                                   # best.pt and metrics.jsonl are left
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert "best.pt" in before and "metrics.jsonl" in before
+    with pytest.raises(TrainError, match=rf"^{out}: holds best.pt but no last.pt, so there is nothing to "
+                                         "resume from and a fresh start would replace them"):
+        Run.open(settings(sample_store, sample_root, out, iters=2, resume=True))
+    with pytest.raises(TrainError, match=rf"^{out}: already holds a run \(best.pt\); pass `resume` to "
+                                         "continue it, `overwrite` to replace it"):
+        Run.open(settings(sample_store, sample_root, out, iters=2))
+    (out / "step_1.pt").write_bytes(before["best.pt"])       # any other checkpoint counts as well
+    (out / "best.pt").unlink()
+    with pytest.raises(TrainError, match=r"holds step_1.pt but no last.pt"):
+        Run.open(settings(sample_store, sample_root, out, iters=2, resume=True))
+    (out / "best.pt").write_bytes(before["best.pt"])
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name in before} == before
+    with pytest.raises(config.ParamError, match="overwrite"):
+        Run.open(settings(sample_store, sample_root, out, iters=2, resume=True, overwrite=True))
+    summary = train(settings(sample_store, sample_root, out, iters=1, eval_every=100, overwrite=True))
+    assert summary["step"] == 1 and sorted(p.name for p in out.glob("*.pt")) == ["best.pt", LAST]  # no step_1
+    assert torch.load(out / "best.pt", weights_only=True)["step"] == 1                            # new ones
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "train"] == [1]
+
+
+def test_a_run_writes_last_pt_before_its_first_best_pt(sample_store, sample_root, tmp_path, monkeypatch):
+    """So that a run killed after its first validation (torchrun restarts it with --resume) finds last.pt
+    and never leaves best.pt alone, which --resume would refuse."""
+    saved = []
+    original = Run.save
+    monkeypatch.setattr(Run, "save",
+                        lambda self, name, state: saved.append(name) or original(self, name, state))
+    train(settings(sample_store, sample_root, tmp_path / "r", iters=3, eval_every=1, save_every=100))
+    assert saved[:2] == [LAST, "best.pt"] and saved[-1] == LAST
+
+
+def test_a_run_records_where_its_store_and_data_are_so_it_is_found_from_anywhere(sample_store, sample_root,
+                                                                                  tmp_path, monkeypatch):
+    """Relative --masks, --root and --out are recorded resolved: `eval` of the checkpoint by its absolute
+    path works from any working directory."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from rat.training.cli import main
+
+    work = tmp_path / "work"
+    shutil.copytree(sample_store, work / "sample.zarr")
+    monkeypatch.chdir(work)
+    train(settings("sample.zarr", sample_root, "runs/ct", iters=1))
+    ck = torch.load(work / "runs" / "ct" / LAST, weights_only=True)
+    assert ck["config"]["masks"] == str(work / "sample.zarr")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["eval", "--checkpoint", str(work / "runs" / "ct" / LAST), "--csv",
+                                       str(tmp_path / "e.csv"), "--no-progress"])
+    assert result.exit_code == 0 and "LQ input" in result.output, result.output
+
+
+def test_recorded_location_finds_relative_paths_of_older_runs(tmp_path, monkeypatch):
+    """A run that recorded `sample.zarr` and out `runs/ct` was started in the folder two above the run
+    folder: the store is found there from any working directory; else beside the checkpoint."""
+    from rat.training.run import recorded_location
+
+    (tmp_path / "proj" / "runs" / "ct").mkdir(parents=True)
+    (tmp_path / "proj" / "sample.zarr").mkdir()
+    (tmp_path / "proj" / "runs" / "ct" / "index.csv").write_text("")
+    checkpoint = tmp_path / "proj" / "runs" / "ct" / "best.pt"
+    monkeypatch.chdir(tmp_path)
+    assert recorded_location("sample.zarr", checkpoint, "runs/ct") == str(tmp_path / "proj" / "sample.zarr")
+    assert recorded_location("index.csv", checkpoint, "runs/ct") == str(checkpoint.parent / "index.csv")
+    assert recorded_location("s3://bucket/s.zarr", checkpoint, "runs/ct") == "s3://bucket/s.zarr"
+    assert recorded_location("nowhere.zarr", checkpoint, "runs/ct") == "nowhere.zarr"

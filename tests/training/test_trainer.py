@@ -349,3 +349,13 @@ def test_a_cuda_error_ends_the_run_in_one_line_with_last_pt_intact(store, sample
     resumed = CliRunner().invoke(main, [str(a) for a in args] + ["--backend", "sparse", "--resume"])
     assert resumed.exit_code == 0, resumed.output
     assert load_checkpoint(out / "last.pt")["step"] == 6
+
+
+def test_training_without_validation_images_says_so(store, sample_root, tmp_path, capsys):
+    """No validation image (here --val-limit 0): a warning says that no best.pt is chosen; last.pt is kept."""
+    summary = train({**TINY_RUN, "masks": str(store), "root": str(sample_root), "out": str(tmp_path / "r"),
+                     "iters": 2, "val_limit": 0})
+    out = capsys.readouterr().out
+    assert ("warning: no validation images (val split of sample/ct, --val-limit 0): nothing chooses best.pt, "
+            "so none is written; last.pt holds the last weights") in out
+    assert summary["step"] == 2 and sorted(p.name for p in (tmp_path / "r").glob("*.pt")) == ["last.pt"]

@@ -10,7 +10,9 @@ patient: its images' mean) with ``by="unit"``, the independent sample of dataset
 - the two-sided Wilcoxon signed-rank p-value of the differences (scipy.stats.wilcoxon, its defaults; 1.0
   when every difference is zero).
 
-Models of another dataset or group, or scored on other images, are refused in one line naming them.
+Models of another dataset or group, or scored on other images, and the same model given twice, are refused
+in one line naming them. With fewer than :data:`MIN_PAIRS` pairs no difference can be significant (the
+smallest two-sided signed-rank p-value of n pairs is 2 / 2^n): :func:`few_pairs` says so.
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ from rat.training.run import BEST, LAST
 
 BY = ("image", "unit")
 LQ = "LQ input"
+#: Significance level the warning about few pairs refers to.
+ALPHA = 0.05
+#: Fewest pairs whose two-sided Wilcoxon signed-rank p-value can fall below ALPHA: all n differences of one
+#: sign give the smallest, 2 / 2^n (the exact null distribution of the signed-rank statistic), so 6 for 0.05.
+MIN_PAIRS = next(n for n in range(1, 64) if 2.0 / 2**n < ALPHA)
 
 
 class CompareError(RatError, ValueError):
@@ -96,6 +103,29 @@ def model_names(paths: Sequence[str | Path]) -> list[str]:
             name, k = f"{base}-{k}", k + 1
         names.append(name)
     return names
+
+
+def check_distinct(names: Sequence[str], files: Sequence[str | Path], restorers: Sequence[Restorer]) -> None:
+    """CompareError when one model is given twice: the same file (a run folder and its checkpoint, two
+    spellings of a path), or the same weights (a checkpoint and the model folder exported from it)."""
+    seen: dict[tuple[str, str], str] = {}
+    for name, path, r in zip(names, files, restorers, strict=True):
+        for key in (("file", str(Path(path).resolve())), ("weights", r.weights_sha256)):
+            if key in seen:
+                what = "the same file" if key[0] == "file" else f"the same weights (SHA-256 {key[1][:12]}...)"
+                raise CompareError(f"{name}: {what} as {seen[key]}; compare different models")
+            seen[key] = name
+
+
+def few_pairs(c: Comparison) -> str | None:
+    """A warning when the comparison has too few pairs for any difference to be significant, else None."""
+    n = len(c.rows[c.baseline])
+    if n >= MIN_PAIRS:
+        return None
+    what = "images" if c.by == "image" else "units"
+    return (f"warning: only {n} paired {what}: a two-sided Wilcoxon signed-rank test needs at least "
+            f"{MIN_PAIRS} to reach p < {ALPHA} (its smallest p-value is {2.0 / 2**n:.3g} here), and a "
+            f"bootstrap interval of {n} differences spans no more than they do; score more {what}")
 
 
 def check_comparable(names: Sequence[str], restorers: Sequence[Restorer], runs: Sequence[SplitScores]

@@ -24,6 +24,7 @@ from rat.training.data import load_full
 from rat.training.inference.restorer import Restorer
 from rat.training.inference.scores import Score, score_image
 from rat.training.inference.tiling import model_labels, predict
+from rat.training.run import recorded_location
 
 
 def evaluate(model: nn.Module, entries: Sequence[Entry], root: str | Path, store, group: Group,
@@ -67,14 +68,21 @@ def split_entries(restorer: Restorer, masks: str | None = None, split: str = "te
                   dataset: str | None = None, root: str | Path | None = None, index: str | Path | None = None,
                   shard: str | None = None, limit: int | None = None) -> tuple[Any, list[Entry], Path]:
     """(open store, entries, data root) of a split of the model's own group: its recorded store and data
-    unless others are named; the label maps checked (StoreError naming every problem)."""
+    unless others are named (found from any working directory: :func:`rat.training.run.recorded_location`);
+    the label maps checked (StoreError naming every problem)."""
     saved = restorer.meta["config"]
-    masks = masks or saved.get("masks")
+
+    def recorded(key: str) -> str | None:
+        value = saved.get(key)
+        source = restorer.meta.get("source")
+        return recorded_location(value, source, saved.get("out")) if value and source else value
+
+    masks = masks or recorded("masks")
     if not masks:
         raise ParamError("masks", "is required (the checkpoint does not name a label store)")
     store = st.open_store(masks)
     _, index_entries, data_root = st.dataset_for(store, dataset or saved.get("dataset"),
-                                                 root or saved.get("root"), index or saved.get("index"))
+                                                 root or recorded("root"), index or recorded("index"))
     entries = select_entries(index_entries, split, group=restorer.group.name, shard=shard, limit=limit)
     if not entries:
         raise ParamError("split", f"no {split} images of group {restorer.group.name!r} in the index of "

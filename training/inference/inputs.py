@@ -1,10 +1,16 @@
 """What `rat-train restore` is asked to restore: scans from the command line or from a dataset split.
 
 A :class:`Scan` is one 2-D image file (PNG, JPEG, TIFF, a single-frame DICOM, a 2-D NIfTI) or one volume
-(a NIfTI volume, a folder holding one DICOM series, a multi-frame DICOM) restored slice by slice along
-``axis``. Command-line inputs may be files, folders (searched recursively: a folder whose DICOM files form
-one series is a volume; other DICOM files are images, written back grouped by their series) or glob patterns.
-Inputs that cannot be used are returned as problems (one line each), not raised: the others go on.
+(a NIfTI volume, a multi-frame DICOM, a dataset's DICOM-series folder) restored slice by slice along ``axis``.
+Command-line inputs may be files, folders (searched recursively) or glob patterns.
+
+The series-folder rule: the DICOM files of a folder are restored one by one and written back grouped by
+their series (:mod:`rat.training.inference.restore_scans`), so a file that cannot be restored (unreadable,
+truncated) is named and the rest of its series is restored and written as one derived series. Files that hold
+no image (a DICOMDIR, structured reports and other documents) are skipped with a note. Only a model that cuts
+volumes along another axis than the slices (``axis`` 0 or 1) reads a one-series folder as one volume, which
+needs all its image slices. Inputs that cannot be used are returned as failed or skipped outcomes (one line
+each), not raised: the others go on.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from rat.shared.errors import one_line
 from rat.shared.index import Entry
 from rat.shared.index.locate import source_path
 from rat.shared.io import ImageReadError, volume_shape
-from rat.shared.io.dicom import series_files
+from rat.shared.io.dicom import dicom_survey
+from rat.shared.jobs import Outcome
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom", ".ima", ".nii", ".nii.gz")
 _GLOB = set("*?[")
@@ -27,7 +34,9 @@ _GLOB = set("*?[")
 @dataclass
 class Scan:
     """One input. name: its output path relative to the output folder; ids: label-map ids in a store by
-    slice (None for a 2-D image), for a dataset split; slices: the slices to restore (None: all)."""
+    slice (None for a 2-D image), for a dataset split; slices: the slices to restore (None: all); series: the
+    name of the series folder given as input that this DICOM file belongs to (its regions volume is named
+    after it), else None."""
 
     path: Path
     kind: str  # "image" | "volume"
@@ -35,6 +44,7 @@ class Scan:
     axis: int = 2
     ids: dict[int | None, str] = field(default_factory=dict)
     slices: list[int] | None = None
+    series: str | None = None
 
 
 def _has_dicm(path: Path) -> bool:
@@ -67,40 +77,48 @@ def _frames(path: Path) -> int:
     return int(pydicom.dcmread(path, stop_before_pixels=True).get("NumberOfFrames", 1) or 1)
 
 
-def _one_series(folder: Path) -> bool:
-    """Whether the DICOM files directly in ``folder`` form one series (at least one file)."""
-    import pydicom
-
-    try:
-        files = series_files(folder)
-    except ImageReadError:
-        return False
-    uids = {str(pydicom.dcmread(f, stop_before_pixels=True).get("SeriesInstanceUID", "")) for f in files}
-    return len(uids) == 1
-
-
-def collect_scans(inputs: list[str], volume_axis: int = 2) -> tuple[list[Scan], list[tuple[str, str]]]:
-    """Scans of command-line inputs, and (input, reason) for those that cannot be used."""
+def collect_scans(inputs: list[str], volume_axis: int = 2) -> tuple[list[Scan], list[Outcome]]:
+    """Scans of command-line inputs (see the module doc), and a failed outcome for each input that cannot be
+    used, a skipped one (with the reason) for each DICOM file that holds no image."""
     scans: list[Scan] = []
-    problems: list[tuple[str, str]] = []
+    others: list[Outcome] = []
 
-    def add_file(path: Path, base: Path) -> None:
+    def survey(path: Path, base: Path) -> str | None:
+        """A DICOM image file's SeriesInstanceUID; None, with its outcome, for the others."""
+        name = path.relative_to(base).as_posix()
+        try:
+            skip, uid = dicom_survey(path)
+        except (ImageReadError, OSError) as err:
+            others.append(Outcome(name, "failed", one_line(getattr(err, "reason", err))))
+            return None
+        if skip is not None:
+            others.append(Outcome(name, "skipped", skip))
+            return None
+        return uid
+
+    def add_file(path: Path, base: Path, series: str | None = None, surveyed: bool = False) -> None:
+        if _is_dicom_member(path) and not surveyed and survey(path, base) is None:
+            return
+        name = path.relative_to(base).as_posix()
         try:
             kind = _kind(path)
         except (ImageReadError, OSError, ValueError) as err:
-            problems.append((str(path), one_line(getattr(err, "reason", err))))
+            others.append(Outcome(name, "failed", one_line(getattr(err, "reason", err))))
             return
-        scans.append(Scan(path, kind, path.relative_to(base).as_posix(), volume_axis))
+        scans.append(Scan(path, kind, name, volume_axis, series=series))
 
     def add_folder(folder: Path, base: Path) -> None:
-        if _one_series(folder):
-            scans.append(Scan(folder, "volume", folder.relative_to(base).as_posix(), volume_axis))
-            others = [f for f in sorted(folder.iterdir()) if f.is_file() and not _is_dicom_member(f)]
-        else:
-            others = [f for f in sorted(folder.iterdir()) if f.is_file()]
-        for f in others:
-            if _is_image(f) and not f.name.startswith("."):
-                add_file(f, base)
+        files = [f for f in sorted(folder.iterdir())
+                 if f.is_file() and not f.name.startswith(".") and _is_image(f)]
+        uids = {f: survey(f, base) for f in files if _is_dicom_member(f)}
+        images = [f for f in files if f not in uids or uids[f] is not None]
+        dicoms = [f for f in images if f in uids]
+        series = folder.relative_to(base).as_posix() if len({uids[f] for f in dicoms}) == 1 else None
+        if series is not None and volume_axis != 2 and len(dicoms) > 1:   # cut across the slices: a volume
+            scans.append(Scan(folder, "volume", series, volume_axis))
+            images = [f for f in images if f not in dicoms]
+        for f in images:
+            add_file(f, base, series if f in uids else None, surveyed=True)
         for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
             add_folder(sub, base)
 
@@ -109,17 +127,17 @@ def collect_scans(inputs: list[str], volume_axis: int = 2) -> tuple[list[Scan], 
             matches = sorted(Path(m) for m in glob.glob(text, recursive=True))
             base = Path(text.split("*")[0].split("?")[0].split("[")[0]).parent if matches else Path(".")
             if not matches:
-                problems.append((text, "no file matches this pattern"))
+                others.append(Outcome(text, "failed", "no file matches this pattern"))
         else:
             matches, base = [Path(text)], Path(text).parent
         for path in matches:
             if not path.exists():
-                problems.append((str(path), "no such file or directory"))
+                others.append(Outcome(str(path), "failed", "no such file or directory"))
             elif path.is_dir():
                 add_folder(path, base)
             else:
                 add_file(path, base)
-    return scans, problems
+    return scans, others
 
 
 def _is_dicom_member(path: Path) -> bool:

@@ -75,6 +75,11 @@ def export_model(checkpoint: str | Path, out: str | Path, overwrite: bool = Fals
         save_file(state, str(tmp / WEIGHTS), metadata={"format": MODEL_FORMAT})
         (tmp / CONFIG).write_text(json.dumps(config, indent=2, default=str) + "\n", encoding="utf-8")
         (tmp / CARD).write_text(model_card(config, Path(checkpoint).name), encoding="utf-8")
+        # safetensors writes its file readable by the owner only: give every file the mode a new file gets
+        # under the umask (the folder's, made by mkdir, less execute), so colleagues can read a shared model
+        mode = tmp.stat().st_mode & 0o666
+        for name in (WEIGHTS, CONFIG, CARD):
+            os.chmod(tmp / name, mode)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -161,6 +166,9 @@ def model_card(config: Mapping[str, Any], source: str) -> str:
         "image(s).",
         "",
         "## Use",
+        "",
+        "Needs the `rat-restore` distribution (`pip install rat-restore`; import package `rat`), which "
+        "installs the `rat-train` command:",
         "",
         "```bash",
         "rat-train restore --checkpoint THIS_FOLDER --out restored/ scan.dcm series_folder/ volume.nii.gz",

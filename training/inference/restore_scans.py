@@ -10,12 +10,17 @@
 
 With ``save_regions`` the label map the model saw is written beside each output: NIfTI for volumes and DICOM
 (:mod:`rat.shared.io.label_volumes`: in the geometry ITK reads the source in), 16-bit PNG otherwise. The
-restored files of a DICOM series that is one volume (its files at two or more places) get one label volume of
-the whole source series, ``<PatientID>_<source folder>_regions.nii.gz`` in the derived series' folder: its
-slices that were not restored are 0 and listed in a note; a series with several orientations, gantry tilt, a
-gap or uneven spacing is refused with one line (the restored series is written). Other DICOM files get one
-``<name>_regions.nii.gz`` each, a one-slice volume at the slice's place. A scan that fails is reported and
-the others go on.
+restored files of a DICOM series that is one volume (its image files at two or more places) get one label
+volume of the whole source series: ``<folder>_regions.nii.gz`` beside the derived series' folder when the
+series folder was the input, else ``<PatientID>_<source folder>_regions.nii.gz`` in the derived series'
+folder; its slices that were not restored are 0 and listed in a note, and slices of another size than the
+restored ones are left out of it and listed; a series with several orientations, gantry tilt, a gap or uneven
+spacing gets no volume, one line saying why (the restored series is written). Other DICOM files get one
+``<name>_regions.nii.gz`` each, a one-slice volume at the slice's place.
+
+A scan that fails is reported and the others go on. The outcomes count what was written: one per scan
+(restored and written, or failed), and one failed outcome more for each label map or volume that could not be
+written although its scan was.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from rat.shared.io import (
     write_nifti,
 )
 from rat.shared.io.dicom import dicom_slice_files
-from rat.shared.io.label_volumes import safe_stem, series_of, series_stack, write_label_nifti
+from rat.shared.io.label_volumes import safe_stem, same_size, series_of, series_stack, write_label_nifti
 from rat.shared.jobs import Outcome, Reporter
 from rat.training.inference.inputs import Scan
 from rat.training.inference.region_source import RegionSource
@@ -89,12 +94,18 @@ def _restore_volume(scan: Scan, restorer: Restorer, regions: RegionSource, progr
     return out, labels, meta.format
 
 
+def _regions_failed(name: str, err: Exception, what: str = "scan") -> Outcome:
+    return Outcome(name, "failed", f"regions not written (the restored {what} is): {one_line(err)}")
+
+
 def restore_scans(restorer: Restorer, scans: Iterable[Scan], regions: RegionSource, out_dir: str | Path,
                   save_regions: bool = False, progress: bool = True) -> list[Outcome]:
-    """Restore every scan and write it (see the module doc); one Outcome per scan, in order."""
+    """Restore every scan and write it (see the module doc): one Outcome per scan, in order, then one failed
+    outcome for each label map (volume) not written although its scan was."""
     out_dir = Path(out_dir)
     scans = list(scans)
     outcomes: dict[int, Outcome] = {}
+    extra: list[Outcome] = []
     series: dict[tuple[str, str], list[tuple[int, Scan, np.ndarray, np.ndarray]]] = defaultdict(list)
     was_training = restorer.model.training
     restorer.model.eval()
@@ -113,7 +124,8 @@ def restore_scans(restorer: Restorer, scans: Iterable[Scan], regions: RegionSour
                         write_nifti(target, restored, like=scan.path)
                     else:
                         write_image(target, restored, like=scan.path)
-                    if save_regions:
+
+                    def write_regions(target=target, labels=labels) -> None:
                         write_image(regions_path(target), labels, dtype="uint16")
                 else:
                     restored, labels, fmt = _restore_volume(scan, restorer, regions, progress)
@@ -127,20 +139,28 @@ def restore_scans(restorer: Restorer, scans: Iterable[Scan], regions: RegionSour
                             target = target.with_name(f"{target.stem}.nii.gz")  # multi-frame DICOM
                         like = scan.path if fmt == "nifti" else None
                         write_nifti(target, restored, volume_affine(scan.path), like=like)
-                    if save_regions:
+
+                    def write_regions(target=target, labels=labels, scan=scan) -> None:
                         write_label_nifti(regions_path(target), labels, volume_affine(scan.path), scan.path)
-                outcomes[i] = reporter.add(Outcome(scan.name, "done", path=str(target)))
             except _ERRORS as err:
                 outcomes[i] = reporter.add(Outcome(scan.name, "failed", one_line(err)))
+                continue
+            outcomes[i] = reporter.add(Outcome(scan.name, "done", path=str(target)))
+            if save_regions:
+                try:
+                    write_regions()
+                except _ERRORS as err:
+                    extra.append(_regions_failed(f"{scan.name} regions", err))
         for (parent, _), members in series.items():
-            _write_series(out_dir, parent, members, restorer, save_regions, reporter, outcomes,
+            _write_series(out_dir, parent, members, restorer, save_regions, reporter, outcomes, extra,
                           several=sum(p == parent for p, _ in series) > 1)
     restorer.model.train(was_training)
-    return [outcomes[i] for i in range(len(scans))]
+    return [outcomes[i] for i in range(len(scans))] + extra
 
 
 def _write_series(out_dir: Path, parent: str, members: list, restorer: Restorer, save_regions: bool,
-                  reporter: Reporter, outcomes: dict[int, Outcome], several: bool) -> None:
+                  reporter: Reporter, outcomes: dict[int, Outcome], extra: list[Outcome], several: bool
+                  ) -> None:
     """One derived series of the restored single DICOM files of one source series."""
     folder = out_dir / parent
     if several:  # other series from the same folder: one subfolder each
@@ -156,26 +176,28 @@ def _write_series(out_dir: Path, parent: str, members: list, restorer: Restorer,
     note = ""
     if save_regions:
         try:
-            note = _write_series_regions(members, written)
+            note = _write_series_regions(members, written, out_dir)
         except _ERRORS as err:
-            for i, scan, _, _ in members:
-                reason = f"regions not written (the restored series is): {one_line(err)}"
-                outcomes[i] = reporter.add(Outcome(scan.name, "failed", reason))
-            return
+            first = members[0][1]
+            name = first.series or (parent if parent not in ("", ".") else first.name)
+            extra.append(_regions_failed(f"{name} regions", err, "series"))
     for k, ((i, scan, _, _), path) in enumerate(zip(members, written, strict=True)):
         outcomes[i] = reporter.add(Outcome(scan.name, "done", note if k == 0 else "", path=str(path)))
 
 
-def _write_series_regions(members: list, written: list[Path]) -> str:
-    """The label maps of restored files of one DICOM series: one volume of the whole source series (the files
-    of one source folder) when it is one (see the module doc), else one file each. Returns a note on the
-    volumes written and their slices left at 0, or ""."""
+def _write_series_regions(members: list, written: list[Path], out_dir: Path) -> str:
+    """The label maps of restored files of one DICOM series: one volume of the whole source series (its image
+    files in one source folder of the restored ones' size) when it is one (see the module doc), else one file
+    each. Returns a note on the volumes written, their slices left at 0 and those left out, or ""."""
     by_folder: dict[Path, list] = defaultdict(list)
     for member, path in zip(members, written, strict=True):
         by_folder[member[1].path.parent].append((member, path))
     notes = []
     for pairs in by_folder.values():
         source = series_of(pairs[0][0][1].path)
+        other_size: list[str] = []
+        if source is not None:
+            source, other_size = same_size(source, pairs[0][0][3].shape)
         stack = None if source is None else series_stack(source, source.folder)
         if stack is None:
             for (_, scan, _, labels), path in pairs:
@@ -191,10 +213,14 @@ def _write_series_regions(members: list, written: list[Path]) -> str:
                 missing.append(f.name)
         patient = str(source.headers[0].get("PatientID", "") or "")
         name = safe_stem(f"{patient}_{source.folder.name}") or "series"
-        target = pairs[0][1].parent / f"{name}_regions.nii.gz"
+        given = pairs[0][0][1].series
+        target = (regions_path(out_dir / given) if given is not None
+                  else pairs[0][1].parent / f"{name}_regions.nii.gz")
         write_label_nifti(target, volume, stack.affine, stack.files[0])
         notes.append(f"regions of the series in {target}")
         if missing:
             notes[-1] += (f"; slices not restored (0 in the volume), {len(missing)} of {len(stack.files)}: "
                           + ", ".join(missing))
+        if other_size:
+            notes[-1] += f"; slices of another size, not in the volume: {', '.join(other_size)}"
     return "; ".join(notes)

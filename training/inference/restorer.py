@@ -9,7 +9,7 @@ and the SHA-256 of its weights (named in the files it writes).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,11 @@ import torch
 from torch import nn
 
 from rat.shared.datasets import DatasetDef, Group, Window, channel_count, load_dataset, pick_group
+from rat.shared.datasets.definition import range_problem
 from rat.shared.devices import pick_device
 from rat.shared.errors import ParamError
 from rat.shared.io import ImageMeta, ImageReadError
+from rat.shared.io.base import describe_channels
 from rat.training.checkpoint import checkpoint_dataset, model_from_checkpoint, weights_sha256
 from rat.training.choices import OVERLAP, TILE
 from rat.training.inference.model_folder import load_model_source
@@ -58,10 +60,12 @@ class Restorer:
                 f"model, weights SHA-256 {self.weights_sha256}")
 
     def check(self, image: np.ndarray, meta: ImageMeta, path: str | Path) -> None:
-        """ImageReadError naming the file when it is not what the model restores (channels, modality)."""
+        """ImageReadError naming the file when it is not what the model restores (channels, modality, values
+        outside its group's declared range unless it clips them: ``meta.value_range`` is of the whole
+        file, a volume's included)."""
         channels = channel_count(image.shape)
         if channels != self.group.channels:
-            raise ImageReadError(path, f"{channels} channel(s), but the model restores "
+            raise ImageReadError(path, f"{describe_channels(image.shape, meta)}, but the model restores "
                                  f"{self.group.channels}-channel {self.group.modality} images")
         expected = DICOM_MODALITIES.get(self.group.modality.upper())
         found = (meta.modality or "").upper()
@@ -69,6 +73,10 @@ class Restorer:
                 (expected is not None or found in DICOM_MODALITIES.values()):
             raise ImageReadError(path, f"DICOM modality {found}, but the model restores "
                                  f"{self.group.modality} images")
+        problem = range_problem(self.group, *meta.value_range)
+        if problem is not None:
+            raise ImageReadError(path, problem.replace("set the group's value_range, or clip_values = true",
+                                                       "pass --clip-values", 1))
 
     @torch.no_grad()
     def __call__(self, image: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
@@ -82,16 +90,19 @@ class Restorer:
 
 def load_restorer(checkpoint: str | Path, *, dataset: str | None = None, group: str | None = None,
                   model_name: str = "rat", attention: str | None = None, backend: str = "auto",
-                  device: str = "auto", tile: int = TILE, overlap: int = OVERLAP, bf16: bool = False
-                  ) -> Restorer:
+                  device: str = "auto", tile: int = TILE, overlap: int = OVERLAP, bf16: bool = False,
+                  clip_values: bool = False) -> Restorer:
     """The restorer of a checkpoint or model folder (see the module doc). ``dataset`` and ``group`` name
-    the data for checkpoints that do not (bare state dicts), or pick a group of a several-group dataset."""
+    the data for checkpoints that do not (bare state dicts), or pick a group of a several-group dataset.
+    ``clip_values``: clip input values outside the group's declared range instead of refusing the input."""
     ck = load_model_source(checkpoint)
     ds = load_dataset(dataset) if dataset else checkpoint_dataset(ck)
     if ds is None:
         raise ParamError("dataset", f"{checkpoint} does not say what data it was trained on: name it")
     trained = (ck.get("data") or {}).get("group") or (ck.get("config") or {}).get("group")
     grp = pick_group(ds, group or trained)
+    if clip_values:
+        grp = replace(grp, clip_values=True)
     model = model_from_checkpoint(ck, name=model_name, attention=attention, backend=backend)
     if model.intro.in_channels != grp.channels:
         raise ParamError("group", f"{checkpoint}: model takes {model.intro.in_channels} channel(s), "
@@ -107,4 +118,4 @@ def load_restorer(checkpoint: str | Path, *, dataset: str | None = None, group: 
                     name=ck["model_args"]["name"] if "model_args" in ck else model_name, tile=tile,
                     overlap=overlap, autocast=torch.bfloat16 if bf16 else None,
                     meta={"step": ck.get("step"), "bare": bool(ck.get("bare")),
-                          "config": ck.get("config") or {}})
+                          "config": ck.get("config") or {}, "source": str(checkpoint)})

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from rat.shared import DISTRIBUTION
 from rat.shared.errors import one_line
 from rat.shared.index.locate import cache_dir
 
@@ -88,11 +89,11 @@ def setting(device: torch.device, dtype: torch.dtype, head_dim: int, candidate: 
     key: dict[str, Any] = {"revision": REVISION, "candidate": candidate, "reference": reference,
                            "dtype": str(dtype).removeprefix("torch."), "head_dim": head_dim,
                            "torch": torch.__version__, "cuda": torch.version.cuda, "device": device.type}
-    for package in ("triton", "rat"):
+    for name, distribution in (("triton", "triton"), ("rat", DISTRIBUTION)):
         try:
-            key[package] = metadata.version(package)
+            key[name] = metadata.version(distribution)
         except metadata.PackageNotFoundError:
-            key[package] = None
+            key[name] = None
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         key["gpu"] = props.name

@@ -192,3 +192,88 @@ def test_derive_from_dicom_hq_writes_dicom_with_the_hq_tags(tmp_path):
     lq, meta = read_lq(entry, root)
     assert meta.format == "dicom" and meta.modality == "CT"
     np.testing.assert_array_equal(lq, derive_lq(hu, "bicubic_x4", "int16"))  # slope 1: exact
+
+
+# ----------------------------------------------------------------------------- values and channels
+
+
+EIGHT_BIT = """
+name = "slides"
+[groups.g]
+modality = "pathology"
+channels = 3
+hq = ["hq/{id}.tif", "hq/{id}.png"]
+lq = ["lq/{id}.tif", "lq/{id}.png"]
+norm_low = 0
+norm_high = 255
+sam_window = { kind = "none" }
+patch_size = 16
+split = { rule = "seeded", unit = "id", test_count = 1 }
+"""
+
+
+def slides(tmp_path: Path, extra: str = "") -> tuple[mf.DatasetDef, Path]:
+    """Three 8-bit RGB pairs and one whose LQ is a 16-bit TIFF with values up to 59,976."""
+    root = tmp_path / "slides"
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        for kind in ("hq", "lq"):
+            write_image(root / kind / f"s{i}.png", rng.integers(0, 256, (20, 24, 3)), dtype="uint8")
+    write_image(root / "hq" / "s3.png", rng.integers(0, 256, (20, 24, 3)), dtype="uint8")
+    wide = rng.integers(0, 256, (20, 24, 3)).astype(np.uint16) * 235   # 0..59,925
+    wide[0, 0, 0] = 59_976
+    write_image(root / "lq" / "s3.tif", wide, dtype="uint16")
+    (tmp_path / "slides.toml").write_text(EIGHT_BIT + extra)
+    return load_dataset(tmp_path / "slides.toml"), root
+
+
+def test_a_16_bit_image_in_an_8_bit_group_is_left_out_naming_its_values(tmp_path):
+    """The group's declared range (0..255: its images are 8-bit, SAM sees them as they are) is checked at
+    indexing: a 16-bit TIFF is named with its values and the group's range, the others indexed."""
+    ds, root = slides(tmp_path)
+    entries, problems = build_index(ds, root, progress=False)
+    assert sorted(e.id for e in entries) == ["s0", "s1", "s2"]
+    assert [(p.path, p.reason) for p in problems] == [(
+        "lq/s3.tif", "values 0..59976 outside group 'g''s range 0..255 (a 16-bit image in an 8-bit group?); "
+        "set the group's value_range, or clip_values = true to clip them on purpose")]
+
+
+def test_clip_values_indexes_the_image_and_training_units_are_clipped(tmp_path):
+    from rat.training.normalisation import normalise
+
+    ds, root = slides(tmp_path, "clip_values = true\n")
+    entries, problems = build_index(ds, root, progress=False)
+    assert problems == [] and sorted(e.id for e in entries) == ["s0", "s1", "s2", "s3"]
+    image = read_lq(next(e for e in entries if e.id == "s3"), root)[0]
+    units = normalise(image, ds.groups["g"])
+    np.testing.assert_allclose(units, np.minimum(image, 255) / 255, rtol=1e-6)
+    assert image.max() == 59_976 and units.max() == 1.0
+
+
+def test_value_range_bounds_any_group(tmp_path):
+    """A CT group declares no range by default (padding and metal are real); value_range sets one."""
+    assert load_dataset("aapm").groups["ct"].declared_range is None
+    assert load_dataset("tma").groups["tma"].declared_range == (0.0, 255.0)
+    ds, root = slides(tmp_path, "value_range = [0, 65535]\n")
+    entries, problems = build_index(ds, root, progress=False)
+    assert problems == [] and len(entries) == 4
+
+
+def test_an_rgba_image_is_named_with_the_channels_its_file_holds(tmp_path):
+    """RGBA is read as RGB (alpha dropped); a 1-channel group's refusal says 4 channels (RGBA), not 3."""
+    from PIL import Image
+
+    root = tmp_path / "gray"
+    rng = np.random.default_rng(0)
+    for kind in ("hq", "lq"):
+        write_image(root / kind / "a.png", rng.integers(0, 256, (20, 24)), dtype="uint8")
+        write_image(root / kind / "b.png", rng.integers(0, 256, (20, 24)), dtype="uint8")
+    Image.fromarray(rng.integers(0, 256, (20, 24, 4)).astype(np.uint8), "RGBA").save(root / "lq" / "c.png")
+    write_image(root / "hq" / "c.png", rng.integers(0, 256, (20, 24)), dtype="uint8")
+    text = EIGHT_BIT.replace("channels = 3", "channels = 1").replace(".tif", ".tiff")
+    (tmp_path / "gray.toml").write_text(text)
+    ds = load_dataset(tmp_path / "gray.toml")
+    entries, problems = build_index(ds, root, progress=False)
+    assert sorted(e.id for e in entries) == ["a", "b"]
+    assert [(p.path, p.reason) for p in problems] == [
+        ("lq/c.png", "has 4 channels (RGBA, read as 3), group 'g' expects 1")]

@@ -79,7 +79,7 @@ def test_compressed_dicom_without_decoder_names_syntax_and_extra(name):
         read_image(DICOM_DIR / name)
     text = _assert_one_line_error(err, name)
     assert "compressed transfer syntax JPEG-LS" in text
-    assert text.endswith("needs a decoder: pip install rat[dicom]")
+    assert text.endswith("needs a decoder: pip install rat-restore[dicom]")
     assert volume_shape(DICOM_DIR / name)  # the header alone still reads
 
 

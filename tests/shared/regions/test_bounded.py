@@ -66,3 +66,40 @@ def test_parts_follow_the_budget():
     assert prompts_per_part(2 * 10**9, 3, (512, 512)) == 2 * 10**9 // (3 * (24 * 512**2 + 4 * 1024**2))
     with pytest.raises(ParamError, match="max_memory: 0: a positive number of bytes"):
         bounded(object, 0)
+
+
+def test_a_budget_below_one_prompts_masks_is_said_once(tiny_checkpoint, caplog):
+    """--max-memory 1KB cannot hold one mask: a warning says so when the generator is built (the model's
+    input size alone needs more); a budget enough for that but not for one prompt on a given image is said
+    at that image; a sufficient budget says nothing. The masks are the same either way (test above)."""
+    import logging
+
+    from rat.shared.regions.bounded import budget_note, prompt_bytes
+
+    assert prompt_bytes(3, (100, 200)) == 3 * (24 * 100 * 200 + 4 * 1024 ** 2)     # 72 B/pixel + 12.6 MB
+    assert budget_note(prompt_bytes(3, (100, 200)), 3, (100, 200)) is None
+    with caplog.at_level(logging.WARNING, logger="rat.shared.regions.bounded"):
+        gen = build_generator("sam", checkpoint=tiny_checkpoint("sam"), model_type=TEST_MODEL, device="cpu",
+                              max_memory=1000, points_per_side=2, **NO_FILTERS)
+        gen(images()[0])
+    notes = [r.getMessage() for r in caplog.records]
+    assert notes == ["warning: --max-memory 1 KB is below what one prompt's 3 masks take (786 KB on a "
+                     "model's 256 x 256 input alone, before any image): each part holds one prompt, and "
+                     "post-processing takes more than the budget"]                  # the tiny model: 256
+    caplog.clear()
+    budget = prompt_bytes(3, None, 256) + 10                    # enough for the input, not for the image
+    with caplog.at_level(logging.WARNING, logger="rat.shared.regions.bounded"):
+        gen = build_generator("sam", checkpoint=tiny_checkpoint("sam"), model_type=TEST_MODEL, device="cpu",
+                              max_memory=budget, points_per_side=2, **NO_FILTERS)
+        assert not caplog.records
+        gen(images()[0])
+        gen(images()[1])
+    assert len(caplog.records) == 1                                # once, at the first image
+    assert caplog.records[0].getMessage().startswith(
+        f"warning: --max-memory {budget / 1e3:.3g} KB is below what one prompt's 3 masks take (900 KB on a "
+        "36 x 44 image)")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="rat.shared.regions.bounded"):
+        build_generator("sam", checkpoint=tiny_checkpoint("sam"), model_type=TEST_MODEL, device="cpu",
+                        points_per_side=2, **NO_FILTERS)(images()[0])
+    assert not caplog.records

@@ -85,3 +85,30 @@ def test_models_of_another_group_or_other_images_are_refused_in_one_line():
     assert "\n" not in str(err.value)
     assert model_names(["runs/rmsa/best.pt", "runs/wmsa/best.pt", "x/rmsa/last.pt", "m.pt"]) == \
         ["rmsa", "wmsa", "rmsa-2", "m"]
+
+
+def test_few_pairs_are_warned_about_at_the_signed_rank_tests_own_limit():
+    """The smallest two-sided p-value of n pairs (all of one sign) is 2 / 2^n: scipy's exact test gives
+    0.0625 for 5 pairs and 0.03125 for 6, so 6 pairs are the fewest that can reach p < 0.05."""
+    from rat.training.inference.compare import MIN_PAIRS, few_pairs
+
+    assert stats.wilcoxon(np.arange(1.0, 6.0)).pvalue == pytest.approx(0.0625)
+    assert stats.wilcoxon(np.arange(1.0, 7.0)).pvalue == pytest.approx(0.03125)
+    assert MIN_PAIRS == 6
+    one = compare(["a", "b"], [run([30.0]), run([31.0])], resamples=200)
+    warning = few_pairs(one)
+    assert warning.startswith("warning: only 1 paired images: a two-sided Wilcoxon signed-rank test needs "
+                              "at least 6 to reach p < 0.05")
+    assert few_pairs(compare(["a", "b"], [run([30.0 + i for i in range(6)]), run([31.0] * 6)],
+                             resamples=200)) is None
+
+
+def test_the_same_model_given_twice_is_refused():
+    from rat.training.inference.compare import check_distinct
+
+    a, b, a_again = (SimpleNamespace(weights_sha256=w) for w in ("a" * 64, "b" * 64, "a" * 64))
+    check_distinct(["x", "y"], ["runs/x/best.pt", "runs/y/best.pt"], [a, b])
+    with pytest.raises(CompareError, match=r"^x-2: the same file as x; compare different models"):
+        check_distinct(["x", "x-2"], ["runs/x/best.pt", "runs/../runs/x/best.pt"], [a, b])
+    with pytest.raises(CompareError, match=r"^model: the same weights \(SHA-256 aaaaaaaaaaaa...\) as x"):
+        check_distinct(["x", "model"], ["runs/x/best.pt", "models/x"], [a, a_again])

@@ -192,3 +192,27 @@ def test_eval_cli_writes_csv_and_figure(store, sample_root, tmp_path):
     result = run("eval", "--checkpoint", tmp_path / "missing.pt", "--masks", store, "--dataset", "sample",
                  "--root", sample_root, "--group", "ct")
     assert result.exit_code != 0 and "missing.pt' does not exist" in result.output
+
+
+def test_a_run_that_recorded_relative_paths_is_evaluated_from_another_folder(sample_store, sample_root,
+                                                                             tmp_path, monkeypatch):
+    """Runs made before locations were recorded resolved hold `sample.zarr` and `runs/ct`: `eval` of
+    their checkpoint from another working directory finds the store where the run was started."""
+    import shutil
+
+    from rat.training.trainer import train
+
+    work = tmp_path / "work"
+    shutil.copytree(sample_store, work / "sample.zarr")
+    monkeypatch.chdir(work)
+    train({"masks": "sample.zarr", "root": str(sample_root), "out": "runs/ct", "dataset": "sample",
+           "group": "ct", "model": "rat-small", "width": 8, "patch_size": 32, "batch_size": 2, "iters": 1,
+           "workers": 0, "val_limit": 1, "progress": False})
+    path = work / "runs" / "ct" / "last.pt"
+    ck = torch.load(path, weights_only=True)
+    ck["config"].update(masks="sample.zarr", out="runs/ct")     # as older versions recorded them
+    torch.save(ck, path)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["eval", "--checkpoint", str(path), "--csv", str(tmp_path / "e.csv"),
+                                       "--no-progress"])
+    assert result.exit_code == 0 and "LQ input" in result.output, result.output

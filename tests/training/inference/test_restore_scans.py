@@ -118,7 +118,7 @@ def test_a_dicom_series_folder_and_a_validator(ct_model, sample_root, tmp_path):
     files = series_folder(sample_root, tmp_path / "in" / "series")
     code, text = run("restore", "--checkpoint", ct_model, "--out", tmp_path / "out",
                      tmp_path / "in" / "series", "--no-progress")
-    assert code == 0 and "1 restored" in text, text
+    assert code == 0 and "3 restored" in text, text                   # the files written
     outs = sorted((tmp_path / "out" / "series").glob("*.dcm"))
     assert [p.name for p in outs] == [f.name for f in files]
     new = [pydicom.dcmread(p) for p in outs]
@@ -190,8 +190,54 @@ def test_regions_of_a_series_are_one_volume_in_its_geometry(ct_model, sample_roo
     code, text = run("restore", "--checkpoint", ct_model, "--out", tmp_path / "out3", *chosen,
                      "--save-regions", "--no-progress")
     assert code == 1, text
-    assert "  FAILED slice0.dcm: regions not written (the restored series is): " in text
+    assert "3 restored into" in text and ", 1 failed" in text   # the series is written, its regions not
+    assert "  FAILED slice0.dcm regions: regions not written (the restored series is): " in text
     assert "series: slices are not evenly spaced (slice0.dcm and slice2.dcm lie 15 mm apart" in text
+
+
+def test_the_series_folder_rule(ct_model, sample_root, tmp_path):
+    """A series folder with a truncated slice, a slice of another size, a 60-byte .dcm, a structured report
+    of the same series and a DICOMDIR: the readable slices are restored and written as one derived series,
+    the bad files named, the documents skipped with a note; the summary counts the files written; the exit
+    status is 1 because two files asked for were not written. With --save-regions the regions volume holds
+    the restored slices (the truncated one at 0, listed; the other-sized one left out, listed)."""
+    test_files = Path(pydicom.__file__).parent / "data" / "test_files"
+    folder = tmp_path / "in" / "series"
+    files = series_folder(sample_root, folder, 6)
+    data = files[3].read_bytes()
+    files[3].write_bytes(data[:-3000])                                  # truncated pixel data
+    small = pydicom.dcmread(files[5])
+    pixels = small.pixel_array[:64, :64].copy()
+    small.Rows, small.Columns = 64, 64
+    small.PixelData = pixels.tobytes()
+    small.save_as(files[5])                                             # a slice of another size
+    (folder / "tiny.dcm").write_bytes(b"DICM" * 15)
+    report = pydicom.dcmread(test_files / "test-SR.dcm")
+    report.SeriesInstanceUID = pydicom.dcmread(files[0]).SeriesInstanceUID
+    report.save_as(folder / "report.dcm")
+    shutil.copy(test_files / "dicomdirtests" / "DICOMDIR", folder / "DICOMDIR")
+    code, text = run("restore", "--checkpoint", ct_model, "--out", tmp_path / "out", folder, "--no-progress",
+                     "--save-regions")
+    assert code == 1, text
+    lines = text.splitlines()
+    assert lines[0] == f"5 restored into {tmp_path / 'out'}, 2 failed, 2 skipped (no image)"
+    assert lines[1].startswith("  FAILED series/tiny.dcm: ")
+    assert lines[2].startswith("  FAILED series/slice3.dcm: ") and "truncated DICOM" in lines[2]
+    assert "  skipped series/DICOMDIR: a DICOMDIR (the directory of a DICOM medium), not an image" in lines
+    assert "  skipped series/report.dcm: no image in it (Comprehensive SR Storage)" in lines
+    outs = sorted(p.name for p in (tmp_path / "out" / "series").glob("*.dcm"))
+    assert outs == ["slice0.dcm", "slice1.dcm", "slice2.dcm", "slice4.dcm", "slice5.dcm"]
+    assert len({pydicom.dcmread(tmp_path / "out" / "series" / n).SeriesInstanceUID for n in outs}) == 1
+    volume = tmp_path / "out" / "series_regions.nii.gz"
+    note = next(line for line in lines if line.startswith("  note "))
+    assert f"regions of the series in {volume}; slices not restored (0 in the volume), 1 of 5: slice3.dcm; " \
+           "slices of another size, not in the volume: slice5.dcm" in note
+    data = np.asarray(nib.load(volume).dataobj)
+    assert data.shape == (128, 128, 5) and not data[:, :, 3].any() and data[:, :, 2].any()
+    for bad in ("tiny.dcm", "slice3.dcm"):                              # without them: status 0
+        (folder / bad).unlink()
+    code, text = run("restore", "--checkpoint", ct_model, "--out", tmp_path / "out2", folder, "--no-progress")
+    assert code == 0 and text.splitlines()[0].endswith(", 0 failed, 2 skipped (no image)"), text
 
 
 def test_regions_from_a_store_holding_the_same_bytes(ct_model, sample_store, sample_root, tmp_path):
@@ -253,6 +299,40 @@ def test_pathology_rgb_keeps_8_bit_colour(sample_store, sample_root, tmp_path):
     assert meta.source_dtype == "uint8" and got.shape == image.shape
     want = direct(ck, image, superpixels(image, PATHOLOGY), PATHOLOGY)
     np.testing.assert_allclose(got, want, atol=0.5 + 1e-3)  # rounded to the stored 8-bit values
+
+
+def test_a_16_bit_image_for_an_8_bit_model_is_refused_or_clipped_on_purpose(sample_store, sample_root,
+                                                                           tmp_path):
+    """A pathology model (8-bit images, 0..255) given a 16-bit TIFF used to write an output clipped to 0..255
+    with exit status 0; the file is refused with its values and the model's range, unless --clip-values."""
+    ck = trained(sample_store, sample_root, tmp_path / "run", "pathology")
+    image = read_image(sample_root / "pathology" / "hq" / "ihc_00.png")[0]
+    wide = image * 235.2
+    write_image(tmp_path / "in" / "wide.tif", wide, dtype="uint16")
+    code, text = run("restore", "--checkpoint", ck, "--out", tmp_path / "o", tmp_path / "in" / "wide.tif",
+                     "--no-progress")
+    assert code == 1 and "0 restored" in text, text
+    assert (f"FAILED wide.tif: {tmp_path / 'in' / 'wide.tif'}: values 0..{wide.max():.0f} outside group "
+            "'pathology''s range 0..255 (a 16-bit image in an 8-bit group?); pass --clip-values to clip them "
+            "on purpose") in text
+    assert not (tmp_path / "o" / "wide.tif").exists()
+    code, text = run("restore", "--checkpoint", ck, "--out", tmp_path / "o", tmp_path / "in" / "wide.tif",
+                     "--no-progress", "--clip-values")
+    assert code == 0 and "1 restored" in text, text
+    clipped = np.minimum(np.rint(wide), 255)                                   # as the model sees it
+    want = direct(ck, clipped, superpixels(clipped, PATHOLOGY), PATHOLOGY)
+    np.testing.assert_allclose(read_image(tmp_path / "o" / "wide.tif")[0], want, atol=0.5 + 1e-3)
+
+
+def test_an_rgba_image_is_named_with_its_four_channels(ct_model, tmp_path):
+    from PIL import Image
+
+    rgba = np.random.default_rng(0).integers(0, 256, (32, 32, 4)).astype(np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    code, text = run("restore", "--checkpoint", ct_model, "--out", tmp_path / "o", tmp_path / "rgba.png",
+                     "--no-progress")
+    assert code == 1
+    assert "rgba.png: 4 channels (RGBA, read as 3), but the model restores 1-channel CT images" in text
 
 
 @pytest.fixture(scope="module")
