@@ -10,6 +10,7 @@ when it runs, not before: `--help` is instant.
 
 from __future__ import annotations
 
+import json
 from dataclasses import fields
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from rat.shared.devices import DEVICES
 from rat.shared.regions import generator_names
 from rat.training.choices import ATTENTIONS, BACKENDS, MODEL_NAMES, OVERLAP, TILE
 from rat.training.config import CHOICES, TrainConfig, help_text
+from rat.training.model.registry import model_names
 
 
 def _train_options(func):
@@ -41,6 +43,11 @@ def _train_options(func):
         text = help_text(f.name) + ("" if default in (None, "") else f"  [default: {default}]")
         if f.name == "progress":
             func = click.option("--progress/--no-progress", f.name, default=None, help=text)(func)
+        elif f.name == "model":
+            func = click.option(name, f.name, type=click.Choice(model_names()), default=None, help=text)(func)
+        elif f.name == "model_params":
+            func = click.option("--model-param", f.name, multiple=True, metavar="NAME=VALUE", default=None,
+                                help=help_text(f.name), callback=_model_params)(func)
         elif f.type in (bool, "bool"):
             func = click.option(name, f.name, is_flag=True, default=None, help=help_text(f.name))(func)
         else:
@@ -49,6 +56,20 @@ def _train_options(func):
                     else {"int": int, "float": float}.get(base, str))
             func = click.option(name, f.name, type=kind, default=None, help=text)(func)
     return func
+
+
+def _model_params(ctx, param, values) -> dict | None:
+    """--model-param NAME=VALUE ... -> {NAME: VALUE} (JSON where it parses); None when none given."""
+    out = {}
+    for text in values or ():
+        name, sep, value = text.partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise click.BadParameter(f"{text!r} is not NAME=VALUE", ctx, param)
+        try:
+            out[name.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[name.strip()] = value
+    return out or None
 
 
 @click.group(invoke_without_command=True, context_settings=CONTEXT)
@@ -298,7 +319,7 @@ def restore_cmd(inputs, out, sam_checkpoint, generator, save_regions, **opts):
         else:
             store, entries, root = _split(opts, restorer)
             scans = scans_of_entries(entries, root)
-        regions = RegionSource(restorer, store, generator, sam_checkpoint, opts["device"])
+        regions = RegionSource(restorer, store, generator, sam_checkpoint, opts["device"], save=save_regions)
         outcomes = restore_scans(restorer, scans, regions, out, save_regions, opts["progress"])
     for note in regions.notes:
         click.echo(note)
@@ -330,3 +351,21 @@ def export_cmd(checkpoint, out, overwrite):
     with cli_errors():
         folder = export_model(checkpoint, out, overwrite=overwrite)
     click.echo(f"wrote {folder}: model.safetensors, config.json, README.md")
+
+
+@main.command("models")
+def models_cmd():
+    """List the models `--model` takes: name, package and version (or what to install), class, and whether
+    it takes label maps."""
+    from rat.training.model.registry import install_hint, make_model, plugin_origins
+
+    with cli_errors():
+        origins = plugin_origins()
+        for name in model_names():
+            model = make_model(name)
+            prov = model.provenance()
+            where = (f"{prov.get('package')} {prov['version']}" if prov.get("version")
+                     else f"not installed: {install_hint(model)}")
+            labels = "label maps" if model.uses_labels else "region-free"
+            extra = f"  [plug-in: {origins[name]}]" if name in origins else ""
+            click.echo(f"{name:<12} {labels:<11} {prov.get('class')}  ({where}){extra}")
