@@ -18,7 +18,9 @@ class _Monai(Adapter):
     install = "pip install 'rat[baselines]' (or pip install monai)"
 
     def fit(self, channels: int) -> Fit:
-        return Fit(multiple=self.multiple(), residual=bool(self.params["residual"]))
+        return Fit(multiple=self.multiple(), minimum=self.minimum, residual=bool(self.params["residual"]))
+
+    minimum = 1
 
     def multiple(self) -> int:
         return 1
@@ -45,6 +47,7 @@ class Restormer(_Monai):
 
 class SwinUNETR(_Monai):
     name, cls = "swinunetr", "monai.networks.nets:SwinUNETR"
+    minimum = 64  # its bottleneck (1/32) must be larger than one pixel for its instance norms
     defaults = {"feature_size": 24, "depths": [2, 2, 2, 2], "num_heads": [3, 6, 12, 24], "window_size": 7,
                 "residual": True}
 

@@ -9,6 +9,7 @@ Uformer-B: their papers). ``--model-param`` changes any of them (smaller ones fo
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from torch import nn
@@ -28,8 +29,6 @@ class _Spandrel(Adapter):
         cls.cls = f"spandrel.architectures.{cls.arch}:{cls.arch}"
 
     def _class(self) -> type:
-        import importlib
-
         return getattr(importlib.import_module(f"spandrel.architectures.{self.arch}"), self.arch)
 
 
