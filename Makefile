@@ -3,8 +3,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.rat-installed
 DEMO_DIR ?= demo_out
+TABLE_DIR ?= paper_table_out
 
-.PHONY: test demo bench gpu-check lint clean-demo
+.PHONY: test demo paper-table bench gpu-check lint clean-demo
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -33,6 +34,10 @@ gpu-check: $(STAMP)
 
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" DEMO_DIR="$(DEMO_DIR)" bash .ci/demo.sh
+
+# RAT against its baselines on real images (pydicom-data CT, CMU-1 pathology) by `rat-train table`, CPU budget
+paper-table: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" TABLE_DIR="$(TABLE_DIR)" bash .ci/paper_table.sh
 
 clean-demo:
 	rm -rf $(DEMO_DIR)
