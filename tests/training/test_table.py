@@ -43,6 +43,13 @@ def test_table_of_rat_and_baselines_by_the_command(sample_store, sample_root, tm
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0 and (out / "runs" / "srcnn" / "last.pt").stat().st_mtime_ns == stamp
     assert [r["status"] for r in csv.DictReader(open(out / "table.csv"))][1:] == ["reused (2 steps)"] * 2
+    # `compare` takes a baseline's run like RAT's, with the same paired numbers
+    runs = [str(out / "runs" / name) for name in ("rat-small", "srcnn")]
+    result = CliRunner().invoke(main, ["compare", *runs, "--no-progress", "--resamples", "200"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.output.splitlines() if x.startswith("srcnn"))
+    assert f"{float(rows[2]['dpsnr']):+.4f}" in line
 
 
 def test_paired_statistics_are_those_of_compare(sample_store, sample_root, tmp_path):
