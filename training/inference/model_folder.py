@@ -27,8 +27,8 @@ from rat.training.model.registry import make_model
 MODEL_FORMAT = "rat-model/1"
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
 #: Training settings that make the recipe (the rest are run-time settings).
-RECIPE = ("model", "width", "attention", "loss", "gamma", "delta", "iters", "batch_size", "lr", "min_lr",
-          "beta1", "beta2", "grad_clip", "precision", "seed", "patch_size", "val_split")
+RECIPE = ("model", "model_params", "width", "attention", "loss", "gamma", "delta", "iters", "batch_size",
+          "lr", "min_lr", "beta1", "beta2", "grad_clip", "precision", "seed", "patch_size", "val_split")
 
 
 def export_model(checkpoint: str | Path, out: str | Path, overwrite: bool = False) -> Path:
