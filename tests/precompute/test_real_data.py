@@ -56,6 +56,7 @@ def test_real_data_is_indexed_by_the_builtin_definition(tmp_path):
     hq, meta = read_image(root / "ct" / "hq" / "ct693" / "r0.dcm")
     lq, _ = read_image(root / "ct" / "lq" / "ct693" / "r0.dcm")
     assert hq.shape == (512, 512) and meta.modality == "CT"
+    assert hq.min() == -1024  # the -3024 HU padding outside the field of view is air at the range's bottom
     rmse = float(np.sqrt(np.mean((lq - hq) ** 2)))
     assert 20 < rmse < 60  # about 35 HU: a low-dose CT benchmark's quarter dose
     tiles = sorted(p.name for p in files if p.suffix == ".png")
