@@ -12,7 +12,6 @@ import csv
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from rat.training.data import load_full
@@ -27,7 +26,11 @@ HEAD = ["model", "network", "params (M)", "GFLOPs", "PSNR (dB)", "SSIM", "dPSNR 
 
 
 def _network(prov: dict[str, Any]) -> str:
-    cls = str(prov.get("class", "")).rsplit(":", 1)[-1]
+    """The class and its package, e.g. ``SwinIR (spandrel 0.4.2)``; a class named by its module
+    (ldct-benchmark's ``Model``) with the module: ``redcnn.network.Model``."""
+    module, _, cls = str(prov.get("class", "")).rpartition(":")
+    if cls == "Model":
+        cls = ".".join([*module.split(".")[-2:], cls])
     return f"{cls} ({prov.get('package')} {prov.get('version')})"
 
 
@@ -111,24 +114,13 @@ def write_table_md(t: Table, path: str | Path, title: str) -> Path:
     return path
 
 
-def zoom_box(hq: np.ndarray, size: int) -> tuple[int, int]:
-    """Top-left corner of the ``size`` x ``size`` crop of the HQ image (C, H, W) with the most detail (the
-    largest mean absolute gradient)."""
-    g = np.abs(np.diff(hq.mean(0), axis=0))[:, :-1] + np.abs(np.diff(hq.mean(0), axis=1))[:-1, :]
-    h, w = g.shape
-    best, where = -1.0, (0, 0)
-    step = max(1, size // 4)
-    for y in range(0, max(1, h - size + 1), step):
-        for x in range(0, max(1, w - size + 1), step):
-            v = float(g[y:y + size, x:x + size].mean())
-            if v > best:
-                best, where = v, (y, x)
-    return where
+#: Panels per row of the figure grid.
+PER_ROW = 6
 
 
 def save_grid(t: Table, path: str | Path, image_id: str | None = None) -> Path:
-    """PNG: LQ, every model and HQ on one test image (PSNR/SSIM in the titles), and below each the zoomed
-    crop of the image's most detailed quarter (the paper's Figures 2-4)."""
+    """PNG: LQ, every model and HQ on one test image (PSNR/SSIM in the titles), each with the zoomed crop of
+    the image's central quarter below it (the paper's Figures 2-4), six panels to a row."""
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
@@ -143,19 +135,24 @@ def save_grid(t: Table, path: str | Path, image_id: str | None = None) -> Path:
         out = predict(s.restorer.model, torch.as_tensor(lq), lab, s.restorer.tile, s.restorer.overlap)
         panels.append((s.row.label, out, t.comparison.rows[s.row.label][entry.id]))
     panels.append(("HQ", torch.as_tensor(hq), None))
-    size = max(16, min(hq.shape[1:]) // 4)
-    y, x = zoom_box(hq, size)
-    fig = Figure(figsize=(2.4 * len(panels), 5.2), layout="constrained")
-    axes = fig.subplots(2, len(panels), squeeze=False)
+    h, w = hq.shape[1:]
+    size = max(16, min(h, w) // 4)
+    y, x = (h - size) // 2, (w - size) // 2
+    cols = min(PER_ROW, len(panels))
+    blocks = -(-len(panels) // cols)
+    fig = Figure(figsize=(2.6 * cols, 5.4 * blocks), layout="constrained")
+    axes = fig.subplots(2 * blocks, cols, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
     for k, (name, img, score) in enumerate(panels):
         view = display(img, group)
         title = name if score is None else f"{name}\n{score.psnr:.2f} dB / {score.ssim:.4f}"
-        for row, part in ((0, view), (1, view[y:y + size, x:x + size])):
-            ax = axes[row][k]
-            ax.imshow(part, cmap="gray" if part.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-            ax.set_axis_off()
-        axes[0][k].set_title(title, fontsize=8)
-        axes[0][k].add_patch(Rectangle((x, y), size, size, fill=False, color="yellow", lw=1))
+        top, col = 2 * (k // cols), k % cols
+        for row, part in ((top, view), (top + 1, view[y:y + size, x:x + size])):
+            axes[row][col].imshow(part, cmap="gray" if part.ndim == 2 else None, vmin=0, vmax=1,
+                                  interpolation="nearest")
+        axes[top][col].set_title(title, fontsize=9)
+        axes[top][col].add_patch(Rectangle((x, y), size, size, fill=False, color="yellow", lw=1))
     fig.suptitle(f"{first.restorer.dataset.name}/{group.name}: {entry.id}", fontsize=10)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
