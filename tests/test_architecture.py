@@ -13,7 +13,8 @@ FOLDERS = {"precompute": "rat.precompute", "shared": "rat.shared", "training": "
 #: only the command lines (``cli*.py``) import the package's heavy modules inside their commands.
 HEAVY = {"torch", "torchvision", "segment_anything", "segment_anything_hq", "efficientsam", "timm",
          "sam2", "distributed", "dask", "dask_cuda", "zarr", "skimage", "scipy", "matplotlib", "safetensors",
-         "cv2", "s3fs", "gcsfs", "pydicom", "nibabel", "tifffile", "PIL", "pylibjpeg"}
+         "cv2", "s3fs", "gcsfs", "pydicom", "nibabel", "tifffile", "PIL", "pylibjpeg", "spandrel", "monai",
+         "ldctbench", "torchsr"}
 #: Which top-level parts may import which (shared imports neither side; the sides never each other).
 ALLOWED = {"rat.shared": ("rat.shared",), "rat.precompute": ("rat.shared", "rat.precompute"),
            "rat.training": ("rat.shared", "rat.training")}

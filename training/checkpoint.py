@@ -20,8 +20,8 @@ from torch import Tensor, nn
 
 from rat.shared.datasets import DatasetDef, definition_from_text, load_dataset
 from rat.shared.errors import load_failure, one_line, unsafe_pickle
-from rat.training.config import TrainConfig, TrainError
-from rat.training.model.network import build_model
+from rat.training.config import TrainConfig, TrainError, model_overrides
+from rat.training.model.registry import build_network, make_model
 
 CHECKPOINT_FORMAT = "rat-train/1"
 
@@ -93,11 +93,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def model_args(cfg: TrainConfig, channels: int) -> dict[str, Any]:
-    """What rebuilds the model of a run: builder name, channels and keyword overrides."""
-    overrides: dict[str, Any] = {"attention": cfg.attention}
-    if cfg.width is not None:
-        overrides["width"] = cfg.width
-    return {"name": cfg.model, "img_channel": channels, "overrides": overrides}
+    """What rebuilds the model of a run: its registered name, channels, parameters (``overrides``) and the
+    model's provenance (package, version, class)."""
+    overrides = model_overrides(cfg)
+    return {"name": cfg.model, "img_channel": channels, "overrides": overrides,
+            "provenance": make_model(cfg.model, overrides).provenance()}
 
 
 def model_from_checkpoint(ck: Mapping[str, Any], *, name: str = "rat", attention: str | None = None,
@@ -116,7 +116,7 @@ def model_from_checkpoint(ck: Mapping[str, Any], *, name: str = "rat", attention
         if attention is not None and attention != args["overrides"].get("attention"):
             raise TrainError(f"checkpoint was trained with attention {args['overrides'].get('attention')}, "
                              f"not {attention}")
-    model = build_model(args["name"], args["img_channel"], backend=backend, **args["overrides"])
+    model = build_network(args["name"], args["img_channel"], args["overrides"], runtime={"backend": backend})
     return load_weights(model, state, f"model {args['name']!r} ({args['img_channel']} channels)")
 
 

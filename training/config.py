@@ -22,12 +22,12 @@ from rat.training.choices import (
     LOSSES,
     MEMORY_POLICIES,
     METRICS_FORMATS,
-    MODEL_NAMES,
     OVERLAP,
     PRECISIONS,
     TILE,
     VAL_SPLITS,
 )
+from rat.training.model.registry import accepted, make_model, model_class, model_names
 
 
 class TrainError(RatError, RuntimeError):
@@ -68,7 +68,11 @@ class TrainConfig:
                                      "the authors' practice (biased upwards: a warning says so).")
     val_limit: int | None = _setting(None, "Validate on the first N images of the split (by id); default all")
     # model
-    model: str = _setting("rat", "Model: rat (the paper's) or rat-small (CPU demos).")
+    model: str = _setting("rat", "Model: rat (the paper's), rat-small (CPU demos), a baseline (`rat-train "
+                                 "models` lists them) or a plug-in's.")
+    model_params: dict = field(default_factory=dict, metadata={
+        "help": "Parameters of the model (its own names), e.g. embed_dim=60 or depths=[2,2]; values are read "
+                "as JSON where they parse."})
     width: int | None = _setting(None, "Override the model's width (channels of its first level).")
     attention: str = _setting("rmsa", "Attention of the latent layers: rmsa (region), or the wmsa/msa "
                                       "ablations.")
@@ -122,7 +126,7 @@ class TrainConfig:
 
 #: Allowed values of the settings that have a fixed set.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "model": MODEL_NAMES, "attention": ATTENTIONS, "backend": BACKENDS, "memory": MEMORY_POLICIES,
+    "attention": ATTENTIONS, "backend": BACKENDS, "memory": MEMORY_POLICIES,
     "loss": LOSSES, "fr_norm": FR_NORMS,
     "precision": PRECISIONS, "compile": COMPILE, "device": DEVICES, "metrics_format": METRICS_FORMATS,
     "val_split": VAL_SPLITS,
@@ -149,6 +153,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for key, allowed in CHOICES.items():
         if getattr(cfg, key) not in allowed:
             raise ParamError(key, f"{getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
+    if cfg.model not in model_names():
+        raise ParamError("model", f"{cfg.model!r} is not one of {', '.join(model_names())}")
+    make_model(cfg.model, model_overrides(cfg))  # its parameters checked before any data is read
     for key in _AT_LEAST_ONE:
         if getattr(cfg, key) < 1:
             raise ParamError(key, f"must be >= 1, got {getattr(cfg, key)}")
@@ -160,6 +167,25 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         if getattr(cfg, key) is not None and getattr(cfg, key) < 0:
             raise ParamError(key, f"must be >= 0, got {getattr(cfg, key)}")
     return cfg
+
+
+#: Trainer settings a model gets when its class takes them (RAT's), and their defaults.
+MODEL_SETTINGS = {"attention": "rmsa", "width": None}
+
+
+def model_overrides(cfg: TrainConfig) -> dict[str, Any]:
+    """The parameters the run builds its model with: the trainer settings its class takes (RAT: attention,
+    width) and ``model_params``. ParamError for a setting changed from its default that the model lacks."""
+    takes = accepted(model_class(cfg.model))
+    out: dict[str, Any] = {}
+    for key, default in MODEL_SETTINGS.items():
+        value = getattr(cfg, key)
+        if key in takes:
+            if value is not None:
+                out[key] = value
+        elif value != default:
+            raise ParamError(key, f"model {cfg.model!r} has no {key} setting (its parameters: --model-param)")
+    return {**out, **cfg.model_params}
 
 
 def default_workers(world_size: int = 1) -> int:

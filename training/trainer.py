@@ -25,6 +25,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -46,7 +47,7 @@ from rat.training.inference.scores import summarize_scores
 from rat.training.loss import focal_region_loss
 from rat.training.metrics import MetricsLog
 from rat.training.model.compiling import compile_blocks
-from rat.training.model.network import build_model
+from rat.training.model.registry import build_network, takes_labels
 from rat.training.run import BEST, LAST, Run, RunData
 
 
@@ -104,9 +105,10 @@ def build(run: Run, data: RunData, rt: Runtime) -> tuple[nn.Module, torch.optim.
     """The model (on its device) and its optimiser: fresh, from ``init`` weights, or as the run left them."""
     cfg = run.cfg
     torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)  # packages that draw initial weights with numpy (ldct-benchmark's QAE)
     args = model_args(cfg, data.group.channels)
-    model = build_model(args["name"], args["img_channel"], backend=cfg.backend, memory=cfg.memory,
-                        **args["overrides"])
+    model = build_network(args["name"], args["img_channel"], args["overrides"],
+                          runtime={"backend": cfg.backend, "memory": cfg.memory})
     if cfg.init and run.resumed is None:
         load_weights(model, load_model_source(cfg.init)["model"], cfg.init)
         say(rt, f"initialised from {cfg.init}")
@@ -149,7 +151,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Mappin
     for group in optimizer.param_groups:
         group["lr"] = lr
     with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-        pred = model(lq, labels if cfg.attention == "rmsa" else None)
+        pred = model(lq, labels) if takes_labels(model) else model(lq)  # region-free: no label map
     gamma = cfg.gamma if cfg.loss == "fr" else 0.0
     loss = focal_region_loss(pred.float(), hq, labels, gamma=gamma, delta=cfg.delta, norm=cfg.fr_norm)
     optimizer.zero_grad(set_to_none=True)

@@ -22,12 +22,13 @@ from safetensors.torch import load_file, save_file
 
 from rat.training.checkpoint import checkpoint_dataset, load_checkpoint, weights_sha256
 from rat.training.config import TrainError
+from rat.training.model.registry import make_model
 
 MODEL_FORMAT = "rat-model/1"
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
 #: Training settings that make the recipe (the rest are run-time settings).
-RECIPE = ("model", "width", "attention", "loss", "gamma", "delta", "iters", "batch_size", "lr", "min_lr",
-          "beta1", "beta2", "grad_clip", "precision", "seed", "patch_size", "val_split")
+RECIPE = ("model", "model_params", "width", "attention", "loss", "gamma", "delta", "iters", "batch_size",
+          "lr", "min_lr", "beta1", "beta2", "grad_clip", "precision", "seed", "patch_size", "val_split")
 
 
 def export_model(checkpoint: str | Path, out: str | Path, overwrite: bool = False) -> Path:
@@ -52,6 +53,7 @@ def export_model(checkpoint: str | Path, out: str | Path, overwrite: bool = Fals
         "weights_sha256": weights_sha256(state),
         "model_args": ck["model_args"],
         "attention": ck["model_args"]["overrides"].get("attention", "rmsa"),
+        "uses_labels": bool(make_model(ck["model_args"]["name"], ck["model_args"]["overrides"]).uses_labels),
         "channels": group.channels,
         "modality": group.modality,
         "normalisation": {"norm_low": group.norm_low, "norm_high": group.norm_high,
@@ -128,10 +130,18 @@ def model_card(config: Mapping[str, Any], source: str) -> str:
     data = config.get("data") or {}
     sam = (f" ({gen.get('name')} {gen.get('model_type')}, checkpoint SHA-256 "
            f"`{gen.get('checkpoint_sha256')}`)" if "checkpoint_sha256" in gen else "")
+    model = config["model_args"].get("provenance") or {}
+    if model and model.get("package") != "rat":
+        what = (f"A `{model['name']}` network (architecture `{model.get('class')}` of the package "
+                f"`{model.get('package')}` {model.get('version')}, trained from random weights with rat)")
+        title = model["name"]
+    else:
+        what, title = "A Region Attention Transformer (RAT, MICCAI 2024, arXiv 2407.09268)", "RAT"
+    params = model.get("params") or config["model_args"].get("overrides")
     lines = [
-        f"# RAT: {config['dataset']} / {config['group']}",
+        f"# {title}: {config['dataset']} / {config['group']}",
         "",
-        f"A Region Attention Transformer (RAT, MICCAI 2024, arXiv 2407.09268) that restores low-quality "
+        f"{what} that restores low-quality "
         f"{config['modality']} images ({config['channels']} channel(s)) of the kind in dataset "
         f"`{config['dataset']}`, group `{config['group']}`, exported from `{source}` after {config['step']} "
         "training steps.",
@@ -140,6 +150,9 @@ def model_card(config: Mapping[str, Any], source: str) -> str:
         "",
         f"- Intensities in source units, normalised by the linear map {n['norm_low']} -> 0, "
         f"{n['norm_high']} -> 1; outputs clipped to that range. Metrics: data range {n['data_range']}.",
+        f"- Network parameters: `{json.dumps(params, default=str)}`; it "
+        + ("takes the region label maps." if config.get("uses_labels", True) else "takes no label maps (the "
+           "regions below weighted its training loss only)."),
         f"- Attention: `{config['attention']}`. Region label maps from the `{gen.get('name')}` "
         f"generator{sam}, input window `{config.get('sam_window')}`; `rat-train restore` computes them the "
         "same way.",

@@ -64,8 +64,11 @@ class RegionSource:
     """Label maps of the scans to restore (see the module doc)."""
 
     def __init__(self, restorer: Restorer, store: Any = None, generator: str | None = None,
-                 sam_checkpoint: str | Path | None = None, device: str = "auto") -> None:
+                 sam_checkpoint: str | Path | None = None, device: str = "auto", save: bool = False) -> None:
         self.restorer, self.store = restorer, store
+        #: whether label maps are made at all: for a model that takes them, or to be saved (a region-free
+        #: model otherwise gets none, and no generator is built)
+        self.needed = restorer.uses_labels or save
         self.name, self.sam_checkpoint, self.device = generator, sam_checkpoint, device
         self._generator: Generator | None = None
         self.notes: list[str] = []
@@ -84,7 +87,10 @@ class RegionSource:
         return self._generator
 
     def labels(self, scan: Scan, index: int | None, image: np.ndarray) -> np.ndarray:
-        """The (H, W) label map of ``image``: slice ``index`` of ``scan`` (None for a 2-D image)."""
+        """The (H, W) label map of ``image``: slice ``index`` of ``scan`` (None for a 2-D image); all 0 (no
+        region) when none is :attr:`needed`."""
+        if not self.needed:
+            return np.zeros(image.shape[:2], dtype=np.uint32)
         image_id = scan.ids.get(index)
         if image_id is None and self._by_source:
             key = (source_sha256(scan.path), index, None if index is None else scan.axis % 3)

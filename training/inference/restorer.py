@@ -27,6 +27,7 @@ from rat.training.checkpoint import checkpoint_dataset, model_from_checkpoint, w
 from rat.training.choices import OVERLAP, TILE
 from rat.training.inference.model_folder import load_model_source
 from rat.training.inference.tiling import model_labels, predict
+from rat.training.model.registry import takes_labels
 from rat.training.normalisation import channels_first, normalise, to_source
 
 #: DICOM Modality codes of the modalities a dataset group may name.
@@ -50,12 +51,23 @@ class Restorer:
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def uses_labels(self) -> bool:
+        """Whether the model takes label maps (region-free models and RAT's ablations do not)."""
+        return takes_labels(self.model)
+
+    @property
     def description(self) -> str:
         """What restored DICOM series are called: the model and its weights' hash (64 characters at most)."""
         return f"{self.name} restored {self.weights_sha256[:12]}"[:64]
 
     @property
     def derivation(self) -> str:
+        prov = self.meta.get("model") or {}
+        if prov and prov.get("package") != "rat":
+            where = f"{prov.get('class')}, {prov.get('package')} {prov.get('version')}"
+            return (f"Restored by {self.name} ({where}) trained with rat, {self.dataset.name}/"
+                    f"{self.group.name} model, weights SHA-256 "
+                    f"{self.weights_sha256}")
         return (f"Restored by the Region Attention Transformer (rat), {self.dataset.name}/{self.group.name} "
                 f"model, weights SHA-256 {self.weights_sha256}")
 
@@ -104,9 +116,10 @@ def load_restorer(checkpoint: str | Path, *, dataset: str | None = None, group: 
     if clip_values:
         grp = replace(grp, clip_values=True)
     model = model_from_checkpoint(ck, name=model_name, attention=attention, backend=backend)
-    if model.intro.in_channels != grp.channels:
-        raise ParamError("group", f"{checkpoint}: model takes {model.intro.in_channels} channel(s), "
-                         f"group {grp.name!r} has {grp.channels}")
+    channels = ck["model_args"]["img_channel"] if "model_args" in ck else model.intro.in_channels
+    if channels != grp.channels:
+        raise ParamError("group", f"{checkpoint}: model takes {channels} channel(s), group {grp.name!r} has "
+                         f"{grp.channels}")
     model.to(pick_device(device)).eval()
     if not 0 <= overlap < tile:
         raise ParamError("overlap", f"{overlap}: must be smaller than the tile ({tile})")
@@ -118,4 +131,5 @@ def load_restorer(checkpoint: str | Path, *, dataset: str | None = None, group: 
                     name=ck["model_args"]["name"] if "model_args" in ck else model_name, tile=tile,
                     overlap=overlap, autocast=torch.bfloat16 if bf16 else None,
                     meta={"step": ck.get("step"), "bare": bool(ck.get("bare")),
-                          "config": ck.get("config") or {}, "source": str(checkpoint)})
+                          "config": ck.get("config") or {}, "source": str(checkpoint),
+                          "model": (ck.get("model_args") or {}).get("provenance") or {}})

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from rat.training.choices import OVERLAP, TILE
+from rat.training.model.registry import takes_labels
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
@@ -54,7 +55,8 @@ def predict(model: nn.Module, image: Tensor, labels: Tensor | None, tile: int = 
 
     def run(x: Tensor, lab: Tensor | None) -> Tensor:
         with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=use_amp):
-            return model(x.to(device), None if lab is None else lab.to(device)).float().cpu()
+            out = model(x.to(device)) if lab is None else model(x.to(device), lab.to(device))
+            return out.float().cpu()
 
     if h <= tile and w <= tile:
         return run(image[None], None if labels is None else labels[None])[0]
@@ -75,7 +77,8 @@ def predict(model: nn.Module, image: Tensor, labels: Tensor | None, tile: int = 
 
 
 def model_labels(model: nn.Module, labels: np.ndarray | Tensor) -> Tensor | None:
-    """Labels as an int64 tensor for the model; None for the ablations that do not use them."""
-    if getattr(model, "attention", "rmsa") != "rmsa":
+    """Labels as an int64 tensor for the model; None for models that take none (RAT's ablations, every
+    region-free model)."""
+    if not takes_labels(model):
         return None
     return torch.as_tensor(np.asarray(labels, dtype=np.int64))

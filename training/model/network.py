@@ -201,6 +201,11 @@ class RAT(nn.Module):
             chan //= 2
             self.decoders.append(nn.Sequential(*(NAFBlock(chan) for _ in range(num))))
 
+    @property
+    def uses_labels(self) -> bool:
+        """Whether forward takes the label map (region attention); the ablations do not."""
+        return self.attention == "rmsa"
+
     def token_labels(self, labels: Tensor, size: tuple[int, int] | None = None) -> Tensor:
         """(B, H, W) labels -> (B, h * w) int64 labels of the latent tokens, (h, w) = size / 4.
 

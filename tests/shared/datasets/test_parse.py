@@ -12,7 +12,11 @@ from rat.shared.datasets import DefinitionError, Split, load_dataset, split_unit
 
 
 def test_builtin_definitions_state_the_papers_settings():
-    assert mf.builtin_datasets() == ["aapm", "pet", "sample", "tma"]
+    assert mf.builtin_datasets() == ["aapm", "pet", "realdata", "sample", "tma"]
+    real = load_dataset("realdata").groups
+    assert (real["ct"].split.rule, real["ct"].split.unit, real["ct"].split.test) == ("explicit", "patient",
+                                                                                  ("pancreas",))
+    assert (real["pathology"].derive_lq, real["pathology"].channels) == ("bicubic_x4", 3)
     tma = load_dataset("tma").groups["tma"]
     assert (tma.channels, tma.patch_size, tma.derive_lq, tma.lq) == (3, 256, "bicubic_x4", None)
     assert (tma.split.rule, tma.split.test_count, tma.sam_window.kind) == ("seeded", 113, "none")
@@ -85,7 +89,7 @@ def test_bad_definition_is_one_line_naming_file_and_key(tmp_path, old, new, key)
 
 
 def test_unknown_builtin_and_missing_file(tmp_path):
-    with pytest.raises(DefinitionError, match="builtin: aapm, pet, sample, tma"):
+    with pytest.raises(DefinitionError, match="builtin: aapm, pet, realdata, sample, tma"):
         load_dataset("nosuch")
     with pytest.raises(DefinitionError, match="not found"):
         load_dataset(tmp_path / "nosuch.toml")

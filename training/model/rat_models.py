@@ -1,0 +1,51 @@
+"""RAT as registered models (``rat``, ``rat-small``), found the way every model is
+(:mod:`rat.training.model.registry`): their parameters are any argument of :class:`RAT`."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+from typing import Any
+
+from torch import nn
+
+from rat.shared.errors import ParamError
+from rat.training.model.network import MODELS, RAT
+
+
+class _Rat:
+    name = ""
+
+    def __init__(self, attention: str = "rmsa", width: int | None = None, backend: str = "auto",
+                 memory: str = "selective", **params: Any) -> None:
+        known = set(inspect.signature(RAT).parameters) - {"img_channel"}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ParamError("model_params", f"RAT takes no parameter {unknown[0]!r}")
+        width = {} if width is None else {"width": width}
+        self.params = {"attention": attention, **width, "backend": backend, "memory": memory, **params}
+
+    @property
+    def uses_labels(self) -> bool:
+        """Region attention takes the label map; the window and global attention ablations do not."""
+        return self.params.get("attention", "rmsa") == "rmsa"
+
+    def provenance(self) -> dict[str, Any]:
+        keep = {k: v for k, v in self.params.items() if k not in ("backend", "memory")}
+        return {"name": self.name, "package": "rat", "version": importlib.metadata.version("rat"),
+                "class": "rat.training.model.network:RAT", "params": keep}
+
+    def build(self, channels: int) -> nn.Module:
+        return MODELS[self.name](img_channel=channels, **self.params)
+
+
+class Rat(_Rat):
+    """The paper's model (15,945,025 parameters for one channel)."""
+
+    name = "rat"
+
+
+class RatSmall(_Rat):
+    """A small RAT for CPU demos and tests."""
+
+    name = "rat-small"

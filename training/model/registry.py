@@ -1,0 +1,150 @@
+"""Models as plug-ins: every network `rat-train --model NAME` trains is found by name in an entry-point group.
+
+A model is a class registered under its name in the entry-point group :data:`ENTRY_POINT_GROUP` of any
+installed distribution; this package registers its own there the same way (``rat``, ``rat-small`` and the
+baselines of :mod:`rat.training.model.adapters`), so a lab adds a network by installing a package of its
+own. The interface, the same shape as a region generator's:
+
+- ``name``: the name it is registered under (class attribute); checkpoints and tables name the model by it;
+- ``__init__(**params)``: keyword parameters, each with a default (``rat-train --model-param KEY=VALUE``);
+  a model whose signature has ``attention``, ``width``, ``backend`` or ``memory`` is given the trainer's
+  settings of those names (RAT's ablations, its kernels and memory policy);
+- ``params``: every parameter that changes the network, defaults included (rebuilds it from a checkpoint);
+- ``uses_labels``: whether its forward takes the label map: ``forward(image, labels)`` with image
+  (B, C, H, W) float and labels (B, H, W) integer, else ``forward(image)``. Region-free models are never
+  given label maps and cost no region plan; the focal region loss still weights their pixels by the label
+  map of the image (the loss is the user's choice, not the model's);
+- ``provenance() -> dict``: at least ``{"name", "package", "version", "class", "params"}``: the checkpoint,
+  the exported model card and the table record it;
+- ``build(channels) -> nn.Module``: the network for images of ``channels`` channels, randomly initialised
+  (nothing is downloaded), whose output has the input's shape.
+
+This module is torch-free and loads no model module until one is built: the command line's help lists the
+names from the installed distributions' metadata.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+from functools import cache
+from typing import Any, Protocol
+
+from rat.shared.errors import ParamError, RatError, one_line
+
+#: Where models are registered (``[project.entry-points."rat.models"]``).
+ENTRY_POINT_GROUP = "rat.models"
+#: Trainer settings handed to the models whose signature takes them.
+SETTINGS = ("attention", "width")
+RUNTIME = ("backend", "memory")
+
+
+class Model(Protocol):
+    name: str
+    params: dict[str, Any]
+    uses_labels: bool
+
+    def provenance(self) -> dict[str, Any]: ...
+
+    def build(self, channels: int) -> Any: ...
+
+
+class ModelError(RatError, RuntimeError):
+    """A registered model that cannot be loaded or built (its package missing or broken), in one line."""
+
+
+@cache
+def registered() -> dict[str, importlib.metadata.EntryPoint]:
+    """Model name -> its entry point, over every installed distribution (read once per process)."""
+    found: dict[str, importlib.metadata.EntryPoint] = {}
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in found and found[ep.name].value != ep.value:
+            raise ModelError(f"model {ep.name!r} is registered twice: {found[ep.name].value} "
+                             f"({_origin(found[ep.name])}) and {ep.value} ({_origin(ep)})")
+        found[ep.name] = ep
+    first = ("rat", "rat-small")
+    return dict(sorted(found.items(), key=lambda item: (_origin(item[1]) != "rat", item[0] not in first,
+                                                        item[0])))
+
+
+def _origin(ep: importlib.metadata.EntryPoint) -> str:
+    return ep.dist.metadata["Name"] if ep.dist is not None else "?"
+
+
+def model_names() -> tuple[str, ...]:
+    """Every registered model name: this package's first, then the plug-ins'."""
+    return tuple(registered())
+
+
+def plugin_origins() -> dict[str, str]:
+    """Models registered by other distributions: name -> "distribution version"."""
+    return {name: f"{_origin(ep)} {ep.dist.version}" for name, ep in registered().items()
+            if ep.dist is not None and _origin(ep) != "rat"}
+
+
+def model_class(name: str) -> type:
+    """The class of model ``name`` (ParamError naming the known ones; ModelError if it won't load)."""
+    eps = registered()
+    if name not in eps:
+        raise ParamError("model", f"unknown model {name!r}; choose one of {', '.join(eps) or 'none'}")
+    try:
+        cls = eps[name].load()
+    except Exception as err:  # noqa: BLE001 - a plug-in's import failure is told in one line
+        raise ModelError(f"model {name!r} ({eps[name].value}, from {_origin(eps[name])}) does not load: "
+                         f"{one_line(err)}") from None
+    if getattr(cls, "name", None) != name:
+        raise ModelError(f"model {name!r}: {eps[name].value} has name {getattr(cls, 'name', None)!r}; a "
+                         "model's `name` must be the name it is registered under")
+    return cls
+
+
+def accepted(cls: type) -> set[str]:
+    """The keyword parameters of a model class."""
+    return set(inspect.signature(cls).parameters)
+
+
+def make_model(name: str, params: dict[str, Any] | None = None) -> Model:
+    """The model ``name`` with ``params`` (ParamError naming a parameter it does not take)."""
+    cls = model_class(name)
+    params = dict(params or {})
+    takes = accepted(cls)
+    kinds = [p.kind for p in inspect.signature(cls).parameters.values()]
+    has_kwargs = inspect.Parameter.VAR_KEYWORD in kinds
+    unknown = sorted(set(params) - takes) if not has_kwargs else []
+    if unknown:
+        raise ParamError("model_params", f"model {name!r} takes no parameter {unknown[0]!r} (it takes: "
+                         f"{', '.join(sorted(takes)) or 'none'})")
+    try:
+        return cls(**params)
+    except (TypeError, ValueError) as err:
+        raise ParamError("model_params", f"model {name!r}: {one_line(err)}") from None
+
+
+def build_network(name: str, channels: int, params: dict[str, Any] | None = None,
+                  runtime: dict[str, Any] | None = None) -> Any:
+    """The network of model ``name`` for ``channels``-channel images, randomly initialised; ``runtime``
+    settings (``backend``, ``memory``) go only to models that take them. The module carries
+    ``uses_labels`` (see :func:`takes_labels`)."""
+    takes = accepted(model_class(name))
+    extra = {k: v for k, v in (runtime or {}).items() if k in takes and v is not None}
+    model = make_model(name, {**(params or {}), **extra})
+    try:
+        net = model.build(channels)
+    except ModuleNotFoundError as err:
+        raise ModelError(f"model {name!r} needs the package {err.name!r}, which is not installed "
+                         f"({install_hint(model)})") from None
+    if not hasattr(type(net), "uses_labels"):  # RAT says it itself
+        net.uses_labels = bool(model.uses_labels)
+    return net
+
+
+def install_hint(model: Any) -> str:
+    """How to install what a model needs (its class's ``install``, else its package's name)."""
+    return getattr(model, "install", None) or f"pip install {model.provenance().get('package', '?')}"
+
+
+def takes_labels(model: Any) -> bool:
+    """Whether a built network takes label maps (unwrapping DistributedDataParallel); RAT's ablations and
+    every region-free model do not."""
+    model = getattr(model, "module", model)
+    return bool(getattr(model, "uses_labels", True))
