@@ -75,8 +75,21 @@ def photo_and_labels(name: str, size: int) -> tuple[np.ndarray, np.ndarray]:
     return img.astype(np.float32), labels.astype(np.int64)
 
 
+def within_region_entries(labels: torch.Tensor) -> int:
+    """Number of (query, key) pairs in the same region over the batch; labels (B, N)."""
+    from rat.training.model.attention_plan import region_ids
+
+    _, counts = torch.unique(region_ids(labels), return_counts=True)
+    return int((counts.long() ** 2).sum())
+
+
+def needed_fraction(labels: torch.Tensor) -> float:
+    """Fraction of the B * N^2 dense attention entries that lie within a region; labels (B, N)."""
+    b, n = labels.shape
+    return within_region_entries(labels) / (b * n * n)
+
+
 def describe_map(name: str, size: int) -> str:
-    from rat.training.model.attention_plan import needed_fraction
     _, labels = photo_and_labels(name, size)
     tokens = torch.from_numpy(labels[::4, ::4].copy()).reshape(1, -1)
     crops = [len(np.unique(labels[i:i + 256, j:j + 256]))
@@ -212,7 +225,6 @@ def _floor(spec: dict) -> dict:
     """FLOPs of our step (nothing recomputed) outside region attention, and the plan's."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from rat.training.model.attention_plan import within_region_entries
     counted = {}
     for name, mapping in (("counted", None), ("fixed", {
             torch.ops.aten.convolution_backward: _conv_backward_flop})):

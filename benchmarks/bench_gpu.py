@@ -47,7 +47,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_attention import _conv_backward_flop, _dihedral, describe_map, photo_and_labels  # noqa: E402
+from bench_attention import (  # noqa: E402
+    _conv_backward_flop,
+    _dihedral,
+    describe_map,
+    photo_and_labels,
+    within_region_entries,
+)
 
 GB = 1e9
 #: Seconds a contender's process may take (compiling included) before it is reported as failed.
@@ -183,8 +189,6 @@ def _floor(spec: dict) -> dict:
     """FLOPs of our step (memory none, sparse, eager: nothing recomputed) without the attention kernels, the
     within-region attention's FLOPs, and the bf16 (GPU) or fp32 (CPU) matmul rate of this device."""
     from torch.utils.flop_counter import FlopCounterMode
-
-    from rat.training.model.attention_plan import within_region_entries
 
     device = torch.device(spec["device"])
     model, loss = _ours({**spec, "backend": "sparse", "memory": "none", "compile": "off",

@@ -45,7 +45,7 @@ def main() -> None:
         device = "cuda"
     from segment_anything import SamAutomaticMaskGenerator, sam_model_registry
 
-    from rat.shared.regions.sam import SamGenerator, load_sam
+    from rat.shared.regions.sam import SamGenerator
 
     tile = _ihc()
     reps = -(-args.size // tile.shape[0])
@@ -56,7 +56,7 @@ def main() -> None:
         ckpt = Path(tmp) / "sam_vit_b_random_weights.pth"
         torch.manual_seed(0)
         torch.save(sam_model_registry["vit_b"]().state_dict(), ckpt)
-        model, _ = load_sam(ckpt, "vit_b")
+        model, _ = SamGenerator.load_model(ckpt, "vit_b")
         package = SamAutomaticMaskGenerator(model.to(device), output_mode="uncompressed_rle", **params)
         ours = SamGenerator(ckpt, model_type="vit_b", device=device, **params)
 

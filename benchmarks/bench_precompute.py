@@ -129,7 +129,7 @@ def peak_memory_child(ckpt: str, image: str, contender: str, points_per_batch: i
     from segment_anything import SamAutomaticMaskGenerator
 
     from rat.shared.regions.labels import resolve_rle_masks
-    from rat.shared.regions.sam import SamGenerator, load_sam
+    from rat.shared.regions.sam import SamGenerator
 
     torch.set_num_threads(2)
     rgb = np.asarray(Image.open(image).convert("RGB"))
@@ -137,7 +137,7 @@ def peak_memory_child(ckpt: str, image: str, contender: str, points_per_batch: i
     params = {"points_per_side": 8, "points_per_batch": points_per_batch, "pred_iou_thresh": 0.0,
               "stability_score_thresh": 0.0}
     if contender == "package":
-        model, _ = load_sam(ckpt, "vit_b")
+        model, _ = SamGenerator.load_model(ckpt, "vit_b")
         gen = SamAutomaticMaskGenerator(model, output_mode="uncompressed_rle", **params)
         generate = gen.generate
     else:

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import torch
 
 from rat.shared import store as st
@@ -29,6 +30,31 @@ norm_low = -1024
 norm_high = 3072
 sam_window = { kind = "fixed", low = -160, high = 240 }
 """
+
+
+def authors_labels(masks) -> np.ndarray:
+    """The label map of (K, H, W) boolean masks by the authors' procedure, written plainly: sort by area,
+    largest first (a stable sort: ties keep their order), paint in that order (later paints over earlier),
+    then number the regions left 1..L in paint order; 0 where no mask covers."""
+    masks = np.asarray(masks, dtype=bool)
+    anns = sorted(({"seg": m, "area": int(m.sum())} for m in masks), key=lambda a: a["area"], reverse=True)
+    painted = np.zeros(masks.shape[1:], dtype=np.int64)
+    for i, ann in enumerate(anns, start=1):
+        painted[ann["seg"]] = i
+    numbered = np.zeros_like(painted)
+    for n, value in enumerate(np.unique(painted[painted > 0]), start=1):
+        numbered[painted == value] = n
+    return numbered
+
+
+def rle_records(masks) -> list[dict]:
+    """(K, H, W) boolean masks as the SAM generator's records with uncompressed-RLE ``segmentation`` and
+    ``area``, encoded by segment_anything's own functions."""
+    from segment_anything.utils.amg import area_from_rle, mask_to_rle_pytorch
+
+    rles = mask_to_rle_pytorch(torch.from_numpy(np.asarray(masks, dtype=bool)))
+    return [{"segmentation": r, "area": area_from_rle(r)} for r in rles]
+
 
 def lively(model: torch.nn.Module, generator: torch.Generator | None = None, seed: int = 0):
     """Give a RAT's zero-initialised branch scales and last layer random values, so every branch affects
@@ -57,7 +83,6 @@ def write_schema1_store(url, dataset: str, labels: dict, generator: dict, window
     import hashlib
     import json
 
-    import numpy as np
     import zarr
 
     identity = {"schema": 1, "dataset": dataset, "generator": generator, "windows": windows}

@@ -70,87 +70,69 @@ def parse_definition(text: str, path: Path, *, builtin: bool, anchored: bool = T
     return DatasetDef(name, description.strip(), parsed, path, builtin, root, text)
 
 
-def _parse_group(gname: str, table: dict[str, Any], own: set[str], fail) -> Group:
-    def key(k: str) -> str:
-        return f"groups.{gname}.{k}" if k in own else f"defaults.{k}"
+class _GroupTable:
+    """The keys of one group (its own over [defaults]), each read with the check its value needs; errors name
+    the key where it was written: ``groups.<name>.<key>`` or ``defaults.<key>``."""
 
+    def __init__(self, gname: str, table: dict[str, Any], own: set[str], fail) -> None:
+        self.gname, self.table, self.own, self.fail = gname, table, own, fail
+
+    def __contains__(self, k: str) -> bool:
+        return k in self.table
+
+    def key(self, k: str) -> str:
+        return f"groups.{self.gname}.{k}" if k in self.own else f"defaults.{k}"
+
+    def error(self, k: str, reason: str) -> DefinitionError:
+        return self.fail(self.key(k), reason)
+
+    def number(self, k: str) -> float:
+        v = self.table[k]
+        if not _is_number(v):
+            raise self.error(k, f"expected a number, got {v!r}")
+        return float(v)
+
+    def positive_int(self, k: str) -> int:
+        v = self.table[k]
+        if not _is_int(v) or v < 1:
+            raise self.error(k, f"expected a positive integer, got {v!r}")
+        return v
+
+    def patterns(self, k: str) -> tuple[str, ...]:
+        v = self.table[k]
+        v = [v] if isinstance(v, str) else v
+        if not isinstance(v, list) or not v or not all(isinstance(p, str) and p for p in v):
+            raise self.error(k, "expected a pattern string or a non-empty list of them")
+        for p in v:
+            if p.startswith("/") or ".." in Path(p).parts or "\\" in p:
+                raise self.error(k, f"{p!r}: patterns are relative paths inside the data root")
+            if not pattern_fields(p):
+                raise self.error(k, f"{p!r}: needs at least one named field such as {{id}}")
+            for f in FIELD.findall(p):
+                if f != "*" and not f.isidentifier():
+                    raise self.error(k, f"{p!r}: bad field {{{f}}}")
+        return tuple(v)
+
+
+def _parse_group(gname: str, table: dict[str, Any], own: set[str], fail) -> Group:
+    t = _GroupTable(gname, table, own, fail)
     extra = sorted(set(table) - _GROUP_KEYS)
     if extra:
-        raise fail(key(extra[0]), "unknown key")
+        raise t.error(extra[0], "unknown key")
     for k in _REQUIRED:
         if k not in table:
             raise fail(f"groups.{gname}.{k}", "required (in the group or in [defaults])")
-
-    def number(k: str) -> float:
-        v = table[k]
-        if not _is_number(v):
-            raise fail(key(k), f"expected a number, got {v!r}")
-        return float(v)
-
-    def positive_int(k: str) -> int:
-        v = table[k]
-        if not _is_int(v) or v < 1:
-            raise fail(key(k), f"expected a positive integer, got {v!r}")
-        return v
-
-    def patterns(k: str) -> tuple[str, ...]:
-        v = table[k]
-        v = [v] if isinstance(v, str) else v
-        if not isinstance(v, list) or not v or not all(isinstance(p, str) and p for p in v):
-            raise fail(key(k), "expected a pattern string or a non-empty list of them")
-        for p in v:
-            if p.startswith("/") or ".." in Path(p).parts or "\\" in p:
-                raise fail(key(k), f"{p!r}: patterns are relative paths inside the data root")
-            if not pattern_fields(p):
-                raise fail(key(k), f"{p!r}: needs at least one named field such as {{id}}")
-            for f in FIELD.findall(p):
-                if f != "*" and not f.isidentifier():
-                    raise fail(key(k), f"{p!r}: bad field {{{f}}}")
-        return tuple(v)
-
     modality = table["modality"]
     if not isinstance(modality, str) or not modality:
-        raise fail(key("modality"), "expected a string such as 'CT', 'PET' or 'pathology'")
-    channels = positive_int("channels")
-    hq = patterns("hq")
-    lq = patterns("lq") if "lq" in table else None
-    derive = table.get("derive_lq")
-    if (lq is None) == (derive is None):
-        raise fail(f"groups.{gname}", "set exactly one of lq (patterns) and derive_lq (a method)")
-    if derive is not None and derive not in DERIVE_METHODS:
-        raise fail(key("derive_lq"), f"unknown method {derive!r} (known: "
-                   f"{', '.join(sorted(DERIVE_METHODS))})")
-    names = pattern_fields(hq[0])
-    for k, pats in (("hq", hq), ("lq", lq or ())):
-        for p in pats:
-            if pattern_fields(p) != names:
-                raise fail(key(k), f"{p!r}: uses fields {sorted(pattern_fields(p))}, "
-                           f"but {hq[0]!r} uses {sorted(names)}; every pattern needs the same")
-    id_template = table.get("id")
-    if id_template is not None:
-        if not isinstance(id_template, str) or not pattern_fields(id_template):
-            raise fail(key("id"), "expected a template string using the pattern fields")
-        extra = pattern_fields(id_template) - names
-        if extra or "{*}" in id_template:
-            raise fail(key("id"), f"uses fields the patterns do not have: {sorted(extra) or '*'}")
-    norm_low, norm_high = number("norm_low"), number("norm_high")
-    if not norm_high > norm_low:
-        raise fail(key("norm_high"), "must be greater than norm_low")
-    data_range = number("data_range") if "data_range" in table else norm_high - norm_low
-    if data_range <= 0:
-        raise fail(key("data_range"), "must be positive")
-    value_range = None
-    if "value_range" in table:
-        v = table["value_range"]
-        if not (isinstance(v, list) and len(v) == 2 and all(_is_number(x) for x in v)) or not v[1] > v[0]:
-            raise fail(key("value_range"), f"expected [low, high] with high > low, got {v!r}")
-        value_range = (float(v[0]), float(v[1]))
-    clip_values = table.get("clip_values", False)
-    if not isinstance(clip_values, bool):
-        raise fail(key("clip_values"), f"expected true or false, got {clip_values!r}")
-    volume = _parse_volume(table["volume"], key("volume"), fail) if "volume" in table else None
+        raise t.error("modality", "expected a string such as 'CT', 'PET' or 'pathology'")
+    channels = t.positive_int("channels")
+    hq, lq, derive, names = _parse_files(t)
+    id_template = _parse_id(t, names)
+    norm_low, norm_high, data_range = _parse_normalisation(t)
+    value_range, clip_values = _parse_value_range(t), _parse_clip_values(t)
+    volume = _parse_volume(table["volume"], t.key("volume"), fail) if "volume" in t else None
     if volume is not None and derive is not None:
-        raise fail(key("derive_lq"), "derived LQ is not supported for volume groups")
+        raise t.error("derive_lq", "derived LQ is not supported for volume groups")
     return Group(
         name=gname,
         modality=modality,
@@ -165,10 +147,66 @@ def _parse_group(gname: str, table: dict[str, Any], own: set[str], fail) -> Grou
         norm_low=norm_low,
         norm_high=norm_high,
         data_range=data_range,
-        sam_window=_parse_window(table["sam_window"], key("sam_window"), fail),
-        patch_size=positive_int("patch_size"),
-        split=_parse_split(table["split"], key("split"), names, fail),
+        sam_window=_parse_window(table["sam_window"], t.key("sam_window"), fail),
+        patch_size=t.positive_int("patch_size"),
+        split=_parse_split(table["split"], t.key("split"), names, fail),
     )
+
+
+def _parse_files(t: _GroupTable) -> tuple[tuple[str, ...], tuple[str, ...] | None, str | None, set[str]]:
+    """(HQ patterns, LQ patterns or None, the LQ derivation method or None, the patterns' fields)."""
+    hq = t.patterns("hq")
+    lq = t.patterns("lq") if "lq" in t else None
+    derive = t.table.get("derive_lq")
+    if (lq is None) == (derive is None):
+        raise t.fail(f"groups.{t.gname}", "set exactly one of lq (patterns) and derive_lq (a method)")
+    if derive is not None and derive not in DERIVE_METHODS:
+        raise t.error("derive_lq", f"unknown method {derive!r} (known: {', '.join(sorted(DERIVE_METHODS))})")
+    names = pattern_fields(hq[0])
+    for k, pats in (("hq", hq), ("lq", lq or ())):
+        for p in pats:
+            if pattern_fields(p) != names:
+                raise t.error(k, f"{p!r}: uses fields {sorted(pattern_fields(p))}, "
+                              f"but {hq[0]!r} uses {sorted(names)}; every pattern needs the same")
+    return hq, lq, derive, names
+
+
+def _parse_id(t: _GroupTable, names: set[str]) -> str | None:
+    id_template = t.table.get("id")
+    if id_template is not None:
+        if not isinstance(id_template, str) or not pattern_fields(id_template):
+            raise t.error("id", "expected a template string using the pattern fields")
+        extra = pattern_fields(id_template) - names
+        if extra or "{*}" in id_template:
+            raise t.error("id", f"uses fields the patterns do not have: {sorted(extra) or '*'}")
+    return id_template
+
+
+def _parse_normalisation(t: _GroupTable) -> tuple[float, float, float]:
+    """(norm_low, norm_high, data_range)."""
+    norm_low, norm_high = t.number("norm_low"), t.number("norm_high")
+    if not norm_high > norm_low:
+        raise t.error("norm_high", "must be greater than norm_low")
+    data_range = t.number("data_range") if "data_range" in t else norm_high - norm_low
+    if data_range <= 0:
+        raise t.error("data_range", "must be positive")
+    return norm_low, norm_high, data_range
+
+
+def _parse_value_range(t: _GroupTable) -> tuple[float, float] | None:
+    if "value_range" not in t:
+        return None
+    v = t.table["value_range"]
+    if not (isinstance(v, list) and len(v) == 2 and all(_is_number(x) for x in v)) or not v[1] > v[0]:
+        raise t.error("value_range", f"expected [low, high] with high > low, got {v!r}")
+    return (float(v[0]), float(v[1]))
+
+
+def _parse_clip_values(t: _GroupTable) -> bool:
+    clip_values = t.table.get("clip_values", False)
+    if not isinstance(clip_values, bool):
+        raise t.error("clip_values", f"expected true or false, got {clip_values!r}")
+    return clip_values
 
 
 def _parse_window(v: Any, where: str, fail) -> Window:

@@ -73,27 +73,6 @@ def fold_masks(ranks: np.ndarray, masks: Iterable[np.ndarray], shape: tuple[int,
     return painted
 
 
-def resolve_masks(masks: np.ndarray | Sequence[np.ndarray], areas: Sequence[int] | None = None,
-                  shape: tuple[int, int] | None = None) -> np.ndarray:
-    """(K, H, W) boolean masks -> (H, W) label map (uint16/uint32), smallest mask wins, 0 = uncovered.
-
-    `areas` default to the masks' pixel counts (SAM's records carry them). An empty list needs `shape`.
-    """
-    if len(masks) == 0:
-        if shape is None:
-            raise ValueError("no masks and no shape: cannot make a label map")
-        return np.zeros(shape, dtype=np.uint16)
-    first = np.asarray(masks[0])
-    if first.ndim != 2:
-        raise ValueError(f"masks must be 2-D, got shape {first.shape}")
-    shape = first.shape if shape is None else tuple(shape)
-    if areas is None:
-        areas = [int(np.count_nonzero(m)) for m in masks]
-    if len(areas) != len(masks):
-        raise ValueError(f"{len(areas)} areas for {len(masks)} masks")
-    return compact(fold_masks(paint_ranks(areas), masks, shape))
-
-
 def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
     """SAM's uncompressed RLE (column-major run lengths, starting with a run of 0s) -> (H, W) bool.
 

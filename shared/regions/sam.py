@@ -8,7 +8,6 @@ memory, :mod:`rat.shared.regions.bounded`); checkpoints are loaded and checked b
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
@@ -44,8 +43,3 @@ class SamGenerator(SamFamilyGenerator):
         from segment_anything import SamAutomaticMaskGenerator
 
         return SamAutomaticMaskGenerator
-
-
-def load_sam(checkpoint: str | Path, model_type: str = "vit_b") -> tuple[torch.nn.Module, str]:
-    """Build SAM ``model_type`` and load ``checkpoint`` into it. Returns (model in eval mode, SHA-256)."""
-    return SamGenerator.load_model(checkpoint, model_type)

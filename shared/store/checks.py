@@ -55,12 +55,6 @@ def label_problem(group: zarr.Group, entry: Entry) -> str | None:
     return _label_problem(entry, record(group, entry.id))
 
 
-def label_problems(group: zarr.Group, entries: Sequence[Entry]) -> list[str | None]:
-    """:func:`label_problem` of many entries, their records read in one batch."""
-    found = read_records(group, [e.id for e in entries])
-    return [_label_problem(e, found[e.id]) for e in entries]
-
-
 def checked_labels(group: zarr.Group, entry: Entry) -> zarr.Array:
     """The label array of an index entry; StoreError naming the problem of :func:`label_problem`."""
     problem = label_problem(group, entry)

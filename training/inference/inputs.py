@@ -163,8 +163,3 @@ def scans_of_entries(entries: list[Entry], root: str | Path) -> list[Scan]:
         ids = {e.slice: e.id for e in members}
         scans.append(Scan(path, "volume", f"{members[0].group}/{base}{suffix}", axis, ids, sorted(ids)))
     return scans
-
-
-def volume_slices(scan: Scan) -> int:
-    """Number of slices of a volume scan along its axis (from the headers)."""
-    return int(volume_shape(scan.path)[scan.axis % 3])

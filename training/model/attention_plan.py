@@ -88,19 +88,6 @@ def region_ids(labels: Tensor) -> Tensor:
     return ids + offset
 
 
-def needed_fraction(labels: Tensor) -> float:
-    """Fraction of the B * N^2 dense attention entries that lie within a region; labels (B, N)."""
-    _, counts = torch.unique(region_ids(labels), return_counts=True)
-    b, n = labels.shape
-    return float((counts.double() ** 2).sum() / (b * n * n))
-
-
-def within_region_entries(labels: Tensor) -> int:
-    """Number of (query, key) pairs in the same region over the batch; labels (B, N)."""
-    _, counts = torch.unique(region_ids(labels), return_counts=True)
-    return int((counts.long() ** 2).sum())
-
-
 def plan_region_attention(labels: Tensor, backend: str, *, region_lambda: float = REGION_LAMBDA
                           ) -> DensePlan | SparsePlan | flex.FlexPlan:
     """Precompute what region attention over token labels (B, N) needs, for ``backend`` (one of

@@ -1,28 +1,19 @@
-"""Overlapping masks -> non-overlapping label maps: the authors' partition, vectorised."""
+"""Overlapping masks -> non-overlapping label maps (rat.shared.regions.labels): the authors' partition,
+vectorised; masks come as SAM's records, encoded by segment_anything's own functions."""
 
 import numpy as np
 import pytest
 import torch
-from segment_anything.utils.amg import area_from_rle, mask_to_rle_pytorch
+from helpers import authors_labels, rle_records
+from segment_anything.utils.amg import mask_to_rle_pytorch
 from segment_anything.utils.amg import rle_to_mask as sam_rle_to_mask
 
-from rat.shared.regions.labels import (
-    compact,
-    label_dtype,
-    paint_ranks,
-    resolve_masks,
-    resolve_rle_masks,
-    rle_to_mask,
-)
+from rat.shared.regions.labels import compact, label_dtype, paint_ranks, resolve_rle_masks, rle_to_mask
 
 
-def authors_procedure(masks: np.ndarray) -> np.ndarray:
-    """Sort by area descending, paint in that order (later paints over earlier) - written plainly."""
-    anns = sorted(({"seg": m, "area": int(m.sum())} for m in masks), key=lambda a: a["area"], reverse=True)
-    out = np.zeros(masks.shape[1:], dtype=np.int64)
-    for i, ann in enumerate(anns, start=1):
-        out[ann["seg"]] = i
-    return out
+def resolve(masks: np.ndarray) -> np.ndarray:
+    """The label map the SAM-family generators make of these masks."""
+    return resolve_rle_masks(rle_records(masks), masks.shape[1:])
 
 
 def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
@@ -37,7 +28,7 @@ def test_smallest_mask_wins_and_uncovered_is_zero():
     m[0, :4, :4] = True        # 16 px
     m[1, 1:3, 1:3] = True      # 4 px, nested in 0
     m[2, 3:6, 3:6] = True      # 9 px, overlaps 0 at (3,3)
-    lab = resolve_masks(m)
+    lab = resolve(m)
     assert lab.dtype == np.uint16
     assert lab[1, 1] == lab[2, 2] != lab[0, 0]           # nested small mask is its own region
     assert lab[3, 3] == lab[5, 5] != lab[0, 0]           # overlap goes to the 9-px mask, not the 16-px one
@@ -50,9 +41,9 @@ def test_ties_go_to_the_later_mask_like_a_stable_sort():
     m = np.zeros((2, 4, 4), bool)
     m[0, :2, :] = True
     m[1, 1:3, :] = True                                   # same area 8, overlap on row 1
-    lab = resolve_masks(m)
+    lab = resolve(m)
     assert (lab[1] == lab[2]).all() and lab[1, 0] != lab[0, 0]
-    assert same_partition(lab, authors_procedure(m))
+    assert same_partition(lab, authors_labels(m))
 
 
 def test_fully_covered_mask_disappears_and_numbers_stay_consecutive():
@@ -60,7 +51,7 @@ def test_fully_covered_mask_disappears_and_numbers_stay_consecutive():
     m[0, :3, :3] = True
     m[1, :2, :2] = True
     m[2, :2, :2] = True                                   # covers mask 1 entirely (tie, later wins)
-    lab = resolve_masks(m)
+    lab = resolve(m)
     assert sorted(np.unique(lab)) == [0, 1, 2]
 
 
@@ -72,29 +63,20 @@ def test_equals_the_authors_partition_on_random_masks(seed):
     for i in range(k):
         y, x = rng.integers(0, h - 2), rng.integers(0, w - 2)
         masks[i, y:y + rng.integers(2, 20), x:x + rng.integers(2, 20)] = True
-    ref = authors_procedure(masks)
-    lab = resolve_masks(masks)
-    assert same_partition(lab, ref)
-    assert (lab == compact(ref)).all()                    # and the same numbers, in paint order
+    lab = resolve(masks)
+    assert (lab == authors_labels(masks)).all()           # the same regions, numbered in paint order
 
 
-def test_empty_mask_list_and_wrong_shapes():
-    assert (resolve_masks([], shape=(3, 4)) == 0).all()
-    with pytest.raises(ValueError, match="shape"):
-        resolve_masks([])
-    with pytest.raises(ValueError, match=r"mask 1 has shape \(3, 3\)"):
-        resolve_masks([np.ones((4, 4), bool), np.ones((3, 3), bool)])
-    with pytest.raises(ValueError, match="2-D"):
-        resolve_masks(np.ones((2, 2, 3, 3), bool))
+def test_random_masks_give_the_authors_labels():
+    masks = np.random.default_rng(7).random((20, 30, 40)) > 0.7
+    assert (resolve(masks) == authors_labels(masks)).all()
 
 
-def test_rle_records_give_the_same_map_as_dense_masks():
-    rng = np.random.default_rng(7)
-    masks = rng.random((20, 30, 40)) > 0.7
-    rles = mask_to_rle_pytorch(torch.from_numpy(masks))
-    records = [{"segmentation": r, "area": area_from_rle(r)} for r in rles]
-    assert (resolve_rle_masks(records, (30, 40)) == resolve_masks(masks)).all()
-    assert (resolve_rle_masks([], (30, 40)) == 0).all()
+def test_no_masks_and_masks_of_another_shape():
+    assert (resolve_rle_masks([], (3, 4)) == 0).all() and resolve_rle_masks([], (3, 4)).shape == (3, 4)
+    records = rle_records(np.ones((2, 3, 3), bool))
+    with pytest.raises(ValueError, match=r"mask 0 has shape \(3, 3\), expected \(4, 4\)"):
+        resolve_rle_masks(records, (4, 4))
 
 
 def test_dtype_grows_past_65535_regions():

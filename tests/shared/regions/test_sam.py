@@ -4,11 +4,11 @@
 import numpy as np
 import pytest
 import torch
+from helpers import authors_labels
 from segment_anything import SamAutomaticMaskGenerator
 
 from rat.shared.hashes import sha256_file
 from rat.shared.regions import sam as S
-from rat.shared.regions.labels import resolve_masks
 from rat.shared.regions.sam_config import SamError
 
 FAST = {"points_per_side": 6, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0,
@@ -16,7 +16,7 @@ FAST = {"points_per_side": 6, "pred_iou_thresh": 0.0, "stability_score_thresh": 
 
 
 def test_checkpoint_loads_and_is_hashed(tiny_sam_checkpoint):
-    model, digest = S.load_sam(tiny_sam_checkpoint, "test_tiny")
+    model, digest = S.SamGenerator.load_model(tiny_sam_checkpoint, "test_tiny")
     assert digest == sha256_file(tiny_sam_checkpoint) and len(digest) == 64
     ref = torch.load(tiny_sam_checkpoint, weights_only=True)
     assert all(torch.equal(v, ref[k]) for k, v in model.state_dict().items())
@@ -27,10 +27,10 @@ def test_label_map_equals_resolving_sams_own_binary_masks(tiny_sam_checkpoint):
     rgb = np.clip(rng.normal(128, 60, (48, 64, 3)), 0, 255).astype(np.uint8)
     gen = S.SamGenerator(tiny_sam_checkpoint, model_type="test_tiny", device="cpu", **FAST)
     labels = gen(rgb)
-    model, _ = S.load_sam(tiny_sam_checkpoint, "test_tiny")
+    model, _ = S.SamGenerator.load_model(tiny_sam_checkpoint, "test_tiny")
     records = SamAutomaticMaskGenerator(model, **FAST).generate(rgb)   # binary masks, SAM's own output
     assert len(records) > 3
-    expected = resolve_masks(np.stack([r["segmentation"] for r in records]), [r["area"] for r in records])
+    expected = authors_labels([r["segmentation"] for r in records])
     assert labels.shape == (48, 64) and labels.dtype == np.uint16
     assert (labels == expected).all()
     prov = gen.provenance()
@@ -44,20 +44,20 @@ def test_published_name_with_other_hash_is_refused(tiny_sam_checkpoint, tmp_path
         fake = tmp_path / name
         fake.write_bytes(tiny_sam_checkpoint.read_bytes())
         with pytest.raises(SamError, match=f"{name}: SHA-256 .* differs from the published"):
-            S.load_sam(fake, "vit_b")
+            S.SamGenerator.load_model(fake, "vit_b")
 
 
 def test_bad_checkpoints_give_one_line(tiny_sam_checkpoint, tmp_path):
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a pickle")
     with pytest.raises(SamError, match="junk.pth: not a loadable") as err:
-        S.load_sam(junk, "test_tiny")
+        S.SamGenerator.load_model(junk, "test_tiny")
     assert "\n" not in str(err.value)
     with pytest.raises(SamError, match="sam_tiny.pth: not a SAM vit_b checkpoint .*other shapes") as err:
-        S.load_sam(tiny_sam_checkpoint, "vit_b")
+        S.SamGenerator.load_model(tiny_sam_checkpoint, "vit_b")
     assert "\n" not in str(err.value)
     with pytest.raises(SamError, match="unknown SAM model type 'vit_x'; choose one of vit_b, vit_l"):
-        S.load_sam(tiny_sam_checkpoint, "vit_x")
+        S.SamGenerator.load_model(tiny_sam_checkpoint, "vit_x")
 
 
 def test_unknown_parameter_and_device():

@@ -7,11 +7,11 @@ import importlib.metadata
 import numpy as np
 import pytest
 import torch
+from helpers import authors_labels
 
 from rat.shared.errors import MAX_REASON
 from rat.shared.regions import GeneratorError, build_generator, generator_class
 from rat.shared.regions.efficientvit_sam import EfficientVitSamGenerator
-from rat.shared.regions.labels import resolve_masks
 from rat.shared.regions.sam_config import FAMILIES, TEST_MODEL, SamError
 from rat.shared.regions.sam_family import mismatch
 from rat.shared.regions.sam_hq import SamHqGenerator
@@ -40,7 +40,7 @@ def test_label_map_equals_resolving_the_packages_own_masks(name, tiny_checkpoint
     model, _ = cls.load_model(ckpt, TEST_MODEL)
     own = cls.mask_generator()(model, **FAST).generate(rgb)      # binary masks, the package's own output
     assert len(own) >= 3
-    expected = resolve_masks(np.stack([r["segmentation"] for r in own]), [r["area"] for r in own])
+    expected = authors_labels([r["segmentation"] for r in own])
     assert labels.shape == rgb.shape[:2] and labels.dtype == np.uint16
     assert np.array_equal(labels, expected)
 

@@ -17,12 +17,7 @@ from rat.training.model.attention import (
     window_partition,
     window_reverse,
 )
-from rat.training.model.attention_plan import (
-    needed_fraction,
-    plan_region_attention,
-    region_ids,
-    within_region_entries,
-)
+from rat.training.model.attention_plan import plan_region_attention, region_ids
 
 SCALE = 8**-0.5
 TOL = 1e-4
@@ -144,7 +139,6 @@ def test_region_ids_are_unique_across_images_and_keep_order():
     for i in range(2):  # same order within an image
         assert torch.equal(torch.argsort(ids[i], stable=True), torch.argsort(labels[i], stable=True))
     assert not set(ids[0].tolist()) & set(ids[1].tolist())  # no id shared between images
-    assert within_region_entries(labels) == (4 + 1 + 1) + (4 + 1 + 1)
     with pytest.raises(ValueError, match=r"\(B, N\)"):
         region_ids(labels[0])
 
@@ -194,11 +188,6 @@ def test_resolve_backend_and_errors():
     q = torch.zeros(1, 2, 16, 4)
     with pytest.raises(ValueError, match="plan is for 1 x 8 tokens"):
         region_attention(q, q, q, plan, SCALE)
-
-
-def test_needed_fraction():
-    labels = torch.tensor([[0, 0, 1, 1], [5, 5, 5, 5]])
-    assert needed_fraction(labels) == pytest.approx((4 + 4 + 16) / 32)
 
 
 def test_window_partition_round_trip():
