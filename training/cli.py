@@ -33,6 +33,7 @@ from rat.shared.regions import generator_names
 from rat.training.choices import ATTENTIONS, BACKENDS, MODEL_NAMES, OVERLAP, TILE
 from rat.training.config import CHOICES, TrainConfig, help_text
 from rat.training.model.registry import model_names
+from rat.training.selection import Selection
 
 
 def _train_options(func):
@@ -98,9 +99,10 @@ def main(ctx: click.Context, **settings) -> None:
 
     with cli_errors():
         summary = train(given)
-    best = summary["best_psnr"]
+    chosen = summary["selection"]
     click.echo(f"done: {summary['step']} steps in {summary['out']}"
-               + (f"; best validation PSNR {best:.4f} dB" if best > float("-inf") else ""))
+               + (f"; best.pt: step {chosen['step']}, {chosen['split']} "
+                  f"{Selection(chosen['metric']).describe(chosen['value'])}" if chosen["step"] else ""))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from rat.training.choices import (
     VAL_SPLITS,
 )
 from rat.training.model.registry import accepted, make_model, model_class, model_names
+from rat.training.selection import METRICS as SELECTIONS
 
 
 class TrainError(RatError, RuntimeError):
@@ -66,6 +67,7 @@ class TrainConfig:
     patch_size: int | None = _setting(None, "Training patch edge in pixels (default: the group's).")
     val_split: str = _setting("val", "Split validated on whole images; it chooses best.pt. `test` reproduces "
                                      "the authors' practice (biased upwards: a warning says so).")
+    select: str = _setting("psnr", "Validation metric that chooses best.pt (higher is better): psnr or ssim.")
     val_limit: int | None = _setting(None, "Validate on the first N images of the split (by id); default all")
     # model
     model: str = _setting("rat", "Model: rat (the paper's), rat-small (CPU demos), a baseline (`rat-train "
@@ -129,7 +131,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "attention": ATTENTIONS, "backend": BACKENDS, "memory": MEMORY_POLICIES,
     "loss": LOSSES, "fr_norm": FR_NORMS,
     "precision": PRECISIONS, "compile": COMPILE, "device": DEVICES, "metrics_format": METRICS_FORMATS,
-    "val_split": VAL_SPLITS,
+    "val_split": VAL_SPLITS, "select": tuple(SELECTIONS),
 }
 #: Settings that may differ when a run is resumed (they do not change what is computed).
 RUNTIME_KEYS = frozenset({"masks", "root", "index", "out", "device", "workers", "dist_timeout", "log_every",

@@ -52,22 +52,14 @@ def save_figure(path: str | Path, lq: Tensor, restored: Tensor, hq: Tensor, labe
     return path
 
 
-def best_step(records: list[Mapping[str, Any]]) -> int | None:
-    """The step whose validation chose best.pt: the first of the highest validation PSNR (the trainer keeps
-    a checkpoint only when the PSNR rises)."""
-    val = [r for r in records if r["kind"] == "val"]
-    return max(val, key=lambda r: (r["psnr"], -r["step"]))["step"] if val else None
-
-
-def plot_curves(records: list[Mapping[str, Any]], path: str | Path) -> Path:
+def plot_curves(records: list[Mapping[str, Any]], path: str | Path, best: int | None = None) -> Path:
     """PNG of the training loss, and the validation PSNR and SSIM (with the LQ input's), against the step;
-    a dashed line marks the step of best.pt."""
+    a dashed line marks ``best``, the step of best.pt as the run chose it (:mod:`rat.training.selection`)."""
     from matplotlib.figure import Figure
 
     train = [r for r in records if r["kind"] == "train"]
     val = [r for r in records if r["kind"] == "val"]
     split = val[-1].get("split", "val") if val else "val"
-    best = best_step(records)
     fig = Figure(figsize=(15, 4), layout="constrained")
     ax_loss, ax_psnr, ax_ssim = fig.subplots(1, 3)
     ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], lw=1)

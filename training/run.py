@@ -28,7 +28,6 @@ ones.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ from rat.shared.datasets import DatasetDef, Group
 from rat.shared.errors import ParamError
 from rat.training.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, rng_state, save_checkpoint
 from rat.training.config import TrainConfig, TrainError, make_config
+from rat.training.selection import Selection, recorded
 
 LAST, BEST = "last.pt", "best.pt"
 #: Settings that name files or stores: recorded by their resolved locations.
@@ -49,11 +49,12 @@ LOCATIONS = ("masks", "root", "index", "init")
 
 @dataclass
 class Progress:
-    """Where a run stands: steps done, samples consumed (all ranks), best validation PSNR, last validation."""
+    """Where a run stands: steps done, samples consumed (all ranks), the selected metric's best validation
+    value and its step (None: none yet; :mod:`rat.training.selection`), the last validation."""
 
     step: int = 0
     samples: int = 0
-    best: float = -math.inf
+    best: float | None = None
     val: dict[str, Any] | None = None
     best_step: int | None = None
 
@@ -69,6 +70,11 @@ class Run:
     @property
     def out(self) -> Path:
         return Path(self.cfg.out)
+
+    @property
+    def selection(self) -> Selection:
+        """What chooses ``best.pt``: ``select``'s metric (the one rule; every report reads its record)."""
+        return Selection(self.cfg.select)
 
     @classmethod
     def open(cls, settings: Mapping[str, Any]) -> Run:
@@ -93,8 +99,9 @@ class Run:
         if saved.get("bare") or "config" not in saved:
             raise TrainError(f"{last}: not a checkpoint of this trainer")
         cfg = make_config(settings, saved["config"], source=str(last))
-        progress = Progress(saved["step"], saved["samples"], saved["best_psnr"], saved["val"] or None,
-                            (saved.get("selection") or {}).get("step"))
+        chosen = recorded(saved)
+        progress = Progress(saved["step"], saved["samples"], chosen["value"], saved["val"] or None,
+                            chosen["step"])
         return cls(cfg, saved, progress)
 
     def clear(self) -> list[Path]:
@@ -127,8 +134,8 @@ class Run:
                 "scheduler": {"kind": "cosine", "lr": cfg.lr, "min_lr": cfg.min_lr, "iters": cfg.iters,
                               "next_lr": next_lr},
                 "config": asdict(cfg), "model_args": model_args, "provenance": data.provenance,
-                "rng": rng_state(), "best_psnr": p.best, "val": p.val or {},
-                "selection": {"split": cfg.val_split, "metric": "psnr", "step": p.best_step},
+                "rng": rng_state(), "val": p.val or {},
+                "selection": self.selection.record(p.best_step, p.best, cfg.val_split),
                 "data": {"definition": data.dataset.text, "definition_sha256": data.dataset.sha256,
                          "dataset": data.dataset.name, "group": data.group.name, "root": str(data.root),
                          "train": len(data.train), "val": len(data.val)}}

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -181,7 +182,8 @@ def is_device_fault(err: BaseException) -> bool:
 def train(settings: Mapping[str, Any] | Run) -> dict[str, Any]:
     """Train (or resume) the run ``settings`` describe (see :meth:`rat.training.run.Run.open`).
 
-    Returns {"step", "best_psnr", "val" (last validation summary), "out", "model" (the trained module)}.
+    Returns {"step", "selection" (split, metric, step and value of best.pt: :mod:`rat.training.selection`),
+    "val" (last validation summary), "out", "model" (the trained module)}.
     Raises TrainError / StoreError / ParamError with one-line reasons (StoreError lists every problem of
     the store) before the first step when the set-up is wrong.
     """
@@ -194,6 +196,33 @@ def train(settings: Mapping[str, Any] | Run) -> dict[str, Any]:
 
 
 def _train(run: Run, rt: Runtime) -> dict[str, Any]:
+    """The loop: steps, and at their intervals the loss logged, a validation, ``last.pt``."""
+    cfg, progress = run.cfg, run.progress
+    session = start(run, rt)
+    try:  # CUDA errors surface at the next synchronisation: in a step, a log, validation or a save
+        while progress.step < cfg.iters:
+            session.step()
+            step, final = progress.step, progress.step == cfg.iters
+            if step % cfg.log_every == 0 or final:
+                session.log_loss()
+            if step % cfg.eval_every == 0 or final:
+                session.validate()
+            stop = cfg.stop_at is not None and step >= cfg.stop_at
+            if step % cfg.save_every == 0 or final or stop:
+                session.save_last()
+            if stop:
+                say(rt, f"stopped at step {step} (--stop-at); continue with --resume")
+                break
+    except RuntimeError as err:
+        if is_device_fault(err):
+            raise device_fault(err, run, progress.step, session.saved_last) from err
+        raise
+    return session.finish()
+
+
+def start(run: Run, rt: Runtime) -> Session:
+    """Everything before the first step, checked once: the ranks agree, the data and the store, the image
+    cache, the model and its optimiser, the run folder and its metrics log, the patch stream."""
     cfg, progress = run.cfg, run.progress
     starts = gather(rt, [progress.step])
     if len(set(starts)) > 1:
@@ -221,7 +250,6 @@ def _train(run: Run, rt: Runtime) -> dict[str, Any]:
         model = nn.parallel.DistributedDataParallel(raw, device_ids=[rt.device] if rt.device.type == "cuda"
                                                     else None)
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and rt.device.type == "cuda")
-    amp = torch.bfloat16 if bf16 else None
     log, history = None, []
     if rt.main:
         run.remove_leftovers()
@@ -232,80 +260,109 @@ def _train(run: Run, rt: Runtime) -> dict[str, Any]:
         history = log.truncate(progress.step)
         if log.tb is None and progress.step == 0:
             say(rt, f"metrics: {log.path} (TensorBoard not installed)")
-    batches = patch_stream(run, data, rt, cached)
-
-    saved = {LAST: progress.step if run.resumed is not None else None}
-
-    def save(name: str) -> None:
-        run.save(name, run.state(raw, optimizer, args, rt.world, lr_at(progress.step, cfg.lr, cfg.min_lr,
-                                                                        cfg.iters), data))
-        saved[name] = progress.step
-
-    def record(entry: dict[str, Any]) -> None:
-        log.append(entry)
-        history.append(entry)
-
     bar = tqdm(total=cfg.iters, initial=progress.step, desc="train", unit="it",
                disable=not (rt.main and cfg.progress), dynamic_ncols=True, mininterval=1.0)
     model.train()
-    loss_sum, loss_n = torch.zeros((), device=rt.device), 0
-    t0 = t_log = time.perf_counter()
-    step_log = progress.step
-    try:  # CUDA errors surface at the next synchronisation: in a step, a log, validation or a save
-        while progress.step < cfg.iters:
-            lr = lr_at(progress.step, cfg.lr, cfg.min_lr, cfg.iters)
-            loss = train_step(model, optimizer, next(batches), cfg, rt.device, lr, amp)
-            progress.step += 1
-            progress.samples += cfg.batch_size * rt.world
-            loss_sum += loss
-            loss_n += 1
-            bar.update()
-            step, final = progress.step, progress.step == cfg.iters
+    return Session(run, rt, data, raw, model, optimizer, args, torch.bfloat16 if bf16 else None,
+                   patch_stream(run, data, rt, cached), log, history, bar,
+                   saved_last=progress.step if run.resumed is not None else None,
+                   loss_sum=torch.zeros((), device=rt.device), step_log=progress.step)
 
-            # -- log the mean training loss
-            if step % cfg.log_every == 0 or final:
-                mean = float(mean_over_ranks(rt, loss_sum)) / loss_n
-                now = time.perf_counter()
-                if rt.main:
-                    record({"step": step, "kind": "train", "loss": mean, "lr": lr,
-                            "it_s": (step - step_log) / max(now - t_log, 1e-9), "elapsed": now - t0})
-                    bar.set_postfix(loss=f"{mean:.4g}", lr=f"{lr:.3g}", refresh=False)
-                loss_sum.zero_()
-                loss_n, t_log, step_log = 0, now, step
 
-            # -- validate on whole images; keep the best checkpoint
-            if step % cfg.eval_every == 0 or final:
-                val = progress.val = validation(raw, data, cfg, rt, amp)
-                if rt.main and val is not None:
-                    record({"step": step, "kind": "val", "split": cfg.val_split, **val,
-                            "elapsed": time.perf_counter() - t0})
-                    say(rt, f"step {step}: val PSNR {val['psnr']:.4f} dB, SSIM {val['ssim']:.4f} "
-                        f"(LQ {val['lq_psnr']:.4f} / {val['lq_ssim']:.4f})")
-                if val is not None and val["psnr"] > progress.best:
-                    progress.best, progress.best_step = val["psnr"], step
-                    if rt.main:
-                        if not (run.out / LAST).is_file():  # never best.pt alone (see rat.training.run)
-                            save(LAST)
-                        save(BEST)
-                if rt.main:
-                    plot_curves(history, run.out / "curves.png")
+@dataclass
+class Session:
+    """A session of a run (from its start or a resume to its end): what the loop's steps share."""
 
-            # -- save the last checkpoint; stop early when asked
-            stop = cfg.stop_at is not None and step >= cfg.stop_at
-            if step % cfg.save_every == 0 or final or stop:
-                if rt.main:
-                    save(LAST)
-                barrier(rt)
-            if stop:
-                say(rt, f"stopped at step {step} (--stop-at); continue with --resume")
-                break
-    except RuntimeError as err:
-        if is_device_fault(err):
-            raise device_fault(err, run, progress.step, saved[LAST]) from err
-        raise
-    bar.close()
-    if rt.main:
-        plot_curves(history, run.out / "curves.png")
-        log.close()
-    return {"step": progress.step, "best_psnr": progress.best, "val": progress.val, "out": str(run.out),
-            "model": raw}
+    run: Run
+    rt: Runtime
+    data: RunData
+    raw: nn.Module  # the model
+    model: nn.Module  # the model as the steps call it (DistributedDataParallel under torchrun)
+    optimizer: torch.optim.Optimizer
+    args: dict[str, Any]  # the model's arguments, as checkpoints record them
+    amp: torch.dtype | None
+    batches: Any
+    log: MetricsLog | None  # rank 0 only
+    history: list[dict[str, Any]]
+    bar: Any
+    saved_last: int | None = None  # the step last.pt holds
+    loss_sum: torch.Tensor | None = None
+    loss_n: int = 0
+    step_log: int = 0
+    t0: float = field(default_factory=time.perf_counter)
+    t_log: float = field(default_factory=time.perf_counter)
+
+    def lr(self) -> float:
+        cfg = self.run.cfg
+        return lr_at(self.run.progress.step, cfg.lr, cfg.min_lr, cfg.iters)
+
+    def step(self) -> None:
+        """One optimisation step on the next batch."""
+        cfg, progress = self.run.cfg, self.run.progress
+        self.loss_sum += train_step(self.model, self.optimizer, next(self.batches), cfg, self.rt.device,
+                                    self.lr(), self.amp)
+        self.loss_n += 1
+        progress.step += 1
+        progress.samples += cfg.batch_size * self.rt.world
+        self.bar.update()
+
+    def log_loss(self) -> None:
+        """The mean training loss since the last log (over every rank), with the speed."""
+        step, rt = self.run.progress.step, self.rt
+        mean = float(mean_over_ranks(rt, self.loss_sum)) / self.loss_n
+        now = time.perf_counter()
+        if rt.main:
+            cfg = self.run.cfg
+            lr = lr_at(step - 1, cfg.lr, cfg.min_lr, cfg.iters)  # the last step's
+            speed = (step - self.step_log) / max(now - self.t_log, 1e-9)
+            self.record({"step": step, "kind": "train", "loss": mean, "lr": lr, "it_s": speed,
+                         "elapsed": now - self.t0})
+            self.bar.set_postfix(loss=f"{mean:.4g}", lr=f"{lr:.3g}", refresh=False)
+        self.loss_sum.zero_()
+        self.loss_n, self.t_log, self.step_log = 0, now, step
+
+    def validate(self) -> None:
+        """Whole validation images; ``best.pt`` when the selected metric improves (:mod:`selection`)."""
+        run, rt, progress = self.run, self.rt, self.run.progress
+        val = progress.val = validation(self.raw, self.data, run.cfg, rt, self.amp)
+        if val is None:
+            return
+        if rt.main:
+            self.record({"step": progress.step, "kind": "val", "split": run.cfg.val_split, **val,
+                         "elapsed": time.perf_counter() - self.t0})
+            say(rt, f"step {progress.step}: val PSNR {val['psnr']:.4f} dB, SSIM {val['ssim']:.4f} "
+                f"(LQ {val['lq_psnr']:.4f} / {val['lq_ssim']:.4f})")
+        if run.selection.improves(val, progress.best):
+            progress.best, progress.best_step = run.selection.value(val), progress.step
+            if rt.main:
+                if not (run.out / LAST).is_file():  # never best.pt alone (see rat.training.run)
+                    self.save(LAST)
+                self.save(BEST)
+        if rt.main:
+            plot_curves(self.history, run.out / "curves.png", progress.best_step)
+
+    def save_last(self) -> None:
+        if self.rt.main:
+            self.save(LAST)
+        barrier(self.rt)
+
+    def save(self, name: str) -> None:
+        self.run.save(name, self.run.state(self.raw, self.optimizer, self.args, self.rt.world, self.lr(),
+                                           self.data))
+        if name == LAST:
+            self.saved_last = self.run.progress.step
+
+    def record(self, entry: dict[str, Any]) -> None:
+        self.log.append(entry)
+        self.history.append(entry)
+
+    def finish(self) -> dict[str, Any]:
+        """The summary of the run (see :func:`train`); the curves and the log closed."""
+        run, progress = self.run, self.run.progress
+        self.bar.close()
+        if self.rt.main:
+            plot_curves(self.history, run.out / "curves.png", progress.best_step)
+            self.log.close()
+        return {"step": progress.step, "selection": run.selection.record(progress.best_step, progress.best,
+                                                                         run.cfg.val_split),
+                "val": progress.val, "out": str(run.out), "model": self.raw}

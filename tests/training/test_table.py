@@ -32,12 +32,12 @@ def test_table_of_rat_and_baselines_by_the_command(sample_store, sample_root, tm
     assert {p.name for p in out.iterdir()} >= {"runs", "table.csv", "table.md", "table.png"}
     rows = list(csv.DictReader(open(out / "table.csv")))
     assert [r["model"] for r in rows] == [LQ, "rat-small", "srcnn"]
-    assert rows[2]["network"] == "SRCNNNet (rat 0.1.0)" and rows[2]["status"] == "trained"
+    assert rows[2]["network"] == "SRCNNNet (rat-restore 0.1.0)" and rows[2]["status"] == "trained"
     # srcnn 9-1-5 with 8 and 4 filters: parameters and the FLOPs of its three convolutions (2 per MAC)
     assert int(rows[2]["params"]) == 81 * 8 + 8 + 8 * 4 + 4 + 25 * 4 + 1
     assert float(rows[2]["gflops"]) == pytest.approx(2 * 256 * 256 * (81 * 8 + 8 * 4 + 25 * 4) / 1e9)
     md = (out / "table.md").read_text()
-    assert "| rat-small | RAT (rat 0.1.0) |" in md and "(baseline)" in md and "two steps" in md
+    assert "| rat-small | RAT (rat-restore 0.1.0) |" in md and "(baseline)" in md and "two steps" in md
     # a second run reuses every run: nothing is trained again
     stamp = (out / "runs" / "srcnn" / "last.pt").stat().st_mtime_ns
     result = CliRunner().invoke(main, args, catch_exceptions=False)

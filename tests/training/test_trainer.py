@@ -164,7 +164,7 @@ def test_cli_trains_with_csv_metrics_curves_and_best(store, sample_root, tmp_pat
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
     best = load_checkpoint(out / "best.pt")
     assert best["config"]["loss"] == "l1" and best["model_args"]["img_channel"] == 3
-    assert math.isfinite(best["best_psnr"]) and best["val"]["images"] == 1
+    assert math.isfinite(best["selection"]["value"]) and best["val"]["images"] == 1
     assert json.loads((out / "config.json").read_text())["metrics_format"] == "csv"
 
 
@@ -292,8 +292,32 @@ def test_best_pt_is_chosen_on_validation(store, sample_root, tmp_path):
     best = max(val, key=lambda r: (r["psnr"], -r["step"]))                # first of the highest PSNR
     ck = load_checkpoint(out / "best.pt")
     assert ck["step"] == best["step"] == ck["selection"]["step"] and ck["selection"]["split"] == "val"
-    assert ck["best_psnr"] == pytest.approx(best["psnr"])
+    assert ck["selection"]["value"] == pytest.approx(best["psnr"]) and ck["selection"]["metric"] == "psnr"
     assert load_checkpoint(out / "last.pt")["selection"]["step"] == best["step"]
+
+
+def test_select_ssim_best_pt_the_curves_mark_and_the_card_agree(store, sample_root, tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    marks = []
+    real = Axes.axvline
+    monkeypatch.setattr(Axes, "axvline", lambda self, x, *a, **k: marks.append(x) or real(self, x, *a, **k))
+    out = tmp_path / "run"
+    summary = train(cfg(store, sample_root, out, iters=6, eval_every=1, lr=3e-3, val_limit=None,
+                        select="ssim"))
+    val = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in val if r["kind"] == "val"]
+    ssim = [r["ssim"] for r in val]
+    step = val[ssim.index(max(ssim))]["step"]  # the reference: the first step of the highest SSIM
+    ck = load_checkpoint(out / "best.pt")
+    assert ck["step"] == ck["selection"]["step"] == summary["selection"]["step"] == step
+    assert ck["selection"]["metric"] == "ssim" and ck["selection"]["value"] == pytest.approx(max(ssim))
+    assert marks[-3:] == [step] * 3  # the final curves: one mark per panel
+    folder = export_model(out / "best.pt", tmp_path / "model")
+    card = (folder / "README.md").read_text()
+    assert f"best.pt was chosen by the val split's SSIM: SSIM {max(ssim):.4f} at step {step}" in card
+    with pytest.raises(TrainError, match="cannot resume with other settings: `select` 'psnr'"):
+        Run.open({**cfg(store, sample_root, out, iters=6), "resume": True, "select": "psnr"})
 
 
 def test_ranks_that_would_continue_from_different_checkpoints_stop_at_once(store, sample_root, tmp_path,

@@ -20,9 +20,11 @@ from typing import Any
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from rat.shared import DISTRIBUTION
 from rat.training.checkpoint import checkpoint_dataset, load_checkpoint, weights_sha256
 from rat.training.config import TrainError
 from rat.training.model.registry import make_model
+from rat.training.selection import Selection, recorded
 
 MODEL_FORMAT = "rat-model/1"
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
@@ -63,8 +65,8 @@ def export_model(checkpoint: str | Path, out: str | Path, overwrite: bool = Fals
         "store_fingerprint": prov.get("fingerprint"),
         "training": {**{k: ck["config"].get(k) for k in RECIPE}, "steps": ck.get("step"),
                      "world_size": ck.get("world_size")},
-        "metrics": {"best_psnr": ck.get("best_psnr"), "last_validation": ck.get("val") or {}},
-        "selection": ck.get("selection") or {"split": ck["config"].get("val_split"), "metric": "psnr"},
+        "metrics": {"last_validation": ck.get("val") or {}},
+        "selection": recorded(ck),
         "data": {k: v for k, v in (ck.get("data") or {}).items() if k != "definition"},
         "definition": ds.text,
         "provenance": {k: v for k, v in prov.items() if k != "definition"},
@@ -110,9 +112,9 @@ def load_model_folder(folder: str | Path) -> dict[str, Any]:
         raise TrainError(f"{folder}: {CONFIG} is not a {MODEL_FORMAT} model description")
     return {"format": MODEL_FORMAT, "exported": True, "model": state, "model_args": config["model_args"],
             "config": config["config"], "provenance": config["provenance"], "step": config["step"],
-            "val": config["metrics"]["last_validation"], "best_psnr": config["metrics"]["best_psnr"],
+            "val": config["metrics"]["last_validation"],
             "data": {**config["data"], "definition": config["definition"]},
-            "selection": config.get("selection")}
+            "selection": recorded({**config, "best_psnr": config["metrics"].get("best_psnr")})}
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -124,14 +126,15 @@ def model_card(config: Mapping[str, Any], source: str) -> str:
     t, m, n = config["training"], config["metrics"], config["normalisation"]
     gen = config.get("generator") or {}
     val = m.get("last_validation") or {}
-    selected = (config.get("selection") or {}).get("split") or "val"
+    chosen = recorded({**config, "best_psnr": m.get("best_psnr")})
+    selected = chosen["split"]
     biased = ("" if selected != "test" else " The checkpoint was selected on the test split (the authors' "
               "practice): scores on the test split are biased upwards; report a model selected on `val`.")
     data = config.get("data") or {}
     sam = (f" ({gen.get('name')} {gen.get('model_type')}, checkpoint SHA-256 "
            f"`{gen.get('checkpoint_sha256')}`)" if "checkpoint_sha256" in gen else "")
     model = config["model_args"].get("provenance") or {}
-    if model and model.get("package") != "rat":
+    if model and model.get("package") not in (DISTRIBUTION, "rat"):
         what = (f"A `{model['name']}` network (architecture `{model.get('class')}` of the package "
                 f"`{model.get('package')}` {model.get('version')}, trained from random weights with rat)")
         title = model["name"]
@@ -175,8 +178,9 @@ def model_card(config: Mapping[str, Any], source: str) -> str:
         f"| LQ input | {_fmt(val.get('lq_psnr'))} | {_fmt(val.get('lq_ssim'))} |",
         f"| this model | {_fmt(val.get('psnr'))} | {_fmt(val.get('ssim'))} |",
         "",
-        f"Best validation PSNR during training: {_fmt(m.get('best_psnr'))} dB over {val.get('images', '?')} "
-        "image(s).",
+        f"best.pt was chosen by the {selected} split's {Selection(chosen['metric']).label}: "
+        f"{Selection(chosen['metric']).describe(chosen['value'])} at step {chosen['step']}, over "
+        f"{val.get('images', '?')} image(s).",
         "",
         "## Use",
         "",

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rat.shared import DISTRIBUTION
 from rat.shared.datasets import DatasetDef, Group, Window, channel_count, load_dataset, pick_group
 from rat.shared.datasets.definition import range_problem
 from rat.shared.devices import pick_device
@@ -63,7 +64,7 @@ class Restorer:
     @property
     def derivation(self) -> str:
         prov = self.meta.get("model") or {}
-        if prov and prov.get("package") != "rat":
+        if prov and prov.get("package") not in (DISTRIBUTION, "rat"):
             where = f"{prov.get('class')}, {prov.get('package')} {prov.get('version')}"
             return (f"Restored by {self.name} ({where}) trained with rat, {self.dataset.name}/"
                     f"{self.group.name} model, weights SHA-256 "

@@ -9,6 +9,7 @@ from typing import Any
 
 from torch import nn
 
+from rat.shared import DISTRIBUTION
 from rat.shared.errors import ParamError
 from rat.training.model.network import MODELS, RAT
 
@@ -32,7 +33,8 @@ class _Rat:
 
     def provenance(self) -> dict[str, Any]:
         keep = {k: v for k, v in self.params.items() if k not in ("backend", "memory")}
-        return {"name": self.name, "package": "rat", "version": importlib.metadata.version("rat"),
+        version = importlib.metadata.version(DISTRIBUTION)
+        return {"name": self.name, "package": DISTRIBUTION, "version": version,
                 "class": "rat.training.model.network:RAT", "params": keep}
 
     def build(self, channels: int) -> nn.Module:

@@ -12,6 +12,7 @@ import pytest
 import torch
 from helpers import console_script
 
+from rat.shared import DISTRIBUTION
 from rat.shared.errors import ParamError
 from rat.training.model.registry import ENTRY_POINT_GROUP, build_network, make_model, model_names, registered
 
@@ -21,7 +22,7 @@ EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "rat-model-example"
 def test_builtin_models_are_entry_points_of_this_package():
     eps = registered()
     assert model_names()[:2] == ("rat", "rat-small")
-    assert eps["rat"].dist.metadata["Name"] == "rat" and eps["rat"].group == ENTRY_POINT_GROUP
+    assert eps["rat"].dist.metadata["Name"] == DISTRIBUTION and eps["rat"].group == ENTRY_POINT_GROUP
     rat = build_network("rat", 1)
     assert sum(p.numel() for p in rat.parameters()) == 15_945_025 and rat.uses_labels
     assert not build_network("rat-small", 1, {"attention": "wmsa"}).uses_labels

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from rat.shared import DISTRIBUTION
 from rat.training.model.adapters.base import Adapter
 
 
@@ -25,7 +26,7 @@ class SRCNNNet(nn.Module):
 
 
 class SRCNN(Adapter):
-    name, distribution, cls = "srcnn", "rat", "rat.training.model.adapters.srcnn:SRCNNNet"
+    name, distribution, cls = "srcnn", DISTRIBUTION, "rat.training.model.adapters.srcnn:SRCNNNet"
     install = "(part of rat)"
     defaults = {"n1": 64, "n2": 32, "f1": 9, "f2": 1, "f3": 5}
 
