@@ -6,6 +6,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pydicom
 import torch
 
 from rat.shared import store as st
@@ -15,6 +16,22 @@ DATA = Path(__file__).parent / "data"
 #: Settings of a tiny training run on the sample dataset's CT group (seconds on a CPU).
 TINY_RUN = dict(dataset="sample", group="ct", model="rat-small", width=8, patch_size=32, batch_size=2,
                 workers=0, val_limit=1, eval_every=100, save_every=100, log_every=1, progress=False)
+#: pydicom's own test files (read offline), and the two DICOM files the tests use most.
+DICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
+CT_SMALL = DICOM_FILES / "CT_small.dcm"
+MR_SMALL = DICOM_FILES / "MR_small.dcm"
+
+
+def tiny_train_args(iters: int = 2, **options) -> list[str]:
+    """`rat-train` options of a tiny run: rat-small of width 8 on 32 x 32 patches, batch 2, validated once at
+    the end on one image, no worker processes (seconds on a CPU). ``options`` add or change options by name
+    (``eval_every=3`` -> ``--eval-every 3``)."""
+    settings = {"model": "rat-small", "width": 8, "patch_size": 32, "batch_size": 2, "iters": iters,
+                "eval_every": iters, "val_limit": 1, "workers": 0, **options}
+    args = [x for k, v in settings.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+    return [*args, "--no-progress"]
+
+
 #: A small valid dataset definition (one CT group, LQ/HQ DICOM pairs by id) that tests change.
 GOOD = """
 name = "mine"
@@ -30,6 +47,68 @@ norm_low = -1024
 norm_high = 3072
 sam_window = { kind = "fixed", low = -160, high = 240 }
 """
+
+#: PET-like volumes: two tiny NIfTI volumes (LQ, HQ) per patient, sliced along axis 1, air left out.
+PET_DEF = """
+name = "petlike"
+description = "two tiny volumes per patient"
+[groups.pet]
+modality = "PET"
+channels = 1
+hq = ["{patient}/hq.nii.gz"]
+lq = ["{patient}/lq.nii.gz"]
+norm_low = 0
+norm_high = 20
+sam_window = { kind = "percentile", low = 0.5, high = 99.5 }
+patch_size = 192
+volume = { slice_axis = 1, air_threshold = 0.05 }
+split = { rule = "seeded", unit = "patient", seed = 0, test_count = 1 }
+"""
+#: 8-bit RGB slides as TIFF or PNG (LQ and HQ by id).
+EIGHT_BIT = """
+name = "slides"
+[groups.g]
+modality = "pathology"
+channels = 3
+hq = ["hq/{id}.tif", "hq/{id}.png"]
+lq = ["lq/{id}.tif", "lq/{id}.png"]
+norm_low = 0
+norm_high = 255
+sam_window = { kind = "none" }
+patch_size = 16
+split = { rule = "seeded", unit = "id", test_count = 1 }
+"""
+#: CT slices in DICOM series folders, one per patient and dose.
+CT_SERIES = """
+name = "mini"
+[groups.ct]
+modality = "CT"
+channels = 1
+hq = ["{patient}/full_dose/{slice}.dcm"]
+lq = ["{patient}/quarter_dose/{slice}.dcm"]
+id = "{patient}_{slice}"
+norm_low = -1024.0
+norm_high = 3072.0
+data_range = 4096.0
+sam_window = { kind = "fixed", low = -160.0, high = 240.0 }
+patch_size = 32
+[groups.ct.split]
+rule = "seeded"
+unit = "slice"
+test_count = 1
+"""
+
+
+def builtin_variant(folder: Path, name: str, old: str, new: str) -> Path:
+    """A copy of builtin definition ``name`` in ``folder`` with ``old`` replaced by ``new`` (which must be
+    there): e.g. the PET definition with one test patient."""
+    from rat.shared.datasets import load_dataset
+
+    text = load_dataset(name).source.read_text()
+    assert old in text, f"{old!r} is not in the {name} definition"
+    path = Path(folder) / f"{name}.toml"
+    path.write_text(text.replace(old, new))
+    return path
 
 
 def authors_labels(masks) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 import pydicom
 import pytest
 from click.testing import CliRunner
-from helpers import write_schema1_store
+from helpers import builtin_variant, tiny_train_args, write_schema1_store
 
 from rat.precompute.cli import main as pre
 from rat.precompute.runner import compute_labels
@@ -27,8 +27,7 @@ from rat.shared.store.dataset import store_definition, store_index
 from rat.training.cli import main as train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-TINY = ["--model", "rat-small", "--width", "8", "--patch-size", "32", "--batch-size", "2", "--iters", "2",
-        "--eval-every", "2", "--val-limit", "1", "--workers", "0", "--no-progress"]
+TINY = tiny_train_args()
 
 
 def run(cli, *args):
@@ -244,9 +243,7 @@ def test_nifti_export_reassembles_volumes(tmp_path, monkeypatch):
         (root / patient).mkdir(parents=True)
         for name, vol in (("hq", hq), ("lq", hq + rng.random(hq.shape).astype(np.float32))):
             nib.save(nib.Nifti1Image(vol, affine), root / patient / f"{name}.nii.gz")
-    text = load_dataset("pet").source.read_text().replace("test_count = 25", "test_count = 1")
-    definition = tmp_path / "pet.toml"
-    definition.write_text(text)
+    definition = builtin_variant(tmp_path, "pet", "test_count = 25", "test_count = 1")
     monkeypatch.chdir(tmp_path)
     code, out = run(pre, "masks", "--dataset", definition, "--root", root, "--generator", "superpixels",
                     "--sp-n-segments", "4", "--no-progress")

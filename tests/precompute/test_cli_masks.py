@@ -10,10 +10,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
 from click.testing import CliRunner
-from helpers import console_script
+from helpers import DICOM_FILES, console_script
 
 from rat.precompute.cli import main
 from rat.shared import store as st
@@ -90,7 +89,7 @@ def test_selection_split_shard_limit(sample_root, tmp_path):
 def test_bad_items_are_skipped_and_reported(sample_copy, tmp_path):
     ds = load_dataset("sample")
     entries = load_index(ds, sample_copy)
-    jls = Path(pydicom.__file__).parent / "data" / "test_files" / "JPEGLSNearLossless_16.dcm"
+    jls = DICOM_FILES / "JPEGLSNearLossless_16.dcm"
     shutil.copy(jls, sample_copy / "ct" / "lq" / "jls.dcm")
     corrupt = sample_copy / "ct" / "lq" / "corrupt.dcm"
     corrupt.write_bytes((sample_copy / entries[0].lq).read_bytes()[:600])

@@ -9,6 +9,7 @@ import numpy as np
 import pydicom
 import pytest
 from click.testing import CliRunner
+from helpers import CT_SERIES, CT_SMALL
 from pydicom.uid import generate_uid
 
 from rat.precompute.cli import main as pre
@@ -17,30 +18,11 @@ from rat.shared import store as st
 from rat.shared.datasets import load_dataset
 from rat.shared.index import Entry, load_index
 
-CT_SMALL = Path(pydicom.__file__).parent / "data" / "test_files" / "CT_small.dcm"
 AXIAL = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
 #: A plane turned 0.3 rad about z, then 0.2 rad about its row direction (as written by scanners: 8 decimals).
 OBLIQUE = [0.95533649, 0.29552021, 0.0, -0.28962948, 0.93629336, 0.19866933]
 PIXELS = [(0, 0), (5, 17), (100, 3), (127, 127)]
 
-DEFINITION = """
-name = "mini"
-[groups.ct]
-modality = "CT"
-channels = 1
-hq = ["{patient}/full_dose/{slice}.dcm"]
-lq = ["{patient}/quarter_dose/{slice}.dcm"]
-id = "{patient}_{slice}"
-norm_low = -1024.0
-norm_high = 3072.0
-data_range = 4096.0
-sam_window = { kind = "fixed", low = -160.0, high = 240.0 }
-patch_size = 32
-[groups.ct.split]
-rule = "seeded"
-unit = "slice"
-test_count = 1
-"""
 
 
 def run(*args):
@@ -88,7 +70,7 @@ def layout(tmp_path, monkeypatch) -> tuple[Path, Path]:
                                   AXIAL if k != 1 else [1.0, 0.0, 0.0, 0.0, 0.99500417, 0.09983342])
                                  for k in range(4)])
     definition = tmp_path / "mini.toml"
-    definition.write_text(DEFINITION)
+    definition.write_text(CT_SERIES)
     monkeypatch.chdir(tmp_path)
     return root, definition
 

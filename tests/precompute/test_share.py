@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import store_files
+from helpers import store_files, tiny_train_args
 
 from rat.precompute.cli import main
 from rat.precompute.runner import run_masks
@@ -159,9 +159,7 @@ def test_training_reads_an_exported_zip(stores, sample_root, tmp_path):
     before = z.read_bytes()
     result = CliRunner().invoke(train_main, [str(a) for a in (
         "--masks", z, "--dataset", "sample", "--root", sample_root, "--group", "pathology",
-        "--out", tmp_path / "run", "--model", "rat-small", "--width", "8", "--patch-size", "32",
-        "--batch-size", "2", "--iters", "2", "--eval-every", "2", "--val-limit", "1", "--workers", "1",
-        "--no-progress")])
+        "--out", tmp_path / "run", *tiny_train_args(workers=1))])
     assert result.exit_code == 0, result.output
     assert "done: 2 steps" in result.output
     assert z.read_bytes() == before

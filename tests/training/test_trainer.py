@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import TINY_RUN
+from helpers import TINY_RUN, tiny_train_args
 
 from rat.precompute.runner import run_masks
 from rat.shared.datasets import load_dataset
@@ -151,9 +151,7 @@ def test_bare_state_dicts_load_for_eval_and_fine_tuning(store, sample_root, tmp_
 def test_cli_trains_with_csv_metrics_curves_and_best(store, sample_root, tmp_path):
     out = tmp_path / "run"
     args = ["--masks", store, "--dataset", "sample", "--root", sample_root, "--group", "pathology", "--out",
-            out, "--model", "rat-small", "--width", "8", "--patch-size", "32", "--batch-size", "2",
-            "--iters", "4", "--eval-every", "2", "--log-every", "2", "--val-limit", "1", "--workers", "0",
-            "--metrics-format", "csv", "--loss", "l1", "--no-progress"]
+            out, *tiny_train_args(iters=4, eval_every=2, log_every=2, metrics_format="csv", loss="l1")]
     result = CliRunner().invoke(main, [str(a) for a in args])
     assert result.exit_code == 0, result.output
     assert "done: 4 steps" in result.output
@@ -356,8 +354,7 @@ def test_a_cuda_error_ends_the_run_in_one_line_with_last_pt_intact(store, sample
     monkeypatch.setattr(trainer, "train_step", step)
     monkeypatch.setattr(trainer, "validation", validation)
     args = ["--masks", store, "--dataset", "sample", "--root", sample_root, "--group", "ct", "--out", out,
-            "--model", "rat-small", "--width", "8", "--patch-size", "32", "--batch-size", "2", "--iters", "6",
-            "--save-every", "2", "--eval-every", "3", "--val-limit", "1", "--workers", "0", "--no-progress"]
+            *tiny_train_args(iters=6, save_every=2, eval_every=3)]
     result = CliRunner().invoke(main, [str(a) for a in args])
     assert result.exit_code == 4, result.output
     [line] = [x for x in result.output.splitlines() if x.startswith("Error")]

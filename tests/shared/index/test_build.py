@@ -8,9 +8,8 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pydicom
 import pytest
-from helpers import GOOD
+from helpers import CT_SMALL, EIGHT_BIT, GOOD, PET_DEF
 
 from rat.shared import datasets as mf
 from rat.shared.datasets import DefinitionError, load_dataset
@@ -23,8 +22,6 @@ from rat.shared.index import (
 from rat.shared.index import build as manifest
 from rat.shared.index.build import build_index
 from rat.shared.io import read_image, write_image
-
-CT_SMALL = Path(pydicom.__file__).parent / "data" / "test_files" / "CT_small.dcm"
 
 
 def with_split(ds: mf.DatasetDef, group: str, **changes) -> mf.DatasetDef:
@@ -116,21 +113,6 @@ def test_aapm_layout_pairs_by_patient_and_slice_and_splits_by_patient(tmp_path):
 
 # ----------------------------------------------------------------------------- PET-like volumes
 
-PET_DEF = """
-name = "petlike"
-description = "two tiny volumes per patient"
-[groups.pet]
-modality = "PET"
-channels = 1
-hq = ["{patient}/hq.nii.gz"]
-lq = ["{patient}/lq.nii.gz"]
-norm_low = 0
-norm_high = 20
-sam_window = { kind = "percentile", low = 0.5, high = 99.5 }
-patch_size = 192
-volume = { slice_axis = 1, air_threshold = 0.05 }
-split = { rule = "seeded", unit = "patient", seed = 0, test_count = 1 }
-"""
 
 def test_pet_volumes_give_one_entry_per_non_air_slice(tmp_path):
     root = tmp_path / "pet"
@@ -197,19 +179,6 @@ def test_derive_from_dicom_hq_writes_dicom_with_the_hq_tags(tmp_path):
 # ----------------------------------------------------------------------------- values and channels
 
 
-EIGHT_BIT = """
-name = "slides"
-[groups.g]
-modality = "pathology"
-channels = 3
-hq = ["hq/{id}.tif", "hq/{id}.png"]
-lq = ["lq/{id}.tif", "lq/{id}.png"]
-norm_low = 0
-norm_high = 255
-sam_window = { kind = "none" }
-patch_size = 16
-split = { rule = "seeded", unit = "id", test_count = 1 }
-"""
 
 
 def slides(tmp_path: Path, extra: str = "") -> tuple[mf.DatasetDef, Path]:

@@ -13,6 +13,7 @@ import numpy as np
 import pydicom
 import pytest
 import skimage
+from helpers import CT_SMALL, MR_SMALL
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from rat.shared.errors import ParamError
@@ -25,9 +26,6 @@ from rat.shared.io import (
     write_derived_series,
 )
 
-DICOM_DIR = Path(pydicom.__file__).parent / "data" / "test_files"
-CT_SMALL = DICOM_DIR / "CT_small.dcm"
-MR_SMALL = DICOM_DIR / "MR_small.dcm"
 DESCRIPTION = "RAT restored ec2df627"
 DERIVATION = "RAT (region attention transformer), checkpoint sha256 ec2df62732614e57411cdcf32a23ffdf"
 KEPT = [

@@ -12,6 +12,7 @@ import pydicom
 import pytest
 import skimage
 import tifffile
+from helpers import CT_SMALL, DICOM_FILES, MR_SMALL
 from pydicom.uid import generate_uid
 
 from rat.shared.io import (
@@ -23,10 +24,6 @@ from rat.shared.io import (
     to_itk_order,
     volume_affine,
 )
-
-DICOM_DIR = Path(pydicom.__file__).parent / "data" / "test_files"
-CT_SMALL = DICOM_DIR / "CT_small.dcm"
-MR_SMALL = DICOM_DIR / "MR_small.dcm"
 
 
 def _oblique(a: float, b: float) -> list[float]:
@@ -83,8 +80,8 @@ def _write_series(folder: Path, positions: np.ndarray, orient: list[float], spac
 
 @pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm"])
 def test_dicom_file_affine_follows_the_standard_formula(name):
-    ds = pydicom.dcmread(DICOM_DIR / name)
-    affine = image_affine(DICOM_DIR / name)
+    ds = pydicom.dcmread(DICOM_FILES / name)
+    affine = image_affine(DICOM_FILES / name)
     for r, c in PIXELS:
         np.testing.assert_allclose(_apply(affine, r, c, 0), _ras(_dicom_lps(ds, r, c)), atol=1e-6)
     iop = np.array([float(v) for v in ds.ImageOrientationPatient])
@@ -203,7 +200,7 @@ def test_series_geometry_is_what_itk_reads(tmp_path):
 
 
 def test_multiframe_positions_from_grid_offsets_and_functional_groups(tmp_path):
-    rtdose = DICOM_DIR / "rtdose.dcm"
+    rtdose = DICOM_FILES / "rtdose.dcm"
     ds = pydicom.dcmread(rtdose)
     affine = volume_affine(rtdose)
     iop = np.array([float(v) for v in ds.ImageOrientationPatient])
@@ -297,9 +294,9 @@ def test_slice_affine_and_itk_order_keep_world_positions():
 def test_geometry_errors_are_one_line(tmp_path):
     cases = [
         (lambda: image_affine(CT_SMALL, index=0), "CT_small.dcm: index=0 given but this is a 2-D"),
-        (lambda: image_affine(DICOM_DIR / "rtdose.dcm"), "rtdose.dcm: volume of shape"),
-        (lambda: image_affine(DICOM_DIR / "rtdose.dcm", index=99), "out of range"),
-        (lambda: volume_affine(DICOM_DIR / "rtdose.dcm", axis=3), "axis 3 is not one of"),
+        (lambda: image_affine(DICOM_FILES / "rtdose.dcm"), "rtdose.dcm: volume of shape"),
+        (lambda: image_affine(DICOM_FILES / "rtdose.dcm", index=99), "out of range"),
+        (lambda: volume_affine(DICOM_FILES / "rtdose.dcm", axis=3), "axis 3 is not one of"),
         (lambda: volume_affine(MR_SMALL, axis=0), "MR_small.dcm: 2-D image of shape"),
         (lambda: image_affine(tmp_path / "missing.nii"), "missing.nii: no such file"),
     ]

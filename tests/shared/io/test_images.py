@@ -14,6 +14,7 @@ import pydicom
 import pytest
 import skimage
 import tifffile
+from helpers import CT_SMALL, DICOM_FILES
 from PIL import Image, ImageFile
 
 from rat.shared import io
@@ -28,9 +29,7 @@ from rat.shared.io import (
     write_image,
 )
 
-DICOM_DIR = Path(pydicom.__file__).parent / "data" / "test_files"
 SKIMAGE_DIR = Path(skimage.__file__).parent / "data"
-CT_SMALL = DICOM_DIR / "CT_small.dcm"
 
 
 def _stored_hu(path: Path) -> np.ndarray:
@@ -63,8 +62,8 @@ def test_ct_small_in_hounsfield_units_with_meta():
 
 
 def test_rle_dicom_decodes_natively_and_equals_uncompressed():
-    rle, meta = read_image(DICOM_DIR / "MR_small_RLE.dcm")
-    plain, _ = read_image(DICOM_DIR / "MR_small.dcm")
+    rle, meta = read_image(DICOM_FILES / "MR_small_RLE.dcm")
+    plain, _ = read_image(DICOM_FILES / "MR_small.dcm")
     np.testing.assert_array_equal(rle, plain)
     assert meta.modality == "MR"
 
@@ -76,16 +75,16 @@ def test_rle_dicom_decodes_natively_and_equals_uncompressed():
 @pytest.mark.parametrize("name", ["MR_small_jpeg_ls_lossless.dcm", "JPEGLSNearLossless_16.dcm"])
 def test_compressed_dicom_without_decoder_names_syntax_and_extra(name):
     with pytest.raises(ImageReadError) as err:
-        read_image(DICOM_DIR / name)
+        read_image(DICOM_FILES / name)
     text = _assert_one_line_error(err, name)
     assert "compressed transfer syntax JPEG-LS" in text
     assert text.endswith("needs a decoder: pip install rat-restore[dicom]")
-    assert volume_shape(DICOM_DIR / name)  # the header alone still reads
+    assert volume_shape(DICOM_FILES / name)  # the header alone still reads
 
 
 def test_dicom_without_pixel_data(tmp_path):
     with pytest.raises(ImageReadError) as err:
-        read_image(DICOM_DIR / "rtplan.dcm")
+        read_image(DICOM_FILES / "rtplan.dcm")
     assert _assert_one_line_error(err, "rtplan.dcm").endswith(": no pixel data")
     ds = pydicom.dcmread(CT_SMALL)
     del ds.PixelData
@@ -106,7 +105,7 @@ def test_truncated_dicom_copy_is_one_line(tmp_path, cut):
 
 def test_shipped_truncated_dicom():
     with pytest.raises(ImageReadError) as err:
-        read_image(DICOM_DIR / "MR_truncated.dcm")
+        read_image(DICOM_FILES / "MR_truncated.dcm")
     text = _assert_one_line_error(err, "MR_truncated.dcm")
     assert "corrupt or truncated DICOM (PixelData" in text
 
@@ -127,7 +126,7 @@ def test_monochrome1_is_inverted(tmp_path):
 
 
 def test_multiframe_dicom_needs_index_and_selects_frames():
-    path = DICOM_DIR / "rtdose.dcm"
+    path = DICOM_FILES / "rtdose.dcm"
     frames = pydicom.dcmread(path).pixel_array  # (15, 10, 10)
     with pytest.raises(ImageReadError, match="pass index"):
         read_image(path)
@@ -140,9 +139,9 @@ def test_multiframe_dicom_needs_index_and_selects_frames():
 
 
 def test_colour_dicom_frame_is_rgb():
-    frame, meta = read_image(DICOM_DIR / "SC_rgb_rle_2frame.dcm", index=1)
+    frame, meta = read_image(DICOM_FILES / "SC_rgb_rle_2frame.dcm", index=1)
     assert frame.shape == (100, 100, 3)
-    expected = pydicom.dcmread(DICOM_DIR / "SC_rgb_rle_2frame.dcm").pixel_array[1]
+    expected = pydicom.dcmread(DICOM_FILES / "SC_rgb_rle_2frame.dcm").pixel_array[1]
     np.testing.assert_array_equal(frame, expected.astype(np.float32))
 
 
@@ -445,8 +444,8 @@ def test_write_dicom_round_trip_keeps_tags_and_hu(tmp_path):
 
 
 def test_write_dicom_from_compressed_and_monochrome1_templates(tmp_path):
-    mr, _ = read_image(DICOM_DIR / "MR_small_RLE.dcm")
-    write_image(tmp_path / "mr.dcm", mr, like=DICOM_DIR / "MR_small_RLE.dcm")
+    mr, _ = read_image(DICOM_FILES / "MR_small_RLE.dcm")
+    write_image(tmp_path / "mr.dcm", mr, like=DICOM_FILES / "MR_small_RLE.dcm")
     np.testing.assert_array_equal(read_image(tmp_path / "mr.dcm")[0], mr)
     ds = pydicom.dcmread(CT_SMALL)
     ds.PhotometricInterpretation = "MONOCHROME1"
@@ -460,7 +459,7 @@ def test_write_dicom_from_compressed_and_monochrome1_templates(tmp_path):
 
 
 def test_write_dicom_from_implicit_template_and_refusals(tmp_path):
-    implicit = DICOM_DIR / "MR_small_implicit.dcm"
+    implicit = DICOM_FILES / "MR_small_implicit.dcm"
     mr, _ = read_image(implicit)
     write_image(tmp_path / "mr.dcm", mr + 1, like=implicit)
     np.testing.assert_array_equal(read_image(tmp_path / "mr.dcm")[0], mr + 1)
@@ -470,7 +469,7 @@ def test_write_dicom_from_implicit_template_and_refusals(tmp_path):
         ("rtplan.dcm", "no (integer) pixel data"),
     ]:
         with pytest.raises(ImageReadError) as err:
-            write_image(tmp_path / "x.dcm", mr, like=DICOM_DIR / name)
+            write_image(tmp_path / "x.dcm", mr, like=DICOM_FILES / name)
         assert reason in _assert_one_line_error(err, name)
     with pytest.raises(ImageReadError, match=r"x\.dcm: gray template CT_small\.dcm needs"):
         write_image(tmp_path / "x.dcm", np.zeros((4, 4, 3)), like=CT_SMALL)

@@ -8,12 +8,11 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from helpers import CT_SMALL
 from pydicom.uid import generate_uid
 
 from rat.shared.io import ImageReadError, image_affine
 from rat.shared.io.label_volumes import folder_series, series_of, series_stack, write_label_nifti
-
-CT_SMALL = Path(pydicom.__file__).parent / "data" / "test_files" / "CT_small.dcm"
 
 
 def write(path: Path, uid: str, z: float | None) -> Path:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pydicom
 import pytest
+from helpers import CT_SMALL
 
 from rat.shared.io import (
     ImageReadError,
@@ -18,7 +18,6 @@ from rat.shared.io import (
     write_nifti,
 )
 
-CT_SMALL = Path(pydicom.__file__).parent / "data" / "test_files" / "CT_small.dcm"
 AFFINE = np.array(
     [[0.0, -0.8, 0.1, 12.5], [-0.6, 0.0, 0.0, -40.0], [0.0, 0.05, 2.5, 7.25], [0, 0, 0, 1]]
 )

@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import console_script
+from helpers import console_script, tiny_train_args
 
 from rat.precompute.cli import main
 from rat.shared import store as st
@@ -137,9 +137,7 @@ def test_training_reads_the_store_from_s3(s3, s3_store, sample_root, tmp_path):
     before = objects(s3, "team/sample.zarr/")
     result = CliRunner().invoke(train_main, [str(a) for a in (
         "--masks", s3_store, "--dataset", "sample", "--root", sample_root, "--group", "ct",
-        "--out", tmp_path / "run", "--model", "rat-small", "--width", "8", "--patch-size", "32",
-        "--batch-size", "2", "--iters", "3", "--eval-every", "3", "--val-limit", "1", "--workers", "2",
-        "--no-progress")])
+        "--out", tmp_path / "run", *tiny_train_args(iters=3, workers=2))])
     assert result.exit_code == 0, result.output
     assert "done: 3 steps" in result.output
     assert (tmp_path / "run" / "last.pt").is_file()

@@ -5,10 +5,9 @@ import shutil
 from pathlib import Path
 
 import pydicom
+from helpers import DICOM_FILES
 
 from rat.training.inference.inputs import collect_scans
-
-TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 
 
 def series(folder: Path, n: int = 3) -> str:
@@ -16,7 +15,7 @@ def series(folder: Path, n: int = 3) -> str:
     folder.mkdir(parents=True)
     uid = pydicom.uid.generate_uid(entropy_srcs=["inputs test"])
     for k in range(n):
-        ds = pydicom.dcmread(TEST_FILES / "CT_small.dcm")
+        ds = pydicom.dcmread(DICOM_FILES / "CT_small.dcm")
         ds.SeriesInstanceUID = uid
         ds.SOPInstanceUID = pydicom.uid.generate_uid(entropy_srcs=["inputs test", str(k)])
         ds.ImagePositionPatient = [0.0, 0.0, 5.0 * k]
@@ -28,8 +27,8 @@ def test_a_series_folder_is_its_image_files_and_the_rest_is_skipped_or_failed(tm
     uid = series(tmp_path / "study" / "series")
     folder = tmp_path / "study" / "series"
     (folder / "tiny.dcm").write_bytes(b"\0" * 60)                                   # a 60-byte .dcm
-    shutil.copy(TEST_FILES / "dicomdirtests" / "DICOMDIR", folder / "DICOMDIR")   # no suffix, DICM preamble
-    report = pydicom.dcmread(TEST_FILES / "test-SR.dcm")
+    shutil.copy(DICOM_FILES / "dicomdirtests" / "DICOMDIR", folder / "DICOMDIR")   # no suffix, DICM preamble
+    report = pydicom.dcmread(DICOM_FILES / "test-SR.dcm")
     report.SeriesInstanceUID = uid                                                 # an SR in the series
     report.save_as(folder / "report.dcm")
     scans, others = collect_scans([str(folder)])

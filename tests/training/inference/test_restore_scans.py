@@ -12,7 +12,7 @@ import pydicom
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import console_script
+from helpers import DICOM_FILES, MR_SMALL, builtin_variant, console_script
 
 from rat.shared import store as st
 from rat.shared.datasets import Window, load_dataset
@@ -27,7 +27,6 @@ from rat.training.trainer import train
 pytestmark = pytest.mark.usefixtures("one_thread")
 SAMPLE = load_dataset("sample")
 CT, PATHOLOGY = SAMPLE.groups["ct"], SAMPLE.groups["pathology"]
-MR_SMALL = Path(pydicom.__file__).parent / "data" / "test_files" / "MR_small.dcm"
 
 
 def run(*args):
@@ -201,7 +200,7 @@ def test_the_series_folder_rule(ct_model, sample_root, tmp_path):
     the bad files named, the documents skipped with a note; the summary counts the files written; the exit
     status is 1 because two files asked for were not written. With --save-regions the regions volume holds
     the restored slices (the truncated one at 0, listed; the other-sized one left out, listed)."""
-    test_files = Path(pydicom.__file__).parent / "data" / "test_files"
+    test_files = DICOM_FILES
     folder = tmp_path / "in" / "series"
     files = series_folder(sample_root, folder, 6)
     data = files[3].read_bytes()
@@ -425,9 +424,7 @@ def test_a_volume_dataset_split_comes_back_as_nifti_volumes(tmp_path, monkeypatc
         (root / patient).mkdir(parents=True)
         for name, vol in (("hq", hq), ("lq", hq + rng.random(hq.shape).astype(np.float32))):
             nib.save(nib.Nifti1Image(vol, affine), root / patient / f"{name}.nii.gz")
-    definition = tmp_path / "pet.toml"
-    text = load_dataset("pet").source.read_text()
-    definition.write_text(text.replace("test_count = 25", "test_count = 1"))
+    definition = builtin_variant(tmp_path, "pet", "test_count = 25", "test_count = 1")
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(pre, ["masks", "--dataset", str(definition), "--root", str(root),
                                       "--generator", "superpixels", "--sp-n-segments", "4", "--no-progress"])
