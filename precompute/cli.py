@@ -13,7 +13,7 @@ import click
 
 from rat.precompute.cli_store import (
     FLAGS,
-    _selected,
+    selected_images,
     export_cmd,
     info_cmd,
     merge_cmd,
@@ -96,14 +96,14 @@ def index_cmd(dataset, root, index, refresh, progress):
     """
     from rat.shared.datasets import load_dataset
     from rat.shared.index import ensure_index, index_path, problems_path, resolve_root
-    from rat.shared.index.entries import summarize
+    from rat.shared.index.entries import index_report
 
     with cli_errors():
         ds = load_dataset(dataset)
         root = resolve_root(ds, root)
         entries, problems = ensure_index(ds, root, index, rebuild=not refresh, progress=progress)
     out = index if index is not None else index_path(ds, root)
-    click.echo(summarize(entries, problems))
+    click.echo(index_report(entries, problems))
     click.echo(f"index: {out}" + (f"  problems: {problems_path(out)}" if problems else ""))
     if not entries:
         fail(f"no image pairs found under {root} for dataset {ds.name}")
@@ -350,7 +350,7 @@ def cache_cmd(dataset, root, index, masks, split, limit, shard, cache_folder, ch
     if not dataset and not masks:
         fail("name the images: --dataset NAME (and its data root) or --masks STORE")
     with cli_errors(FLAGS):
-        _, entries, root = _selected(dataset, root, index, split, limit, shard, masks, progress)
+        _, entries, root = selected_images(dataset, root, index, split, limit, shard, masks, progress)
         outcomes = cache_images(entries, root, cache_folder, progress=progress,
                                 **({"chunk": chunk} if chunk else {}))
     click.echo(summarize(outcomes, done="cached", skipped="skipped (already cached)"))

@@ -22,7 +22,7 @@ from rat.shared.datasets.splits import SPLITS
 FLAGS = {"n_workers": "--workers", "name": "--generator", "url": "--masks", "out": "--masks"}
 
 
-def _selected(dataset, root, index, split=None, limit=None, shard=None, store=None, progress=False):
+def selected_images(dataset, root, index, split=None, limit=None, shard=None, store=None, progress=False):
     """(definition, selected entries, data root): from the store's own dataset and index when it carries
     them and no other dataset is named, else from the dataset's index under the root (built or refreshed)."""
     from rat.shared.index import select_entries
@@ -92,7 +92,7 @@ def export_cmd(store, masks, zip_file, nifti_dir, per_slice, overwrite, with_ima
             from rat.precompute.nifti_export import export_nifti
             from rat.shared.store import open_store
 
-            _, entries, root = _selected(dataset, root, index, split, store=store)
+            _, entries, root = selected_images(dataset, root, index, split, store=store)
             outcomes = export_nifti(open_store(store), entries, root, nifti_dir, progress=progress,
                                     per_slice=per_slice)
             click.echo(f"NIfTI into {nifti_dir}: " + summarize(outcomes, done="written", skipped="skipped"))
@@ -176,7 +176,7 @@ def verify_cmd(store, masks, dataset, root, index, split, progress):
 
     store = _the_store(store, masks)
     with cli_errors(FLAGS):
-        _, entries, root = _selected(dataset, root, index, split, store=store, progress=progress)
+        _, entries, root = selected_images(dataset, root, index, split, store=store, progress=progress)
         problems = verify(open_store(store), entries, root, progress=progress)
     for p in problems:
         click.echo(p)
@@ -204,7 +204,7 @@ def show_cmd(args, masks, dataset, root, index, out):
     store, image_id = (None, args[0]) if len(args) == 1 else args
     store = _the_store(store, masks)
     with cli_errors(FLAGS):
-        ds, entries, root = _selected(dataset, root, index, store=store)
+        ds, entries, root = selected_images(dataset, root, index, store=store)
         entry = {e.id: e for e in entries}.get(image_id)
         if entry is None:
             fail(f"{image_id}: not in the index of {ds.name}")
@@ -226,6 +226,6 @@ def upgrade_cmd(store, masks, dataset, root, index, progress):
 
     store = _the_store(store, masks)
     with cli_errors(FLAGS):
-        ds, entries, root = _selected(dataset, root, index, progress=progress)
+        ds, entries, root = selected_images(dataset, root, index, progress=progress)
         report = upgrade_store(store, ds, entries, root, progress=progress)
     click.echo(report)

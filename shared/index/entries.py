@@ -184,8 +184,9 @@ def _read(path: Path, entry: Entry) -> tuple[np.ndarray, ImageMeta]:
     return read_image(path, index=entry.slice, axis=entry.axis)
 
 
-def summarize(entries: list[Entry], problems: list[Problem]) -> str:
-    """Counts per group and split, then the problems, as printable lines."""
+def index_report(entries: list[Entry], problems: list[Problem]) -> str:
+    """What an index holds, as printable lines: counts per group and split, then the problems (the outcomes
+    of a batch job are :func:`rat.shared.jobs.summarize`'s)."""
     counts = Counter((e.group, e.split) for e in entries)
     lines = [f"{len(entries)} images indexed, {len(problems)} problem(s)"]
     for group in sorted({g for g, _ in counts}):
