@@ -13,10 +13,10 @@ import click
 
 from rat.precompute.cli_store import (
     FLAGS,
-    selected_images,
     export_cmd,
     info_cmd,
     merge_cmd,
+    selected_images,
     show_cmd,
     upgrade_cmd,
     verify_cmd,

@@ -22,14 +22,14 @@ from rat.shared.datasets.splits import SPLITS
 FLAGS = {"n_workers": "--workers", "name": "--generator", "url": "--masks", "out": "--masks"}
 
 
-def selected_images(dataset, root, index, split=None, limit=None, shard=None, store=None, progress=False):
+def selected_images(dataset, root, index, split=None, limit=None, shard=None, url=None, progress=False):
     """(definition, selected entries, data root): from the store's own dataset and index when it carries
     them and no other dataset is named, else from the dataset's index under the root (built or refreshed)."""
     from rat.shared.index import select_entries
     from rat.shared.store import dataset_for, open_store
 
-    group = open_store(store) if store is not None else None
-    ds, entries, root = dataset_for(group, dataset, root, index, progress=progress)
+    store = open_store(url) if url is not None else None
+    ds, entries, root = dataset_for(store, dataset, root, index, progress=progress)
     return ds, select_entries(entries, split, shard=shard, limit=limit), root
 
 
@@ -40,13 +40,13 @@ def selected_images(dataset, root, index, split=None, limit=None, shard=None, st
 def _store_argument(func):
     """The store as a positional STORE or as --masks STORE (the name rat-train uses)."""
     func = masks_option(required=False, help="The label store (instead of the STORE argument).")(func)
-    return click.argument("store", required=False)(func)
+    return click.argument("url", metavar="[STORE]", required=False)(func)
 
 
-def _the_store(store: str | None, masks: str | None) -> str:
-    if bool(store) == bool(masks):
+def _location(url: str | None, masks: str | None) -> str:
+    if bool(url) == bool(masks):
         fail("name the store once: as the STORE argument or as --masks STORE")
-    return store or masks
+    return url or masks
 
 
 @click.command("export")
@@ -66,7 +66,7 @@ def _the_store(store: str | None, masks: str | None) -> str:
 @click.option("--split", type=click.Choice([*SPLITS, "all"]), default=None,
               help="--nifti: only this split (default all).")
 @progress_option
-def export_cmd(store, masks, zip_file, nifti_dir, per_slice, overwrite, with_images, dataset, root, index,
+def export_cmd(url, masks, zip_file, nifti_dir, per_slice, overwrite, with_images, dataset, root, index,
                split, progress):
     """Hand STORE over as one zip file (complete label maps, the dataset's definition and index, bytes
     copied as stored), and/or write its label maps as NIfTI files with the geometry of their source
@@ -80,20 +80,20 @@ def export_cmd(store, masks, zip_file, nifti_dir, per_slice, overwrite, with_ima
 
     if zip_file is None and nifti_dir is None:
         fail("name what to write: --zip FILE and/or --nifti DIR")
-    store = _the_store(store, masks)
+    url = _location(url, masks)
     outcomes = []
     with cli_errors(FLAGS):
         if zip_file is not None:
             from rat.precompute.share import export_zip
 
-            report = export_zip(store, zip_file, overwrite=overwrite, with_images=with_images)
+            report = export_zip(url, zip_file, overwrite=overwrite, with_images=with_images)
             click.echo(f"wrote {zip_file}: {report.summarize()}")
         if nifti_dir is not None:
             from rat.precompute.nifti_export import export_nifti
             from rat.shared.store import open_store
 
-            _, entries, root = selected_images(dataset, root, index, split, store=store)
-            outcomes = export_nifti(open_store(store), entries, root, nifti_dir, progress=progress,
+            _, entries, root = selected_images(dataset, root, index, split, url=url)
+            outcomes = export_nifti(open_store(url), entries, root, nifti_dir, progress=progress,
                                     per_slice=per_slice)
             click.echo(f"NIfTI into {nifti_dir}: " + summarize(outcomes, done="written", skipped="skipped"))
             for line in notes(outcomes):
@@ -102,12 +102,12 @@ def export_cmd(store, masks, zip_file, nifti_dir, per_slice, overwrite, with_ima
 
 
 @click.command("merge")
-@click.argument("stores", nargs=-1, required=True)
+@click.argument("urls", metavar="STORES...", nargs=-1, required=True)
 @click.option("--out", required=True, help="Store to write (directory or URL); may exist with the same "
                                            "configuration, and then gains the others' label maps.")
 @click.option("--with-images", is_flag=True,
               help="Also copy the image caches schema-1 stores hold (default: label maps and dataset only).")
-def merge_cmd(stores, out, with_images):
+def merge_cmd(urls, out, with_images):
     """Combine STORES made for parts of one dataset (by other people or nodes) into one store.
 
     Refuses stores made with another generator, parameters, checkpoint or windows, and images present in
@@ -116,8 +116,8 @@ def merge_cmd(stores, out, with_images):
     from rat.precompute.share import merge_stores
 
     with cli_errors(FLAGS):
-        report = merge_stores(stores, out, with_images=with_images)
-    click.echo(f"merged {len(stores)} stores into {out}: {report.summarize()}")
+        report = merge_stores(urls, out, with_images=with_images)
+    click.echo(f"merged {len(urls)} stores into {out}: {report.summarize()}")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -127,20 +127,20 @@ def merge_cmd(stores, out, with_images):
 @click.command("info")
 @_store_argument
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def info_cmd(store, masks, as_json):
+def info_cmd(url, masks, as_json):
     """Provenance, dataset, image count, completeness and region-count statistics of a STORE."""
     from rat.shared.store import open_store, store_summary
     from rat.shared.store.legacy import upgrade_hint
 
-    store = _the_store(store, masks)
+    url = _location(url, masks)
     with cli_errors(FLAGS):
-        s = store_summary(open_store(store))
+        s = store_summary(open_store(url))
     if as_json:
         click.echo(json.dumps(s, indent=2, default=str))
         return
     prov = s["provenance"]
     gen = prov["generator"]
-    click.echo(f"store      {store}")
+    click.echo(f"store      {url}")
     click.echo(f"dataset    {prov['dataset']}  (schema {prov['schema']}, rat {prov['package_version']})")
     if prov.get("index"):
         click.echo(f"index      {prov['index']['entries']} images; made from root {prov.get('root')}")
@@ -159,7 +159,7 @@ def info_cmd(store, masks, as_json):
     for i in s["incomplete"]:
         click.echo(f"  incomplete: {i}")
     if prov["schema"] == 1:
-        click.echo(f"note: {upgrade_hint(store)}")
+        click.echo(f"note: {upgrade_hint(url)}")
 
 
 @click.command("verify")
@@ -168,16 +168,16 @@ def info_cmd(store, masks, as_json):
 @click.option("--split", type=click.Choice([*SPLITS, "all"]), default=None,
               help="Only this split (default all).")
 @progress_option
-def verify_cmd(store, masks, dataset, root, index, split, progress):
+def verify_cmd(url, masks, dataset, root, index, split, progress):
     """Check that every image of the index has a complete, intact label map made from its LQ file
     (LQ files under the data root are hashed against the store's records). A store that carries its
     dataset needs no --dataset; the root is resolved as for `masks`."""
     from rat.shared.store import open_store, verify
 
-    store = _the_store(store, masks)
+    url = _location(url, masks)
     with cli_errors(FLAGS):
-        _, entries, root = selected_images(dataset, root, index, split, store=store, progress=progress)
-        problems = verify(open_store(store), entries, root, progress=progress)
+        _, entries, root = selected_images(dataset, root, index, split, url=url, progress=progress)
+        problems = verify(open_store(url), entries, root, progress=progress)
     for p in problems:
         click.echo(p)
     if problems:
@@ -201,14 +201,14 @@ def show_cmd(args, masks, dataset, root, index, out):
 
     if len(args) > 2:
         fail("expected [STORE] IMAGE_ID")
-    store, image_id = (None, args[0]) if len(args) == 1 else args
-    store = _the_store(store, masks)
+    url, image_id = (None, args[0]) if len(args) == 1 else args
+    url = _location(url, masks)
     with cli_errors(FLAGS):
-        ds, entries, root = selected_images(dataset, root, index, store=store)
+        ds, entries, root = selected_images(dataset, root, index, url=url)
         entry = {e.id: e for e in entries}.get(image_id)
         if entry is None:
             fail(f"{image_id}: not in the index of {ds.name}")
-        labels = read_labels(open_store(store), image_id)
+        labels = read_labels(open_store(url), image_id)
         image, _ = read_lq(entry, root)
         save_side_by_side(render_for_sam(image, ds.groups[entry.group].sam_window), labels, out)
     click.echo(f"wrote {out}")
@@ -218,14 +218,14 @@ def show_cmd(args, masks, dataset, root, index, out):
 @_store_argument
 @dataset_options(root_required=False)
 @progress_option
-def upgrade_cmd(store, masks, dataset, root, index, progress):
+def upgrade_cmd(url, masks, dataset, root, index, progress):
     """Upgrade a schema-1 STORE in place to schema 2: it then carries the dataset's definition, index and
     root, and its label maps become OME-Zarr label images. Label maps are kept (their bytes are checked
     first); run it while nothing else uses the store. A schema-2 store gets its dataset record refreshed."""
     from rat.precompute.upgrade import upgrade_store
 
-    store = _the_store(store, masks)
+    url = _location(url, masks)
     with cli_errors(FLAGS):
         ds, entries, root = selected_images(dataset, root, index, progress=progress)
-        report = upgrade_store(store, ds, entries, root, progress=progress)
+        report = upgrade_store(url, ds, entries, root, progress=progress)
     click.echo(report)

@@ -204,10 +204,10 @@ def process_on_worker(entry: Entry, overwrite: bool, root: str, ds: DatasetDef, 
                                           {"generator": plugin.provenance})
             return Outcome(entry.id, "failed",
                            f"worker {worker.address} builds another generator than the run's ({diff})")
-        group = st.open_store(url, mode="r+")
-        if st.provenance(group).get("fingerprint") != fingerprint:
+        store = st.open_store(url, mode="r+")
+        if st.provenance(store).get("fingerprint") != fingerprint:
             return Outcome(entry.id, "failed", f"{url}: the store's configuration changed during the run")
-        return process_entry(entry, Path(root), ds, plugin.generator, group, overwrite, chunk, fingerprint)
+        return process_entry(entry, Path(root), ds, plugin.generator, store, overwrite, chunk, fingerprint)
     except Exception as err:  # noqa: BLE001 - every failure is one line in the summary
         hint = " (is the store reachable from every worker at the same URL/path?)" \
             if isinstance(err, st.StoreError) else ""
@@ -230,13 +230,13 @@ def _lost(entry: Entry, future: Any) -> Outcome:
     return Outcome(entry.id, "failed", reason)
 
 
-def run_masks_distributed(ds: DatasetDef, entries: Iterable[Entry], root: str | Path, out: str | Path,
+def run_masks_distributed(ds: DatasetDef, entries: Iterable[Entry], root: str | Path, url: str | Path,
                           spec: GeneratorSpec, client: Client, overwrite: bool = False,
                           chunk: int = st.DEFAULT_CHUNK, progress: bool = True,
                           index: list[Entry] | None = None) -> list[Outcome]:
-    """Label maps for `entries` into the store at `out` on the workers of `client`; one Outcome per entry.
+    """Label maps for `entries` into the store at `url` on the workers of `client`; one Outcome per entry.
 
-    `root` and `out` must be reachable from every worker at the same path or URL (shared file system or
+    `root` and `url` must be reachable from every worker at the same path or URL (shared file system or
     object storage). Results are the bytes a single-process `run_masks` writes. ``index``: the whole index
     the entries were selected from (recorded in the store; default `entries`).
     """
@@ -249,12 +249,12 @@ def run_masks_distributed(ds: DatasetDef, entries: Iterable[Entry], root: str | 
     client.register_plugin(plugin, name=plugin.name)
     try:
         gen_prov = agreed_provenance(worker_states(client, plugin.name))
-        url = str(out)
+        url = str(url)
         if "://" not in url:
             url = str(Path(url).resolve())
-        group, prov = open_run_store(ds, index if index is not None else entries, Path(root), url, gen_prov,
+        store, prov = open_run_store(ds, index if index is not None else entries, Path(root), url, gen_prov,
                                      overwrite, chunk)
-        done, todo, damaged, lease = plan(group, entries, overwrite)   # a rerun ships nothing done already
+        done, todo, damaged, lease = plan(store, entries, overwrite)   # a rerun ships nothing done already
         with lease:
             run = uuid.uuid4().hex[:8]
             keys = [f"rat-masks-{run}-{st.image_key(e.id)}" for e in todo]
@@ -271,7 +271,7 @@ def run_masks_distributed(ds: DatasetDef, entries: Iterable[Entry], root: str | 
                     outcome = future.result() if future.status == "finished" else _lost(entry, future)
                     future.release()
                     outcomes[i] = reporter.add(outcome)
-            for o in finish(group, [outcomes[position[e.id]] for e in todo], damaged):
+            for o in finish(store, [outcomes[position[e.id]] for e in todo], damaged):
                 outcomes[position[o.image_id]] = o
     finally:
         try:

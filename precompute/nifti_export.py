@@ -129,27 +129,27 @@ def _series_names(folder: PurePosixPath, series: list[Series]) -> dict[str, str]
     return {uid: f"{base}_{tag}" for uid, tag in tags.items()}
 
 
-def export_one(group, job: Export, root: str | Path, out_dir: str | Path) -> Outcome:
+def export_one(store, job: Export, root: str | Path, out_dir: str | Path) -> Outcome:
     """Write the file of one :class:`Export`; an Outcome ("done" with the path and, for series with slices
     left at 0, a note; or "failed" with one line)."""
     if job.refused:
         return Outcome(job.name, "failed", job.refused)
     try:
         if job.kind == "series":
-            return _write_series(group, job, root, Path(out_dir) / f"{job.name}_regions.nii.gz")
+            return _write_series(store, job, root, Path(out_dir) / f"{job.name}_regions.nii.gz")
         target = Path(out_dir) / f"{job.name}.nii.gz"
         first = job.entries[0]
         source = source_path(root, first.lq)
         if not source.exists():
             raise ImageReadError(source, "file not found (the geometry comes from the source image)")
         if job.kind == "image":
-            labels, affine = st.read_labels(group, first.id), image_affine(source)
+            labels, affine = st.read_labels(store, first.id), image_affine(source)
         else:
             labels = np.zeros(volume_shape(source)[:3], dtype=np.uint32)
             for e in job.entries:
                 index = [slice(None)] * 3
                 index[e.axis % 3] = e.slice
-                labels[tuple(index)] = st.read_labels(group, e.id)
+                labels[tuple(index)] = st.read_labels(store, e.id)
             affine = volume_affine(source)
         write_label_nifti(target, labels, affine, source)
     except _ERRORS as err:
@@ -157,17 +157,17 @@ def export_one(group, job: Export, root: str | Path, out_dir: str | Path) -> Out
     return Outcome(job.name, "done", path=str(target))
 
 
-def _write_series(group, job: Export, root: str | Path, target: Path) -> Outcome:
+def _write_series(store, job: Export, root: str | Path, target: Path) -> Outcome:
     stack = job.stack
     by_file = {source_path(root, e.lq): e for e in job.entries}
     labels = np.zeros(stack.shape, dtype=np.uint32)
     missing = []
     for k, f in enumerate(stack.files):
         e = by_file.get(f)
-        if e is None or st.record(group, e.id) is None:
+        if e is None or st.record(store, e.id) is None:
             missing.append(f.name)
             continue
-        labels[:, :, k] = st.read_labels(group, e.id)
+        labels[:, :, k] = st.read_labels(store, e.id)
     write_label_nifti(target, labels, stack.affine, stack.files[0])
     note = ""
     if missing:
@@ -176,8 +176,8 @@ def _write_series(group, job: Export, root: str | Path, target: Path) -> Outcome
     return Outcome(job.name, "done", note, path=str(target))
 
 
-def export_nifti(group, entries: list[Entry], root: str | Path, out_dir: str | Path, progress: bool = True,
+def export_nifti(store, entries: list[Entry], root: str | Path, out_dir: str | Path, progress: bool = True,
                  per_slice: bool = False) -> list[Outcome]:
     """One NIfTI file per scan of ``entries`` (see the module doc); one Outcome each, sorted by name."""
     plan = plan_exports(entries, root, per_slice)
-    return run_each(plan, lambda job: export_one(group, job, root, out_dir), "NIfTI", progress)
+    return run_each(plan, lambda job: export_one(store, job, root, out_dir), "NIfTI", progress)

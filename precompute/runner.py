@@ -64,7 +64,7 @@ def compute_labels(entry: Entry, root: Path, ds: DatasetDef, generator: Generato
 
 
 def process_entry(entry: Entry, root: Path, ds: DatasetDef, generator: Generator,
-                  group: zarr.Group, overwrite: bool = False, chunk: int = st.DEFAULT_CHUNK,
+                  store: zarr.Group, overwrite: bool = False, chunk: int = st.DEFAULT_CHUNK,
                   fingerprint: str | None = None, look: bool = True) -> Outcome:
     """Make and store the label map of one image unless it is already there; never raises for bad items.
 
@@ -74,11 +74,11 @@ def process_entry(entry: Entry, root: Path, ds: DatasetDef, generator: Generator
     """
     start = time.perf_counter()
     try:
-        rec = None if overwrite or not look else st.record(group, entry.id)
+        rec = None if overwrite or not look else st.record(store, entry.id)
         if rec is not None and rec.get("source_sha256") == entry.sha256:
             return Outcome(entry.id, "skipped", regions=int(rec.get("regions", 0)))
         labels, spacing = compute_labels(entry, Path(root), ds, generator)
-        rec = st.write_labels(group, entry.id, labels, entry.sha256, chunk=chunk, fingerprint=fingerprint,
+        rec = st.write_labels(store, entry.id, labels, entry.sha256, chunk=chunk, fingerprint=fingerprint,
                               spacing=spacing)
     except (ImageReadError, st.StoreError, ValueError, RuntimeError, OSError) as err:
         return Outcome(entry.id, "failed", one_line(err), time.perf_counter() - start)
@@ -92,7 +92,7 @@ REPAIRED = "recomputed: its label bytes no longer matched their record"
 LEFT = "left to another masks run on this store"
 
 
-def already_done(group: zarr.Group, entries: list[Entry], overwrite: bool = False
+def already_done(store: zarr.Group, entries: list[Entry], overwrite: bool = False
                  ) -> tuple[dict[str, Outcome], set[str]]:
     """(skipped outcomes of the entries whose label map is complete for their LQ bytes under the store's
     configuration and intact, ids of those complete but whose bytes do not match their record). Records are
@@ -100,65 +100,65 @@ def already_done(group: zarr.Group, entries: list[Entry], overwrite: bool = Fals
     written, so a rerun of a finished job reads little else."""
     if overwrite:
         return {}, set()
-    found = st.read_records(group, [e.id for e in entries])
+    found = st.read_records(store, [e.id for e in entries])
     complete = [e for e in entries
                 if found[e.id] is not None and found[e.id].get("source_sha256") == e.sha256]
-    problems = st.bytes_problems(group, complete, found, remember=True)
+    problems = st.bytes_problems(store, complete, found, remember=True)
     damaged = {i for i, p in problems.items() if p is not None}
     return ({e.id: Outcome(e.id, "skipped", regions=int(found[e.id].get("regions", 0))) for e in complete
              if e.id not in damaged}, damaged)
 
 
-def plan(group: zarr.Group, entries: list[Entry], overwrite: bool = False
+def plan(store: zarr.Group, entries: list[Entry], overwrite: bool = False
          ) -> tuple[dict[str, Outcome], list[Entry], set[str], Lease]:
     """What this run computes (see the module doc): (outcomes of the entries it does not compute: complete,
     or left to another run; the entries to compute; the ids among them recomputed because damaged; this
     run's lease, to release when it ends)."""
-    done, damaged = already_done(group, entries, overwrite)
+    done, damaged = already_done(store, entries, overwrite)
     todo = [e for e in entries if e.id not in done]
-    lease, held = st.hold(group, [e.id for e in todo])
+    lease, held = st.hold(store, [e.id for e in todo])
     left = {i: Outcome(i, "skipped", f"{LEFT} ({who})") for i, who in held.items()}
     return {**done, **left}, [e for e in todo if e.id not in left], damaged, lease
 
 
-def finish(group: zarr.Group, made: list[Outcome], damaged: set[str]) -> list[Outcome]:
+def finish(store: zarr.Group, made: list[Outcome], damaged: set[str]) -> list[Outcome]:
     """The coordinator's end of a run: consolidate the records, remember the maps written as checked, and
     note the repaired ones."""
-    st.consolidate(group)
+    st.consolidate(store)
     written = [o.image_id for o in made if o.status == "done"]
     if written:
-        st.remember_written(group, st.read_records(group, written))
+        st.remember_written(store, st.read_records(store, written))
     return [replace(o, reason=REPAIRED) if o.status == "done" and o.image_id in damaged else o for o in made]
 
 
-def open_run_store(ds: DatasetDef, index: list[Entry], root: Path, out: str | Path,
+def open_run_store(ds: DatasetDef, index: list[Entry], root: Path, url: str | Path,
                    generator_provenance: dict, overwrite: bool = False, chunk: int = st.DEFAULT_CHUNK
                    ) -> tuple[zarr.Group, dict]:
     """The coordinator's part before any label map is made: create or check the store's configuration and
     record the dataset it belongs to (definition, full index, root). Returns (store, provenance)."""
     prov = st.make_provenance(ds.name, generator_provenance, sam_windows(ds), chunk)
-    group = st.init_store(out, prov, overwrite=overwrite)
-    st.record_dataset(group, ds, index, root, derivation_versions(root, index))
-    return group, prov
+    store = st.init_store(url, prov, overwrite=overwrite)
+    st.record_dataset(store, ds, index, root, derivation_versions(root, index))
+    return store, prov
 
 
-def run_masks(ds: DatasetDef, entries: Iterable[Entry], root: Path, out: str | Path,
+def run_masks(ds: DatasetDef, entries: Iterable[Entry], root: Path, url: str | Path,
               generator: Generator, overwrite: bool = False, chunk: int = st.DEFAULT_CHUNK,
               progress: bool = True, index: list[Entry] | None = None) -> list[Outcome]:
-    """Label maps for `entries` into the store at `out` (created or resumed). One Outcome per entry.
+    """Label maps for `entries` into the store at `url` (created or resumed). One Outcome per entry.
 
     ``index``: the whole index the entries were selected from (recorded in the store; default `entries`).
     """
     entries = list(entries)
-    group, prov = open_run_store(ds, index if index is not None else entries, root, out,
+    store, prov = open_run_store(ds, index if index is not None else entries, root, url,
                                  generator.provenance(), overwrite, chunk)
-    done, todo, damaged, lease = plan(group, entries, overwrite)
+    done, todo, damaged, lease = plan(store, entries, overwrite)
     with lease:
         def work(e: Entry) -> Outcome:
-            return process_entry(e, root, ds, generator, group, overwrite, chunk, prov["fingerprint"],
+            return process_entry(e, root, ds, generator, store, overwrite, chunk, prov["fingerprint"],
                                  look=False)
 
         made = run_each(todo, work, "label maps", progress)
-        made = finish(group, made, damaged)
+        made = finish(store, made, damaged)
     outcomes = {**done, **{o.image_id: o for o in made}}
     return [outcomes[e.id] for e in entries]

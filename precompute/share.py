@@ -70,24 +70,24 @@ def _names(ids: Sequence[str], most: int = 5) -> str:
     return ", ".join(ids[:most]) + (f" (and {len(ids) - most} more)" if len(ids) > most else "")
 
 
-def complete_items(group: zarr.Group, with_images: bool = False) -> tuple[list[Item], list[str]]:
+def complete_items(store: zarr.Group, with_images: bool = False) -> tuple[list[Item], list[str]]:
     """The complete items of a store (label maps, then with `with_images` image caches) and the ids of
     incomplete label maps."""
     items, incomplete = [], []
-    for image_id, rec in st.read_records(group, st.label_ids(group)).items():   # one batch
+    for image_id, rec in st.read_records(store, st.label_ids(store)).items():   # one batch
         if rec is None:
             incomplete.append(image_id)
         else:
             items.append(Item("labels", image_id, rec))
     if with_images:
-        items += [Item("images", image_id, rec) for image_id, rec in legacy.image_items(group)]
+        items += [Item("images", image_id, rec) for image_id, rec in legacy.image_items(store)]
     return items, incomplete
 
 
-async def _keys_by_item(store: zarr.abc.store.Store) -> dict[str, list[str]]:
+async def _keys_by_item(raw: zarr.abc.store.Store) -> dict[str, list[str]]:
     """Every key of `store` under labels/ or images/, grouped by item prefix (one listing of the store)."""
     grouped: dict[str, list[str]] = defaultdict(list)
-    async for key in store.list():
+    async for key in raw.list():
         parts = key.split("/")
         if len(parts) > 2 and parts[0] in ITEM_IDENTITY_FIELDS:
             grouped[f"{parts[0]}/{parts[1]}"].append(key)
@@ -147,17 +147,17 @@ def export_zip(url: str | Path, zip_path: str | Path, overwrite: bool = False,
         raise st.StoreError(f"{zip_path}: name the file *.zip (readers recognise zip stores by the suffix)")
     if zip_path.exists() and not overwrite:
         raise st.StoreError(f"{zip_path}: exists; pass `overwrite` to replace it")
-    group = st.open_store(url, mode="r")
-    prov = st.provenance(group)
-    items, incomplete = complete_items(group, with_images)
+    store = st.open_store(url, mode="r")
+    prov = st.provenance(store)
+    items, incomplete = complete_items(store, with_images)
     partial = zip_path.with_name(zip_path.name + ".partial")
     zip_path.parent.mkdir(parents=True, exist_ok=True)
     dst = zarr.storage.ZipStore(partial, mode="w")
     try:
         top = ["zarr.json"] + [f"{k}/zarr.json" for k in ITEM_IDENTITY_FIELDS
-                               if k in group and (k == "labels" or with_images)]
-        sync(_copy_keys(group.store, dst, top, _index_array(prov)))
-        sync(_copy_items([(group.store, item) for item in items], dst))
+                               if k in store and (k == "labels" or with_images)]
+        sync(_copy_keys(store.store, dst, top, _index_array(prov)))
+        sync(_copy_items([(store.store, item) for item in items], dst))
     except BaseException:
         dst.close()
         partial.unlink(missing_ok=True)
@@ -176,24 +176,25 @@ def _existing(url: str | Path) -> zarr.Group | None:
         return None
 
 
-def merge_stores(sources: Sequence[str | Path], out: str | Path, with_images: bool = False) -> ShareReport:
-    """Combine label stores made for (possibly overlapping) parts of one dataset into the store at `out`.
+def merge_stores(sources: Sequence[str | Path], url: str | Path, with_images: bool = False) -> ShareReport:
+    """Combine the label stores at `sources`, made for (possibly overlapping) parts of one dataset, into the
+    store at `url`.
 
-    Every source (and `out`, if it exists) must have the same fingerprint: same dataset, generator,
+    Every source (and `url`, if it exists) must have the same fingerprint: same dataset, generator,
     parameters, checkpoint SHA-256 and SAM windows; otherwise StoreError names the differing fields. An
     image in several stores must have identical content (same labels SHA-256 and source SHA-256), or the
-    merge is refused naming the images. Both checks run before anything is written. `out` is created
+    merge is refused naming the images. Both checks run before anything is written. `url` is created
     (or extended) with the first store's root record, dataset record and index; items it already holds are
     not copied again. Schema-1 stores must be upgraded first (`rat-precompute upgrade`).
     """
     if not sources:
         raise ValueError("merge needs at least one source store")
-    groups = [st.open_store(s, mode="r") for s in sources]
-    provs = [st.provenance(g) for g in groups]
-    target = _existing(out)
-    named = [(str(s), g, p) for s, g, p in zip(sources, groups, provs, strict=True)]
+    stores = [st.open_store(s, mode="r") for s in sources]
+    provs = [st.provenance(s) for s in stores]
+    target = _existing(url)
+    named = [(str(s), g, p) for s, g, p in zip(sources, stores, provs, strict=True)]
     if target is not None:
-        named.insert(0, (str(out), target, st.provenance(target)))
+        named.insert(0, (str(url), target, st.provenance(target)))
     for name, _, prov in named:
         if prov["schema"] != st.SCHEMA_VERSION:
             raise st.StoreError(f"{legacy.upgrade_hint(name)}; nothing merged")
@@ -205,8 +206,8 @@ def merge_stores(sources: Sequence[str | Path], out: str | Path, with_images: bo
     chosen: dict[tuple[str, str], tuple[int, Item]] = {}
     conflicts: list[str] = []
     report = ShareReport()
-    for n, (name, group, _) in enumerate(named):
-        items, incomplete = complete_items(group, with_images)
+    for n, (name, store, _) in enumerate(named):
+        items, incomplete = complete_items(store, with_images)
         report.incomplete += [f"{i} ({name})" for i in incomplete]
         for item in items:
             have = chosen.get((item.kind, item.image_id))
@@ -220,10 +221,10 @@ def merge_stores(sources: Sequence[str | Path], out: str | Path, with_images: bo
         raise st.StoreError(f"{len(conflicts)} image(s) differ between the stores: {_names(conflicts)}; "
                             "nothing merged")
     offset = 1 if target is not None else 0
-    jobs = [(groups[n - offset].store, item) for n, item in chosen.values() if n >= offset]
+    jobs = [(stores[n - offset].store, item) for n, item in chosen.values() if n >= offset]
     if target is None:  # the first store's dataset record comes with its root record: copy its index too
-        sync(_copy_keys(groups[0].store, raw_store(out, read_only=False), [], _index_array(provs[0])))
-    dst = st.init_store(out, dict(provs[0]))
+        sync(_copy_keys(stores[0].store, raw_store(url, read_only=False), [], _index_array(provs[0])))
+    dst = st.init_store(url, dict(provs[0]))
     sync(_copy_items(jobs, dst.store))
     st.consolidate(dst)
     report.label_maps = sum(item.kind == "labels" for _, item in jobs)

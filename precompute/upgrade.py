@@ -24,21 +24,21 @@ from rat.shared.store import legacy
 def upgrade_store(url: str | Path, ds: DatasetDef, entries: list[Entry], root: str | Path,
                   progress: bool = True) -> str:
     """Upgrade the store at ``url`` (see the module doc); returns a summary to print."""
-    group = st.open_store(url, mode="a")
-    old = st.provenance(group)
+    store = st.open_store(url, mode="a")
+    old = st.provenance(store)
     if old["dataset"] != ds.name:
         raise st.StoreError(f"{url}: label maps of dataset {old['dataset']!r}, not {ds.name!r}")
     new = st.make_provenance(old["dataset"], old["generator"], old["windows"], int(old["chunk"][0]))
     if not legacy.is_legacy(old):
-        st.record_dataset(group, ds, entries, root, derivation_versions(root, entries))
-        st.consolidate(group)
+        st.record_dataset(store, ds, entries, root, derivation_versions(root, entries))
+        st.consolidate(store)
         return f"{url}: already schema {st.SCHEMA_VERSION}; its dataset record was refreshed"
-    seen = legacy.view(group)  # the old label maps, read in the new layout
+    seen = legacy.view(store)  # the old label maps, read in the new layout
 
     def convert(image_id: str) -> Outcome:
         rec = st.record(seen, image_id)
         if rec is None:
-            done = group[f"labels/{st.image_key(image_id)}"].attrs.get(st.ATTR)
+            done = store[f"labels/{st.image_key(image_id)}"].attrs.get(st.ATTR)
             converted = isinstance(done, dict) and done.get("fingerprint") == new["fingerprint"]
             if converted and done.get("complete"):
                 return Outcome(image_id, "skipped")  # converted by an earlier, interrupted upgrade
@@ -47,7 +47,7 @@ def upgrade_store(url: str | Path, ds: DatasetDef, entries: list[Entry], root: s
         labels = array[...]
         if st.labels_sha256(labels) != rec["labels_sha256"]:
             return Outcome(image_id, "failed", "label bytes do not match their recorded SHA-256: left out")
-        st.write_labels(group, image_id, labels, rec["source_sha256"], chunk=int(array.chunks[0]),
+        st.write_labels(store, image_id, labels, rec["source_sha256"], chunk=int(array.chunks[0]),
                         fingerprint=new["fingerprint"])
         return Outcome(image_id, "done", regions=int(rec.get("regions", 0)))
 
@@ -58,8 +58,8 @@ def upgrade_store(url: str | Path, ds: DatasetDef, entries: list[Entry], root: s
             return Outcome(image_id, "failed", one_line(err))
 
     outcomes = run_each(st.label_ids(seen), safely, "upgrade", progress)
-    group.attrs[st.ATTR] = new
-    st.record_dataset(group, ds, entries, root, derivation_versions(root, entries))
-    st.consolidate(group)
+    store.attrs[st.ATTR] = new
+    st.record_dataset(store, ds, entries, root, derivation_versions(root, entries))
+    st.consolidate(store)
     return (f"{url}: upgraded to schema {st.SCHEMA_VERSION}\n"
             + summarize(outcomes, done="label maps converted", skipped="already converted"))

@@ -3,7 +3,7 @@
 Layout (under :func:`rat.shared.index.locate.cache_dir`, never inside a label store, which stays small)::
 
     images/<key>.zarr/lq, /hq   (H, W) or (H, W, C) arrays, chunks (chunk, chunk[, C]), zstd
-    images/<key>.zarr           group attributes {"rat": record}
+    images/<key>.zarr           zarr group attributes {"rat": record}
 
 ``<key>`` hashes the LQ and HQ SHA-256 (and the slice of a volume): the cache holds the pixels of the files,
 whatever dataset, root or store names them. The record is ``{"source_sha256": LQ SHA-256, "hq_sha256",
@@ -65,9 +65,9 @@ def exact_dtype(values: np.ndarray, source_dtype: str) -> np.dtype:
     return np.dtype("float32")
 
 
-def write_images(group: zarr.Group, lq: np.ndarray, hq: np.ndarray, source_sha256: str, hq_sha256: str,
+def write_images(node: zarr.Group, lq: np.ndarray, hq: np.ndarray, source_sha256: str, hq_sha256: str,
                  lq_dtype: str, hq_dtype: str, chunk: int = DEFAULT_CHUNK) -> dict[str, Any]:
-    """Write one image pair (float values as read_image returns them) into ``group``, its record last.
+    """Write one image pair (float values as read_image returns them) into ``node``, its record last.
 
     lq, hq: (H, W) or (H, W, C) of the same shape; stored in exact_dtype of their source dtypes.
     """
@@ -77,14 +77,14 @@ def write_images(group: zarr.Group, lq: np.ndarray, hq: np.ndarray, source_sha25
     dtypes = {}
     for name, values, source in (("lq", lq, lq_dtype), ("hq", hq, hq_dtype)):
         dtype = exact_dtype(values, source)
-        arr = group.create_array(name, shape=values.shape, dtype=dtype, chunks=chunks,
+        arr = node.create_array(name, shape=values.shape, dtype=dtype, chunks=chunks,
                                  compressors=zarr.codecs.ZstdCodec(level=ZSTD_LEVEL), fill_value=0,
                                  overwrite=True)
         arr[...] = values.astype(dtype)
         dtypes[name] = str(dtype)
     rec = {"source_sha256": source_sha256, "hq_sha256": hq_sha256, "shape": list(lq.shape),
            "lq_dtype": dtypes["lq"], "hq_dtype": dtypes["hq"], "complete": True}
-    group.attrs[ATTR] = rec
+    node.attrs[ATTR] = rec
     return rec
 
 
@@ -107,8 +107,8 @@ class ImageCache:
         return self.folder / key[:2] / f"{key[2:34]}.zarr"
 
     def has(self, entry: Entry) -> bool:
-        """Whether the entry's images are cached: their complete record, read from the group's metadata file
-        alone (a small JSON read: cheap enough to ask for every image of a large dataset)."""
+        """Whether the entry's images are cached: their complete record, read from the zarr group's metadata
+        file alone (a small JSON read: cheap enough to ask for every image of a large dataset)."""
         try:
             meta = json.loads((self.path(entry) / "zarr.json").read_bytes())
         except (OSError, ValueError):
@@ -120,8 +120,8 @@ class ImageCache:
         if not self.has(entry):
             return None
         try:
-            group = zarr.open_group(zarr.storage.LocalStore(self.path(entry), read_only=True), mode="r")
-            return group["lq"], group["hq"]
+            node = zarr.open_group(zarr.storage.LocalStore(self.path(entry), read_only=True), mode="r")
+            return node["lq"], node["hq"]
         except (*MISSING, ValueError, OSError):
             return None
 
@@ -146,8 +146,8 @@ class ImageCache:
             if list(lq.shape[:2]) != list(entry.shape[:2]):
                 raise ValueError(f"{entry.id}: image shape {lq.shape} != indexed shape {entry.shape}")
             tmp.parent.mkdir(parents=True, exist_ok=True)
-            group = zarr.open_group(zarr.storage.LocalStore(tmp), mode="w")
-            write_images(group, lq, hq, entry.sha256, hq_sha, lq_meta.source_dtype, hq_meta.source_dtype,
+            node = zarr.open_group(zarr.storage.LocalStore(tmp), mode="w")
+            write_images(node, lq, hq, entry.sha256, hq_sha, lq_meta.source_dtype, hq_meta.source_dtype,
                          self.chunk)
             try:
                 os.rename(tmp, self.path(entry))  # atomic; fails if another process got there first

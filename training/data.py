@@ -63,7 +63,9 @@ def load_full(store: zarr.Group, entry: Entry, root: str | Path, group: Group,
 
 
 class PatchDataset(Dataset):
-    """Random aligned (LQ, HQ, labels) patches of one group's images, deterministic in (seed, i).
+    """Random aligned (LQ, HQ, labels) patches of one group's images, deterministic in (seed, i). It holds the
+    label store's location, not the opened store: every process that draws patches (the trainer's, each
+    DataLoader worker) reopens the store from ``url`` once, read-only.
 
     Sample i draws, from ``np.random.default_rng((seed, i))`` and in this order: the image (uniform over
     `entries`), the top and left offsets (uniform), the rot90 count k in 0..3 and a horizontal flip. With
@@ -71,21 +73,21 @@ class PatchDataset(Dataset):
     applied (same windows). Images smaller than the patch are padded at the bottom/right by mirroring
     (numpy "symmetric"), labels included.
 
-    store_url: the label store (local path, .zip or fsspec URL), opened read-only lazily once per process
-    (never held across fork; pickles without it, for spawned DataLoader workers). entries: index entries
-    that passed :func:`rat.shared.store.check_for_training`; those of other groups are left out. root: data
-    root, needed for images without an image cache (they are decoded whole for every patch: slow).
+    url: where the label store is (local path, .zip or fsspec URL); opened on first use in each process
+    (never held across fork; the dataset pickles without it, for spawned DataLoader workers). entries: index
+    entries that passed :func:`rat.shared.store.check_for_training`; those of other groups are left out.
+    root: data root, needed for images without an image cache (they are decoded whole for every patch: slow).
     patch_size: default the group's. length: number of samples (default 2**31 - 1, an endless stream for
     step-based training). cache: folder of the local image cache (default
     :func:`rat.shared.index.locate.cache_dir`; False: do not use one). cached: ids known to be in that cache
     (just filled by the caller), instead of looking each one up.
     """
 
-    def __init__(self, store_url: str | Path, entries: Sequence[Entry], group: Group,
+    def __init__(self, url: str | Path, entries: Sequence[Entry], group: Group,
                  root: str | Path | None = None, patch_size: int | None = None, length: int | None = None,
                  seed: int = 0, augment: bool = True, cache: str | Path | None | bool = None,
                  cached: set[str] | None = None) -> None:
-        self.store_url = str(store_url)
+        self.url = str(url)
         self.entries = [e for e in entries if e.group == group.name]
         if not self.entries:
             raise ValueError(f"no images of group {group.name!r} among the {len(entries)} entries given")
@@ -119,7 +121,7 @@ class PatchDataset(Dataset):
     def _handles(self, j: int) -> tuple[Any, Any, zarr.Array]:
         """(lq, hq, labels) arrays of image j: zarr arrays, or decoded source images without a cache."""
         if self._pid != os.getpid():
-            self._store, self._arrays, self._pid = st.open_store(self.store_url), {}, os.getpid()
+            self._store, self._arrays, self._pid = st.open_store(self.url), {}, os.getpid()
         entry = self.entries[j]
         if entry.id not in self._arrays:
             labels = st.checked_labels(self._store, entry)

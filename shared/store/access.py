@@ -58,20 +58,20 @@ def open_store(url: str | Path, mode: str = "r") -> zarr.Group:
 
     Read-only, a schema-1 store comes back in the schema-2 layout (:func:`rat.shared.store.legacy.view`).
     """
-    store = raw_store(url, read_only=(mode == "r"))
+    raw = raw_store(url, read_only=(mode == "r"))
     try:
-        group = retrying(str(url), lambda: zarr.open_group(store, mode=mode))
+        store = retrying(str(url), lambda: zarr.open_group(raw, mode=mode))
     except (StoreError, *MISSING) as err:
         reason = f"{type(err).__name__}: {one_line(err)}"
         raise StoreError(f"{url}: not a readable zarr store ({reason})") from None
-    return legacy.view(group) if mode == "r" else group
+    return legacy.view(store) if mode == "r" else store
 
 
-def create_if_absent(store: zarr.abc.store.Store, path: str, attributes: dict[str, Any]) -> None:
-    """Atomically create group metadata at `path` unless it exists (first writer wins)."""
+def create_if_absent(raw: zarr.abc.store.Store, path: str, attributes: dict[str, Any]) -> None:
+    """Atomically create a zarr group's metadata at `path` unless it exists (first writer wins)."""
     buf = GroupMetadata(attributes=attributes).to_buffer_dict(default_buffer_prototype())["zarr.json"]
     key = f"{path}/zarr.json" if path else "zarr.json"
-    zarr.core.sync.sync(store.set_if_not_exists(key, buf))
+    zarr.core.sync.sync(raw.set_if_not_exists(key, buf))
 
 
 def init_store(url: str | Path, prov: dict[str, Any], overwrite: bool = False) -> zarr.Group:
@@ -81,10 +81,10 @@ def init_store(url: str | Path, prov: dict[str, Any], overwrite: bool = False) -
     unless `overwrite`, which replaces the root record: items of the old configuration then no longer
     count as done and are recomputed. A schema-1 store is refused with the way to upgrade it.
     """
-    store = raw_store(url, read_only=False)
-    create_if_absent(store, "", {ATTR: prov})
-    group = zarr.open_group(store, mode="a")
-    have = group.attrs.get(ATTR)
+    raw = raw_store(url, read_only=False)
+    create_if_absent(raw, "", {ATTR: prov})
+    store = zarr.open_group(raw, mode="a")
+    have = store.attrs.get(ATTR)
     if not isinstance(have, dict):
         raise StoreError(f"{url}: exists but is not a RAT label store")
     if legacy.is_legacy(have):
@@ -95,18 +95,18 @@ def init_store(url: str | Path, prov: dict[str, Any], overwrite: bool = False) -
                 f"{url}: made with another configuration ({describe_difference(have, prov)}); "
                 "use another store, or `overwrite` to recompute every image")
         kept = {k: have[k] for k in ("definition", "root", "index", "derive_versions") if k in have}
-        group.attrs[ATTR] = {**prov, **kept}
-    create_if_absent(store, "labels", {"ome": {"version": "0.5", "labels": []}})
-    return group
+        store.attrs[ATTR] = {**prov, **kept}
+    create_if_absent(raw, "labels", {"ome": {"version": "0.5", "labels": []}})
+    return store
 
 
-def read_documents(store: zarr.abc.store.Store, keys: Sequence[str], threads: int = READ_THREADS
+def read_documents(raw: zarr.abc.store.Store, keys: Sequence[str], threads: int = READ_THREADS
                    ) -> list[dict[str, Any] | None]:
     """The JSON documents at ``keys`` (None where there is none, or half of one), read concurrently: a local
     store's files directly, any other store through its own asynchronous reads. Transient errors are retried
     (:func:`rat.shared.store.schema.retrying`)."""
-    if isinstance(store, zarr.storage.LocalStore):
-        root = Path(store.root)
+    if isinstance(raw, zarr.storage.LocalStore):
+        root = Path(raw.root)
 
         def read(key: str) -> dict[str, Any] | None:
             try:
@@ -115,11 +115,11 @@ def read_documents(store: zarr.abc.store.Store, keys: Sequence[str], threads: in
                 return None
 
         with ThreadPoolExecutor(max(1, min(threads, len(keys)))) as pool:
-            return list(pool.map(lambda k: retrying(f"{store}: {k}", lambda: read(k)), keys))
-    return sync(_read_many(store, list(keys), threads))
+            return list(pool.map(lambda k: retrying(f"{raw}: {k}", lambda: read(k)), keys))
+    return sync(_read_many(raw, list(keys), threads))
 
 
-async def _read_many(store: zarr.abc.store.Store, keys: list[str], threads: int
+async def _read_many(raw: zarr.abc.store.Store, keys: list[str], threads: int
                      ) -> list[dict[str, Any] | None]:
     limit = asyncio.Semaphore(threads)
     prototype = default_buffer_prototype()
@@ -128,14 +128,14 @@ async def _read_many(store: zarr.abc.store.Store, keys: list[str], threads: int
         async with limit:
             for attempt in range(READ_ATTEMPTS):
                 try:
-                    buf = await store.get(key, prototype)
+                    buf = await raw.get(key, prototype)
                     return None if buf is None else json.loads(buf.to_bytes())
                 except MISSING:
                     return None
                 except Exception as err:  # noqa: BLE001 - network and server errors come in many types
                     if attempt == READ_ATTEMPTS - 1:
                         reason = f"{type(err).__name__}: {one_line(err)}"
-                        raise StoreError(f"{store}: {key}: cannot read ({reason}) after {READ_ATTEMPTS} "
+                        raise StoreError(f"{raw}: {key}: cannot read ({reason}) after {READ_ATTEMPTS} "
                                          "attempts") from None
                     await asyncio.sleep(RETRY_WAIT * 2**attempt)
         return None

@@ -50,22 +50,22 @@ def _label_problem(entry: Entry, rec: dict[str, Any] | None) -> str | None:
     return None
 
 
-def label_problem(group: zarr.Group, entry: Entry) -> str | None:
+def label_problem(store: zarr.Group, entry: Entry) -> str | None:
     """Why the label map of an index entry cannot be used (one line), or None (see the module doc)."""
-    return _label_problem(entry, record(group, entry.id))
+    return _label_problem(entry, record(store, entry.id))
 
 
-def checked_labels(group: zarr.Group, entry: Entry) -> zarr.Array:
+def checked_labels(store: zarr.Group, entry: Entry) -> zarr.Array:
     """The label array of an index entry; StoreError naming the problem of :func:`label_problem`."""
-    problem = label_problem(group, entry)
+    problem = label_problem(store, entry)
     if problem is not None:
         raise StoreError(problem)
-    return label_array(group, entry.id)
+    return label_array(store, entry.id)
 
 
-def _bytes_problem(group: zarr.Group, image_id: str) -> str | None:
+def _bytes_problem(store: zarr.Group, image_id: str) -> str | None:
     try:
-        read_labels(group, image_id)
+        read_labels(store, image_id)
     except StoreError as err:
         return str(err)
     return None
@@ -82,7 +82,7 @@ def _object_keys(image_id: str, rec: dict[str, Any]) -> list[str] | None:
     return [f"{base}/zarr.json", *(f"{base}/c/{i}/{j}" for i, j in grid)]
 
 
-def bytes_problems(group: zarr.Group, entries: Sequence[Entry], recs: dict[str, dict[str, Any] | None],
+def bytes_problems(store: zarr.Group, entries: Sequence[Entry], recs: dict[str, dict[str, Any] | None],
                    remember: bool = False, threads: int = THREADS, progress: bool = False
                    ) -> dict[str, str | None]:
     """Whether the label bytes of entries with a complete record match their recorded SHA-256 (read and
@@ -92,31 +92,31 @@ def bytes_problems(group: zarr.Group, entries: Sequence[Entry], recs: dict[str, 
     stamps: dict[str, str] = {}
     if remember:
         keys = {e.id: _object_keys(e.id, recs[e.id]) for e in todo}
-        found = key_stamps(group.store, [k for ks in keys.values() if ks for k in ks], "labels/")
+        found = key_stamps(store.store, [k for ks in keys.values() if ks for k in ks], "labels/")
         if found is not None:
             stamps = {i: "|".join(found[k] or "-" for k in ks) for i, ks in keys.items() if ks}
-        names = {i: f"{group.store}|{image_key(i)}" for i in stamps}
+        names = {i: f"{store.store}|{image_key(i)}" for i in stamps}
         known = checked("labels", list(names.values()))
         todo = [e for e in todo if known.get(names.get(e.id, "")) != (stamps.get(e.id),
                                                                      recs[e.id]["labels_sha256"])]
-    problems = dict(zip((e.id for e in todo), _parallel(lambda e: _bytes_problem(group, e.id), todo, threads,
+    problems = dict(zip((e.id for e in todo), _parallel(lambda e: _bytes_problem(store, e.id), todo, threads,
                                                        "check label bytes", progress), strict=True))
     if remember:
-        remember_checked("labels", [(f"{group.store}|{image_key(i)}", stamps[i], recs[i]["labels_sha256"])
+        remember_checked("labels", [(f"{store.store}|{image_key(i)}", stamps[i], recs[i]["labels_sha256"])
                                     for i, p in problems.items() if p is None and i in stamps])
     return problems
 
 
-def remember_written(group: zarr.Group, recs: dict[str, dict[str, Any] | None]) -> None:
+def remember_written(store: zarr.Group, recs: dict[str, dict[str, Any] | None]) -> None:
     """Remember label maps a run has just written (their records ``recs``) as checked, by the stamps their
     store objects carry now: later checks (:func:`bytes_problems` with ``remember``) read them only when
     their objects change. One listing (or a stat per object), no read of label bytes."""
     keys = {i: _object_keys(i, r) for i, r in recs.items() if r is not None}
     keys = {i: ks for i, ks in keys.items() if ks}
-    found = key_stamps(group.store, [k for ks in keys.values() for k in ks], "labels/") if keys else None
+    found = key_stamps(store.store, [k for ks in keys.values() for k in ks], "labels/") if keys else None
     if found is None:
         return
-    remember_checked("labels", [(f"{group.store}|{image_key(i)}", "|".join(found[k] or "-" for k in ks),
+    remember_checked("labels", [(f"{store.store}|{image_key(i)}", "|".join(found[k] or "-" for k in ks),
                                  recs[i]["labels_sha256"]) for i, ks in keys.items()
                                 if all(found[k] is not None for k in ks[:1])])
 
@@ -167,13 +167,13 @@ def _parallel(work, items: Sequence[Any], threads: int, desc: str, progress: boo
                          disable=not progress))
 
 
-def verify(group: zarr.Group, entries: Iterable[Entry], root: str | Path | None = None,
+def verify(store: zarr.Group, entries: Iterable[Entry], root: str | Path | None = None,
            hash_labels: bool = True, threads: int = THREADS, progress: bool = False) -> list[str]:
     """Problems of the store against index entries (one line each, in entry order; empty when all is well):
     :func:`label_problem`, with `root` the LQ file under the data root against the index, with
     `hash_labels` the label bytes against their SHA-256 (every one read: this is the thorough check)."""
     entries = list(entries)
-    recs = read_records(group, [e.id for e in entries])
+    recs = read_records(store, [e.id for e in entries])
     found = [_label_problem(e, recs[e.id]) for e in entries]
     if root is not None:
         lq = [source_path(root, e.lq) for e in entries]
@@ -186,7 +186,7 @@ def verify(group: zarr.Group, entries: Iterable[Entry], root: str | Path | None 
                             if sha != e.sha256 else None)
     if hash_labels:
         ok = [e for e, f in zip(entries, found, strict=True) if f is None]
-        hashed = bytes_problems(group, ok, recs, threads=threads, progress=progress)
+        hashed = bytes_problems(store, ok, recs, threads=threads, progress=progress)
         found = [f if f is not None else hashed.get(e.id) for e, f in zip(entries, found, strict=True)]
     return [f for f in found if f is not None]
 
@@ -215,30 +215,30 @@ def listing(header: str, problems: Sequence[str]) -> str:
     return "\n".join([header, *(f"  {p}" for p in problems[:MAX_LISTED]), *more])
 
 
-def check_labels(group: zarr.Group, entries: Sequence[Entry], store_name: str, hash_labels: bool = False,
+def check_labels(store: zarr.Group, entries: Sequence[Entry], url: str, hash_labels: bool = False,
                  progress: bool = False) -> None:
     """StoreError listing every entry whose label map fails :func:`verify` (without the data root)."""
-    problems = verify(group, entries, hash_labels=hash_labels, progress=progress)
+    problems = verify(store, entries, hash_labels=hash_labels, progress=progress)
     if problems:
-        raise StoreError(listing(f"{store_name}: {len(problems)} of {len(entries)} images cannot be used:",
+        raise StoreError(listing(f"{url}: {len(problems)} of {len(entries)} images cannot be used:",
                                  problems))
 
 
-def check_for_training(group: zarr.Group, ds: DatasetDef, entries: Sequence[Entry], root: str | Path,
-                       store_name: str, threads: int = THREADS, progress: bool = False) -> None:
+def check_for_training(store: zarr.Group, ds: DatasetDef, entries: Sequence[Entry], root: str | Path,
+                       url: str, threads: int = THREADS, progress: bool = False) -> None:
     """Check every image a run uses, once (see the module doc): its label map (complete, made from its LQ
     bytes, its bytes matching their SHA-256) and its LQ and HQ files under ``root``. StoreError listing every
     problem by image id; nothing is trained on before this passes."""
     entries = list(entries)
-    recs = read_records(group, [e.id for e in entries])
+    recs = read_records(store, [e.id for e in entries])
     labels = {e.id: _label_problem(e, recs[e.id]) for e in entries}
-    labels.update(bytes_problems(group, [e for e in entries if labels[e.id] is None], recs, remember=True,
+    labels.update(bytes_problems(store, [e for e in entries if labels[e.id] is None], recs, remember=True,
                                  threads=threads, progress=progress))
     bad = [labels[e.id] for e in entries if labels[e.id] is not None]
     if bad:
-        raise StoreError(listing(f"{store_name}: {len(bad)} of {len(entries)} images cannot be used for "
+        raise StoreError(listing(f"{url}: {len(bad)} of {len(entries)} images cannot be used for "
                                  "training:", bad))
-    sources = source_problems(ds, entries, root, provenance(group).get("derive_versions"), threads, progress)
+    sources = source_problems(ds, entries, root, provenance(store).get("derive_versions"), threads, progress)
     if sources:
-        header = f"{root}: {len(sources)} images are not the files {store_name} was made from:"
+        header = f"{root}: {len(sources)} images are not the files {url} was made from:"
         raise StoreError(listing(header, sources))

@@ -30,16 +30,16 @@ from rat.shared.store.schema import ATTR, MISSING, ZSTD_LEVEL, StoreError, prove
 log = logging.getLogger(__name__)
 
 
-def record_dataset(group: zarr.Group, ds: DatasetDef, entries: Iterable[Entry], root: str | Path,
+def record_dataset(store: zarr.Group, ds: DatasetDef, entries: Iterable[Entry], root: str | Path,
                    derive_versions: list[dict[str, str]] | None = None) -> None:
     """Write the index and the definition, root and derivation versions into the store (coordinator only)."""
     rows = [entry_row(e) for e in sorted(entries, key=lambda e: e.id)]
     payload = json.dumps({"columns": list(INDEX_COLUMNS), "rows": rows}, separators=(",", ":")).encode()
     sha = hashlib.sha256(payload).hexdigest()
     name = f"index-{sha[:16]}"
-    prov = provenance(group)
-    if prov.get("index", {}).get("sha256") != sha and name not in group:
-        arr = group.create_array(name, shape=(len(payload),), dtype="uint8", chunks=(max(1, len(payload)),),
+    prov = provenance(store)
+    if prov.get("index", {}).get("sha256") != sha and name not in store:
+        arr = store.create_array(name, shape=(len(payload),), dtype="uint8", chunks=(max(1, len(payload)),),
                                  compressors=zarr.codecs.ZstdCodec(level=ZSTD_LEVEL), overwrite=True)
         arr[...] = np.frombuffer(payload, dtype=np.uint8)
         arr.attrs[ATTR] = {"sha256": sha, "entries": len(rows), "columns": list(INDEX_COLUMNS)}
@@ -50,51 +50,51 @@ def record_dataset(group: zarr.Group, ds: DatasetDef, entries: Iterable[Entry], 
     if derive_versions:
         new["derive_versions"] = derive_versions
     if new != prov:
-        group.attrs[ATTR] = new
+        store.attrs[ATTR] = new
 
 
-def store_definition(group: zarr.Group) -> DatasetDef | None:
+def store_definition(store: zarr.Group) -> DatasetDef | None:
     """The dataset definition a store carries (None for stores that carry none: schema 1); StoreError when its
     text is not the one recorded (its SHA-256 differs: edited in the store's root record)."""
-    d = provenance(group).get("definition")
+    d = provenance(store).get("definition")
     if not d:
         return None
     if hashlib.sha256(str(d.get("text", "")).encode("utf-8")).hexdigest() != d.get("sha256"):
-        raise StoreError(f"{group.store}: the dataset definition it carries ({d.get('name')}) does not match "
+        raise StoreError(f"{store.store}: the dataset definition it carries ({d.get('name')}) does not match "
                          "its recorded SHA-256 (its text was edited in zarr.json); restore it, or record the "
                          "definition again with `rat-precompute upgrade --dataset DEFINITION`")
     if d.get("builtin"):
         builtin = load_dataset(d["name"])
         if builtin.sha256 == d["sha256"]:
             return builtin
-    return definition_from_text(d["text"], f"{group.store} (definition {d['name']})")
+    return definition_from_text(d["text"], f"{store.store} (definition {d['name']})")
 
 
-def store_index(group: zarr.Group) -> list[Entry] | None:
+def store_index(store: zarr.Group) -> list[Entry] | None:
     """The index a store carries (None when it carries none); StoreError if its bytes are not the recorded."""
-    pointer = provenance(group).get("index")
+    pointer = provenance(store).get("index")
     if not pointer:
         return None
     name = pointer["array"]
     try:
-        payload = retrying(f"{group.store}: {name}", lambda: bytes(group[name][...]))
+        payload = retrying(f"{store.store}: {name}", lambda: bytes(store[name][...]))
     except MISSING:
-        raise StoreError(f"{group.store}: the index {name} the store points at is missing") from None
+        raise StoreError(f"{store.store}: the index {name} the store points at is missing") from None
     if hashlib.sha256(payload).hexdigest() != pointer["sha256"]:
-        raise StoreError(f"{group.store}: the index {name} does not match its recorded SHA-256")
+        raise StoreError(f"{store.store}: the index {name} does not match its recorded SHA-256")
     doc = json.loads(payload)
     columns = tuple(doc["columns"])
     if columns != INDEX_COLUMNS:
-        raise StoreError(f"{group.store}: index columns {columns} are not {INDEX_COLUMNS}")
+        raise StoreError(f"{store.store}: index columns {columns} are not {INDEX_COLUMNS}")
     return [entry_from_row(row) for row in doc["rows"]]
 
 
-def recorded_root(group: zarr.Group) -> str | None:
+def recorded_root(store: zarr.Group) -> str | None:
     """The data root a store was made from (a hint: it may not exist here)."""
-    return provenance(group).get("root")
+    return provenance(store).get("root")
 
 
-def dataset_for(group: zarr.Group | None, dataset: str | None = None, root: str | Path | None = None,
+def dataset_for(store: zarr.Group | None, dataset: str | None = None, root: str | Path | None = None,
                 index: str | Path | None = None, progress: bool = False
                 ) -> tuple[DatasetDef, list[Entry], Path]:
     """The dataset definition, index entries and data root to use with a label store (or without one).
@@ -107,20 +107,20 @@ def dataset_for(group: zarr.Group | None, dataset: str | None = None, root: str 
     there were any) gets one carved from its training units (:func:`rat.shared.index.select.with_val_split`),
     and a note says so.
     """
-    carried = store_definition(group) if group is not None else None
+    carried = store_definition(store) if store is not None else None
     if dataset is None and carried is None:
-        if group is not None:
-            raise ParamError("dataset", f"{group.store} is a schema-1 store, which does not carry its "
+        if store is not None:
+            raise ParamError("dataset", f"{store.store} is a schema-1 store, which does not carry its "
                              "dataset: pass it (and the data root), or upgrade the store")
         raise ParamError("dataset", "is required")
     ds = load_dataset(dataset) if dataset is not None else carried
-    if group is not None and ds.name != provenance(group).get("dataset"):
-        raise StoreError(f"{group.store}: label maps of dataset {provenance(group).get('dataset')!r}, "
+    if store is not None and ds.name != provenance(store).get("dataset"):
+        raise StoreError(f"{store.store}: label maps of dataset {provenance(store).get('dataset')!r}, "
                          f"not {ds.name!r}")
-    path = resolve_root(ds, root, recorded_root(group) if group is not None else None)
+    path = resolve_root(ds, root, recorded_root(store) if store is not None else None)
     entries = None
     if carried is not None and carried.sha256 == ds.sha256 and index is None:
-        entries = store_index(group)
+        entries = store_index(store)
     if entries is None:
         entries = index_entries(ds, path, index, progress)
     entries, note = with_val_split(ds, entries)

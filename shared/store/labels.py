@@ -42,17 +42,17 @@ def labels_sha256(labels: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(labels).tobytes()).hexdigest()
 
 
-def record(group: zarr.Group, image_id: str) -> dict[str, Any] | None:
+def record(store: zarr.Group, image_id: str) -> dict[str, Any] | None:
     """The complete record of a label map made under the store's configuration, else None (missing, half
     written, or of another configuration). Transient read errors are retried, then raise StoreError."""
     def read() -> Any:
-        return group[f"labels/{image_key(image_id)}"].attrs.get(ATTR)
+        return store[f"labels/{image_key(image_id)}"].attrs.get(ATTR)
 
     try:
-        rec = retrying(f"{group.store}: labels/{image_id}", read)
+        rec = retrying(f"{store.store}: labels/{image_id}", read)
     except MISSING:
         return None
-    return complete(rec, group.attrs.get(ATTR, {}).get("fingerprint"))
+    return complete(rec, store.attrs.get(ATTR, {}).get("fingerprint"))
 
 
 def complete(rec: Any, fingerprint: str | None) -> dict[str, Any] | None:
@@ -62,7 +62,7 @@ def complete(rec: Any, fingerprint: str | None) -> dict[str, Any] | None:
     return None
 
 
-def write_labels(group: zarr.Group, image_id: str, labels: np.ndarray, source_sha256: str,
+def write_labels(store: zarr.Group, image_id: str, labels: np.ndarray, source_sha256: str,
                  chunk: int = DEFAULT_CHUNK, fingerprint: str | None = None,
                  spacing: tuple[float, float] | None = None) -> dict[str, Any]:
     """Write one label map as an NGFF label image, its record last. Replaces whatever was at that key.
@@ -72,8 +72,8 @@ def write_labels(group: zarr.Group, image_id: str, labels: np.ndarray, source_sh
     ``spacing``: (row, col) pixel spacing in mm, for viewers.
 
     The objects are those zarr writes for ``labels/<key>/0`` (the array, chunks equal to the fill value 0
-    left out), byte for byte (a test compares), and the group ``labels/<key>`` as a compact zarr v3 group
-    document: the old node removed, the array's metadata and chunks, then the group's document holding the
+    left out), byte for byte (a test compares), and the node ``labels/<key>`` as a compact zarr v3 group
+    document: the old node removed, the array's metadata and chunks, then the node's document holding the
     record, last.
     """
     if labels.ndim != 2:
@@ -84,12 +84,12 @@ def write_labels(group: zarr.Group, image_id: str, labels: np.ndarray, source_sh
     rec = {"source_sha256": source_sha256, "shape": list(labels.shape), "chunks": list(chunks),
            "dtype": str(labels.dtype), "regions": int(np.count_nonzero(counts[1:])),
            "labels_sha256": labels_sha256(labels),
-           "fingerprint": fingerprint or provenance(group)["fingerprint"], "complete": True}
+           "fingerprint": fingerprint or provenance(store)["fingerprint"], "complete": True}
     attributes = {"ome": label_image_attrs(key, counts, spacing), ATTR: rec}
-    group_doc = json.dumps({"attributes": attributes, "zarr_format": 3, "node_type": "group"},
+    node_doc = json.dumps({"attributes": attributes, "zarr_format": 3, "node_type": "group"},
                            separators=(",", ":")).encode()
     array_doc = _array_document(labels.shape, labels.dtype.str, chunks)
-    _put(group.store, f"labels/{key}", array_doc, dict(_encoded_chunks(labels, chunks)), group_doc)
+    _put(store.store, f"labels/{key}", array_doc, dict(_encoded_chunks(labels, chunks)), node_doc)
     return rec
 
 
@@ -118,15 +118,15 @@ def _encoded_chunks(labels: np.ndarray, chunks: tuple[int, int]):
             yield f"c/{i}/{j}", codec.encode(block.tobytes())
 
 
-def _put(store: zarr.abc.store.Store, prefix: str, array_doc: bytes, encoded: dict[str, bytes],
-         group_doc: bytes) -> None:
-    """Replace the node at ``prefix``: remove it, write the array's metadata and chunks, then the group's
+def _put(raw: zarr.abc.store.Store, prefix: str, array_doc: bytes, encoded: dict[str, bytes],
+         node_doc: bytes) -> None:
+    """Replace the node at ``prefix``: remove it, write the array's metadata and chunks, then the node's
     document (the record) last. Files of a local store are written directly, each folder made once; the
     record atomically (temporary name, then rename): until it is there, readers take the node as incomplete.
     Other stores are written through their own concurrent writes."""
     objects = {"0/zarr.json": array_doc, **{f"0/{k}": v for k, v in encoded.items()}}
-    if isinstance(store, zarr.storage.LocalStore):
-        node = Path(store.root) / prefix
+    if isinstance(raw, zarr.storage.LocalStore):
+        node = Path(raw.root) / prefix
         shutil.rmtree(node, ignore_errors=True)
         node.parent.mkdir(parents=True, exist_ok=True)
         folders = {"/".join(name.split("/")[:k]) for name in objects for k in range(name.count("/") + 1)}
@@ -135,44 +135,44 @@ def _put(store: zarr.abc.store.Store, prefix: str, array_doc: bytes, encoded: di
         for name, data in objects.items():
             (node / name).write_bytes(data)
         tmp = node / f".zarr.json.{uuid.uuid4().hex}.partial"
-        tmp.write_bytes(group_doc)
+        tmp.write_bytes(node_doc)
         os.replace(tmp, node / "zarr.json")
         return
-    sync(_put_async(store, prefix, objects, group_doc))
+    sync(_put_async(raw, prefix, objects, node_doc))
 
 
-async def _put_async(store: zarr.abc.store.Store, prefix: str, objects: dict[str, bytes], group_doc: bytes
+async def _put_async(raw: zarr.abc.store.Store, prefix: str, objects: dict[str, bytes], node_doc: bytes
                      ) -> None:
     buffer = default_buffer_prototype().buffer
-    await store.delete_dir(prefix)
-    await asyncio.gather(*(store.set(f"{prefix}/{k}", buffer.from_bytes(v)) for k, v in objects.items()))
-    await store.set(f"{prefix}/zarr.json", buffer.from_bytes(group_doc))    # the record, last
+    await raw.delete_dir(prefix)
+    await asyncio.gather(*(raw.set(f"{prefix}/{k}", buffer.from_bytes(v)) for k, v in objects.items()))
+    await raw.set(f"{prefix}/zarr.json", buffer.from_bytes(node_doc))    # the record, last
 
 
-def label_array(group: zarr.Group, image_id: str) -> zarr.Array:
+def label_array(store: zarr.Group, image_id: str) -> zarr.Array:
     """The label array of an image, whatever its record; StoreError when missing."""
     try:
-        return retrying(f"{group.store}: labels/{image_id}", lambda: group[f"labels/{image_key(image_id)}/0"])
+        return retrying(f"{store.store}: labels/{image_id}", lambda: store[f"labels/{image_key(image_id)}/0"])
     except MISSING:
         raise StoreError(f"{image_id}: no label map in the store") from None
 
 
-def read_labels(group: zarr.Group, image_id: str, check: bool = True) -> np.ndarray:
+def read_labels(store: zarr.Group, image_id: str, check: bool = True) -> np.ndarray:
     """The label map of `image_id`; StoreError when it is missing, incomplete or (with ``check``) its bytes
     do not match their recorded SHA-256."""
-    rec = record(group, image_id)
+    rec = record(store, image_id)
     if rec is None:
         raise StoreError(f"{image_id}: no complete label map in the store")
-    labels = retrying(f"{group.store}: labels/{image_id}", lambda: label_array(group, image_id)[...])
+    labels = retrying(f"{store.store}: labels/{image_id}", lambda: label_array(store, image_id)[...])
     if check and labels_sha256(labels) != rec["labels_sha256"]:
         raise StoreError(f"{image_id}: label bytes do not match their recorded SHA-256 (corrupted or swapped "
                          "chunk); recompute it with `rat-precompute masks --overwrite`")
     return labels
 
 
-def label_ids(group: zarr.Group) -> list[str]:
+def label_ids(store: zarr.Group) -> list[str]:
     """Ids of every label map in the store, complete or not, sorted: one listing of ``labels/`` (not a read
     of each one's metadata)."""
-    prefix = f"{group.path}/labels" if group.path else "labels"
-    names = collect_aiterator(group.store.list_dir(prefix))
+    prefix = f"{store.path}/labels" if store.path else "labels"
+    names = collect_aiterator(store.store.list_dir(prefix))
     return sorted(image_id(k) for k in names if k != "zarr.json" and not k.startswith("."))

@@ -41,22 +41,22 @@ FOLDER = ".rat-runs"
 BEAT, STALE_AFTER = 60.0, 600.0
 
 
-def _put(store: zarr.abc.store.Store, key: str, doc: dict[str, Any]) -> None:
+def _put(raw: zarr.abc.store.Store, key: str, doc: dict[str, Any]) -> None:
     buf = default_buffer_prototype().buffer.from_bytes(json.dumps(doc).encode())
-    sync(store.set(key, buf))
+    sync(raw.set(key, buf))
 
 
-def _get(store: zarr.abc.store.Store, key: str) -> dict[str, Any] | None:
+def _get(raw: zarr.abc.store.Store, key: str) -> dict[str, Any] | None:
     try:
-        buf = sync(store.get(key, default_buffer_prototype()))
+        buf = sync(raw.get(key, default_buffer_prototype()))
         return None if buf is None else json.loads(buf.to_bytes())
     except (*MISSING, OSError, ValueError):
         return None
 
 
-def _delete(store: zarr.abc.store.Store, key: str) -> None:
+def _delete(raw: zarr.abc.store.Store, key: str) -> None:
     try:
-        sync(store.delete(key))
+        sync(raw.delete(key))
     except (*MISSING, OSError):
         pass
 
@@ -81,24 +81,24 @@ def describe(lease: dict[str, Any]) -> str:
 class Lease:
     """This run's lease: released (deleted, its heartbeat stopped) with :meth:`release` or ``with``."""
 
-    store: zarr.abc.store.Store
+    raw: zarr.abc.store.Store
     token: str
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
     def _beat(self) -> None:
         while not self._stop.wait(BEAT):
-            _put(self.store, f"{FOLDER}/{self.token}.beat", {"time": time.time()})
+            _put(self.raw, f"{FOLDER}/{self.token}.beat", {"time": time.time()})
 
     def release(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
         for suffix in (".json", ".beat"):
-            _delete(self.store, f"{FOLDER}/{self.token}{suffix}")
-        if isinstance(self.store, zarr.storage.LocalStore):     # the folder goes with the last lease
+            _delete(self.raw, f"{FOLDER}/{self.token}{suffix}")
+        if isinstance(self.raw, zarr.storage.LocalStore):     # the folder goes with the last lease
             try:
-                os.rmdir(os.path.join(self.store.root, FOLDER))
+                os.rmdir(os.path.join(self.raw.root, FOLDER))
             except OSError:
                 pass  # other runs' leases are in it
 
@@ -116,28 +116,28 @@ def _live(lease: dict[str, Any], beat: dict[str, Any] | None) -> bool:
     return time.time() - float(last) < STALE_AFTER
 
 
-def hold(group: zarr.Group, ids: Sequence[str]) -> tuple[Lease, dict[str, str]]:
+def hold(store: zarr.Group, ids: Sequence[str]) -> tuple[Lease, dict[str, str]]:
     """Record that this run computes ``ids`` (see the module doc). Returns its lease and, for the ids a live
     run that started earlier holds, {id: that run described} (this run leaves them to it)."""
-    store = group.store
+    raw = store.store
     token = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
-    _put(store, f"{FOLDER}/{token}.json", {"token": token, "host": socket.gethostname(), "pid": os.getpid(),
+    _put(raw, f"{FOLDER}/{token}.json", {"token": token, "host": socket.gethostname(), "pid": os.getpid(),
                                            "started": time.time(), "ids": list(ids)})
-    lease = Lease(store, token)
+    lease = Lease(raw, token)
     held: dict[str, str] = {}
     try:
-        names = sorted(collect_aiterator(store.list_dir(FOLDER)))
+        names = sorted(collect_aiterator(raw.list_dir(FOLDER)))
     except (*MISSING, OSError):
         names = []
     for name in names:
         if not name.endswith(".json") or name == f"{token}.json":
             continue
-        other = _get(store, f"{FOLDER}/{name}")
+        other = _get(raw, f"{FOLDER}/{name}")
         if other is None:
             continue
-        if not _live(other, _get(store, f"{FOLDER}/{name[:-5]}.beat")):
-            _delete(store, f"{FOLDER}/{name}")                     # abandoned by a run that was killed
-            _delete(store, f"{FOLDER}/{name[:-5]}.beat")
+        if not _live(other, _get(raw, f"{FOLDER}/{name[:-5]}.beat")):
+            _delete(raw, f"{FOLDER}/{name}")                     # abandoned by a run that was killed
+            _delete(raw, f"{FOLDER}/{name[:-5]}.beat")
             continue
         if str(other.get("token", "")) < token:
             mine = set(ids)

@@ -2,9 +2,9 @@
 
 Schema 1 kept each label map as the array ``labels/<key>`` with its record in the array's attributes (no
 ``0`` level, no NGFF metadata), optional image caches under ``images/<key>/lq|hq``, and no dataset record.
-:func:`view` presents such a store read-only in the schema-2 layout: ``labels/<key>`` a group holding the
+:func:`view` presents such a store read-only in the schema-2 layout: ``labels/<key>`` a zarr group holding the
 record, ``labels/<key>/0`` the array with the same chunks, by translating keys (no byte is copied or changed).
-A label map already rewritten as a group (by an interrupted ``upgrade``) is passed through as it is.
+A label map already rewritten as a zarr group (by an interrupted ``upgrade``) is passed through as it is.
 What still differs is visible in the root record only: schema 1, and no dataset (``--dataset`` is needed).
 """
 
@@ -35,21 +35,21 @@ def upgrade_hint(url: str | Path) -> str:
             "NAME --root DIR` (label maps are kept)")
 
 
-def view(group: zarr.Group) -> zarr.Group:
-    """``group`` itself, or for a schema-1 store the same store read-only in the schema-2 layout."""
-    prov = group.attrs.get(ATTR)
+def view(store: zarr.Group) -> zarr.Group:
+    """``store`` itself, or for a schema-1 store the same store read-only in the schema-2 layout."""
+    prov = store.attrs.get(ATTR)
     if not isinstance(prov, dict) or not is_legacy(prov):
-        return group
-    return zarr.open_group(Schema1Layout(group.store), mode="r")
+        return store
+    return zarr.open_group(Schema1Layout(store.store), mode="r")
 
 
-def image_items(group: zarr.Group) -> list[tuple[str, dict[str, Any]]]:
+def image_items(store: zarr.Group) -> list[tuple[str, dict[str, Any]]]:
     """(image id, record) of the complete image caches a schema-1 store holds under ``images/``."""
-    if "images" not in group:
+    if "images" not in store:
         return []
     found = []
-    for key in sorted(group["images"].group_keys()):
-        rec = group[f"images/{key}"].attrs.get(ATTR)
+    for key in sorted(store["images"].group_keys()):
+        rec = store[f"images/{key}"].attrs.get(ATTR)
         if isinstance(rec, dict) and rec.get("complete"):
             found.append((image_id(key), rec))
     return found
@@ -65,7 +65,7 @@ def _item(key: str) -> tuple[str | None, list[str]]:
 
 class Schema1Layout(WrapperStore):
     """A read-only schema-1 store whose label arrays ``labels/<key>`` appear as ``labels/<key>/0`` under a
-    group that carries their record."""
+    zarr group that carries their record."""
 
     def __init__(self, store: zarr.abc.store.Store) -> None:
         super().__init__(store)
@@ -98,7 +98,7 @@ class Schema1Layout(WrapperStore):
         meta = await self._array_meta(item) if item else None
         if meta is None:
             return await self._store.get(key, prototype, byte_range)
-        if rest == ["zarr.json"]:  # the label image group, carrying the array's record
+        if rest == ["zarr.json"]:  # the label image's zarr group, carrying the array's record
             doc = {"zarr_format": 3, "node_type": "group",
                    "attributes": {ATTR: meta.get("attributes", {}).get(ATTR)}}
             return prototype.buffer.from_bytes(json.dumps(doc).encode())

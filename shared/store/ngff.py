@@ -1,9 +1,9 @@
 """OME-Zarr (NGFF 0.5) metadata of the label maps, so that ome-zarr-py and napari open them as label layers.
 
-Each label map is an NGFF "image-label": a group whose attributes hold ``{"ome": {"version": "0.5",
+Each label map is an NGFF "image-label": a zarr group whose attributes hold ``{"ome": {"version": "0.5",
 "multiscales": [...], "image-label": {...}}}`` and whose array ``0`` holds the (y, x) labels, one resolution
 level. Its ``properties`` list every region (label value and area in pixels); viewers choose the colours.
-The ``labels`` group lists the label images (``{"ome": {"version": "0.5", "labels": [...]}}``).
+The zarr group ``labels`` lists the label images (``{"ome": {"version": "0.5", "labels": [...]}}``).
 """
 
 from __future__ import annotations
@@ -35,6 +35,6 @@ def label_image_attrs(name: str, counts: np.ndarray, spacing: tuple[float, float
     }
 
 
-def labels_group_attrs(names: list[str]) -> dict[str, Any]:
-    """The "ome" attributes of the group listing the label images."""
+def labels_listing_attrs(names: list[str]) -> dict[str, Any]:
+    """The "ome" attributes of the zarr group ``labels``, which lists the label images."""
     return {"version": NGFF_VERSION, "labels": sorted(names)}

@@ -25,7 +25,7 @@ from zarr.core.sync import collect_aiterator
 
 from rat.shared.store.access import read_documents
 from rat.shared.store.labels import complete, label_ids
-from rat.shared.store.ngff import labels_group_attrs
+from rat.shared.store.ngff import labels_listing_attrs
 from rat.shared.store.schema import (
     ATTR,
     MISSING,
@@ -47,14 +47,14 @@ def document_key(image_id: str) -> str:
     return f"labels/{image_key(image_id)}/zarr.json"
 
 
-def _table(group: zarr.Group) -> dict[str, list]:
+def _table(store: zarr.Group) -> dict[str, list]:
     """The consolidated table of the store's configuration ({key: [stamp, record]}), else {}."""
-    prov = group.attrs.get(ATTR, {})
+    prov = store.attrs.get(ATTR, {})
     pointer = prov.get(POINTER)
     if not pointer or pointer.get("fingerprint") != prov.get("fingerprint"):
         return {}
     try:
-        payload = retrying(f"{group.store}: {pointer['array']}", lambda: bytes(group[pointer["array"]][...]))
+        payload = retrying(f"{store.store}: {pointer['array']}", lambda: bytes(store[pointer["array"]][...]))
     except Exception:  # noqa: BLE001 - missing, or half written by another coordinator: a cache miss
         return {}
     if hashlib.sha256(payload).hexdigest() != pointer["sha256"]:
@@ -62,15 +62,15 @@ def _table(group: zarr.Group) -> dict[str, list]:
     return json.loads(payload)["rows"]
 
 
-def read_records(group: zarr.Group, image_ids: Sequence[str], threads: int = READ_THREADS
+def read_records(store: zarr.Group, image_ids: Sequence[str], threads: int = READ_THREADS
             ) -> dict[str, dict[str, Any] | None]:
     """The complete records of these label maps made under the store's configuration (None for the others,
     as :func:`rat.shared.store.labels.record` says): from the consolidated table where their documents still
     carry its stamps, else read, concurrently."""
-    fingerprint = group.attrs.get(ATTR, {}).get("fingerprint")
+    fingerprint = store.attrs.get(ATTR, {}).get("fingerprint")
     keys = [document_key(i) for i in image_ids]
-    table = _table(group)
-    stamps = key_stamps(group.store, keys, "labels/") if table else None
+    table = _table(store)
+    stamps = key_stamps(store.store, keys, "labels/") if table else None
     found: dict[str, Any] = {}
     if stamps is not None:
         for i, key in zip(image_ids, keys, strict=True):
@@ -78,20 +78,20 @@ def read_records(group: zarr.Group, image_ids: Sequence[str], threads: int = REA
             if row is not None and stamps[key] is not None and row[0] == stamps[key]:
                 found[i] = row[1]
     rest = [i for i in image_ids if i not in found]
-    docs = read_documents(group.store, [document_key(i) for i in rest], threads)
+    docs = read_documents(store.store, [document_key(i) for i in rest], threads)
     found.update({i: (d or {}).get("attributes", {}).get(ATTR) for i, d in zip(rest, docs, strict=True)})
     return {i: complete(found[i], fingerprint) for i in image_ids}
 
 
-def consolidate(group: zarr.Group) -> None:
-    """The coordinator's last step: list the complete label maps in the ``labels`` group's NGFF attributes
+def consolidate(store: zarr.Group) -> None:
+    """The coordinator's last step: list the complete label maps in the NGFF attributes of ``labels``
     (for ome-zarr readers), and write the consolidated table of their records (see the module doc)."""
-    ids = label_ids(group)
+    ids = label_ids(store)
     keys = [document_key(i) for i in ids]
-    stamps = key_stamps(group.store, keys, "labels/")      # stamped before read: a later rewrite mismatches
-    found = read_records(group, ids)
-    labels = group.require_group("labels")
-    listed = labels_group_attrs([image_key(i) for i, rec in found.items() if rec is not None])
+    stamps = key_stamps(store.store, keys, "labels/")      # stamped before read: a later rewrite mismatches
+    found = read_records(store, ids)
+    labels = store.require_group("labels")
+    listed = labels_listing_attrs([image_key(i) for i, rec in found.items() if rec is not None])
     if labels.attrs.get("ome") != listed:                  # unchanged: not rewritten
         labels.attrs["ome"] = listed
     if stamps is None:
@@ -100,32 +100,32 @@ def consolidate(group: zarr.Group) -> None:
             if found[i] is not None and stamps[k] is not None}
     payload = json.dumps({"rows": rows}, separators=(",", ":"), sort_keys=True).encode()
     sha = hashlib.sha256(payload).hexdigest()
-    prov = provenance(group)
+    prov = provenance(store)
     old = prov.get(POINTER) or {}
     if old.get("sha256") == sha and old.get("fingerprint") == prov.get("fingerprint") and \
             old.get("array") == TABLE:
         return
     try:
-        arr = group.create_array(TABLE, shape=(len(payload),), dtype="uint8", chunks=(max(1, len(payload)),),
+        arr = store.create_array(TABLE, shape=(len(payload),), dtype="uint8", chunks=(max(1, len(payload)),),
                                  compressors=zarr.codecs.ZstdCodec(level=ZSTD_LEVEL), overwrite=True)
         arr[...] = np.frombuffer(payload, dtype=np.uint8)
     except (*MISSING, OSError, ValueError):
         return  # another coordinator rewrote it meanwhile: its table (or none) stands, a cache either way
     pointer = {"array": TABLE, "sha256": sha, "fingerprint": prov.get("fingerprint"), "entries": len(rows)}
-    group.attrs[ATTR] = {**prov, POINTER: pointer}
-    names = collect_aiterator(group.store.list_dir(group.path or ""))   # names only: no node is opened
+    store.attrs[ATTR] = {**prov, POINTER: pointer}
+    names = collect_aiterator(store.store.list_dir(store.path or ""))   # names only: no node is opened
     for name in [k for k in names if k.startswith(OLD_TABLES) and k != TABLE]:
         try:
-            del group[name]
+            del store[name]
         except (*MISSING, OSError, ValueError):
             pass  # another coordinator removed it already
 
 
-def store_summary(group: zarr.Group) -> dict[str, Any]:
+def store_summary(store: zarr.Group) -> dict[str, Any]:
     """Provenance, counts and region statistics of a store."""
-    prov = provenance(group)
-    ids = label_ids(group)
-    found = list(read_records(group, ids).values())
+    prov = provenance(store)
+    ids = label_ids(store)
+    found = list(read_records(store, ids).values())
     regions = np.array([r["regions"] for r in found if r is not None], dtype=np.int64)
     stats = ({"min": int(regions.min()), "median": float(np.median(regions)),
               "mean": float(regions.mean()), "max": int(regions.max())} if regions.size else {})

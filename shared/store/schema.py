@@ -10,7 +10,7 @@ Layout (zarr v3, schema 2)::
       index-<sha>              the index (ids, groups, splits, paths, shapes, LQ and HQ SHA-256), UTF-8 JSON
       records-table            the consolidated records, a cache (:mod:`rat.shared.store.records`)
       .rat-runs/               leases of the runs writing now (:mod:`rat.shared.store.leases`; no zarr node)
-      labels/                  group; attributes {"ome": {"version": "0.5", "labels": [keys]}}
+      labels/                  zarr group; attributes {"ome": {"version": "0.5", "labels": [keys]}}
       labels/<key>/            one OME-Zarr (NGFF 0.5) label image per LQ image; attributes {"ome":
                                multiscales + image-label, :mod:`rat.shared.store.ngff`} and {"rat": record},
                                the record written last: source SHA-256, shape, dtype, regions, labels SHA-256,
@@ -91,13 +91,13 @@ def make_provenance(dataset: str, generator: Mapping[str, Any], windows: Mapping
     return prov
 
 
-def provenance(group: zarr.Group) -> dict[str, Any]:
+def provenance(store: zarr.Group) -> dict[str, Any]:
     """The root record of a store (schema 1 or 2); StoreError for anything else."""
-    prov = group.attrs.get(ATTR)
+    prov = store.attrs.get(ATTR)
     if not isinstance(prov, dict):
-        raise StoreError(f"{group.store}: not a RAT label store (no '{ATTR}' root attributes)")
+        raise StoreError(f"{store.store}: not a RAT label store (no '{ATTR}' root attributes)")
     if prov.get("schema") not in READABLE_SCHEMAS:
-        raise StoreError(f"{group.store}: store schema {prov.get('schema')} is not one this version reads "
+        raise StoreError(f"{store.store}: store schema {prov.get('schema')} is not one this version reads "
                          f"({', '.join(map(str, READABLE_SCHEMAS))}); install a newer rat-restore")
     return prov
 

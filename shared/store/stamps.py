@@ -20,11 +20,11 @@ import zarr
 from zarr.core.sync import sync
 
 
-def key_stamps(store: zarr.abc.store.Store, keys: Sequence[str], prefix: str) -> dict[str, str | None] | None:
+def key_stamps(raw: zarr.abc.store.Store, keys: Sequence[str], prefix: str) -> dict[str, str | None] | None:
     """{key: stamp, None when there is no such object} for ``keys`` (all under ``prefix``), or None when the
     store cannot tell (see the module doc)."""
-    if isinstance(store, zarr.storage.LocalStore):
-        root = Path(store.root)
+    if isinstance(raw, zarr.storage.LocalStore):
+        root = Path(raw.root)
 
         def stat(key: str) -> str | None:
             try:
@@ -34,13 +34,13 @@ def key_stamps(store: zarr.abc.store.Store, keys: Sequence[str], prefix: str) ->
             return f"{st.st_size}:{st.st_mtime_ns}"
 
         return {key: stat(key) for key in keys}  # a stat of a cached directory entry: faster than any pool
-    if isinstance(store, zarr.storage.ZipStore):
-        with zipfile.ZipFile(store.path) as zf:
+    if isinstance(raw, zarr.storage.ZipStore):
+        with zipfile.ZipFile(raw.path) as zf:
             entries = {i.filename: f"{i.file_size}:{i.CRC}" for i in zf.infolist()}
         return {k: entries.get(k) for k in keys}
-    if isinstance(store, zarr.storage.FsspecStore):
-        base = store.path.rstrip("/")
-        found = sync(store.fs._find(f"{base}/{prefix}".rstrip("/"), detail=True))  # the store's own loop
+    if isinstance(raw, zarr.storage.FsspecStore):
+        base = raw.path.rstrip("/")
+        found = sync(raw.fs._find(f"{base}/{prefix}".rstrip("/"), detail=True))  # the store's own loop
         listed = {name[len(base) + 1:] if base else name: _object_stamp(info) for name, info in found.items()}
         return {k: listed.get(k) for k in keys}
     return None
