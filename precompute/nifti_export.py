@@ -28,6 +28,7 @@ from rat.shared import store as st
 from rat.shared.errors import one_line
 from rat.shared.index import Entry, source_path
 from rat.shared.io import ImageReadError, image_affine, volume_affine, volume_shape
+from rat.shared.io.formats import NIFTI
 from rat.shared.io.label_volumes import (
     Series,
     SeriesStack,
@@ -136,8 +137,8 @@ def export_one(store, job: Export, root: str | Path, out_dir: str | Path) -> Out
         return Outcome(job.name, "failed", job.refused)
     try:
         if job.kind == "series":
-            return _write_series(store, job, root, Path(out_dir) / f"{job.name}_regions.nii.gz")
-        target = Path(out_dir) / f"{job.name}.nii.gz"
+            return _write_series(store, job, root, Path(out_dir) / f"{job.name}_regions{NIFTI.suffix}")
+        target = Path(out_dir) / f"{job.name}{NIFTI.suffix}"
         first = job.entries[0]
         source = source_path(root, first.lq)
         if not source.exists():

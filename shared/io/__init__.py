@@ -20,12 +20,13 @@ Headers are checked against ``max_pixels`` before any pixel is decoded (for volu
 volume counts). Every failure is an :class:`ImageReadError` whose message is one line
 ``"<path>: <reason>"``.
 
-The entry points and the format dispatch are in :mod:`rat.shared.io.images`; the formats in
-:mod:`rat.shared.io.raster` (PNG, JPEG, TIFF), :mod:`rat.shared.io.dicom` (files, series),
-:mod:`rat.shared.io.dicom_write` (pixel data into a template, derived series) and
-:mod:`rat.shared.io.volumes` (NIfTI reading, writing, slicing), the geometry (RAS affines of what the
-readers return; DICOM series as ITK reads them) in :mod:`rat.shared.io.geometry`, label maps as NIfTI for
-viewers (one volume per DICOM series) in :mod:`rat.shared.io.label_volumes`, the shared error and records in
+The formats, in one table (suffixes, signatures, opener, writer, geometry), are :mod:`rat.shared.io.formats`;
+the entry points are in :mod:`rat.shared.io.images`; the formats' own modules :mod:`rat.shared.io.raster`
+(PNG, JPEG, TIFF), :mod:`rat.shared.io.dicom` (files, series), :mod:`rat.shared.io.dicom_write` (pixel data
+into a template, derived series), :mod:`rat.shared.io.dicom_geometry` (where DICOM voxels lie; series as ITK
+reads them) and :mod:`rat.shared.io.volumes` (NIfTI reading, writing, slicing); the geometry (RAS affines of
+what the readers return) in :mod:`rat.shared.io.geometry`, label maps as NIfTI for viewers (one volume per
+DICOM series) in :mod:`rat.shared.io.label_volumes`, the shared error and records in
 :mod:`rat.shared.io.base`.
 
 This package's ``__init__`` only gathers the public names.
@@ -35,11 +36,11 @@ from rat.shared.io.base import DEFAULT_MAX_PIXELS, ImageMeta, ImageReadError, Pa
 from rat.shared.io.dicom import dicom_slice_files, series_files
 from rat.shared.io.dicom_write import write_derived_series
 from rat.shared.io.geometry import image_affine, slice_affine, to_itk_order, volume_affine
-from rat.shared.io.images import read_image, read_volume, volume_shape, write_image
+from rat.shared.io.images import is_volume, read_image, read_volume, volume_shape, write_image
 from rat.shared.io.volumes import write_nifti
 
 __all__ = [
     "DEFAULT_MAX_PIXELS", "ImageMeta", "ImageReadError", "PathLike", "dicom_slice_files", "image_affine",
-    "read_image", "read_volume", "series_files", "slice_affine", "to_itk_order", "volume_affine",
+    "is_volume", "read_image", "read_volume", "series_files", "slice_affine", "to_itk_order", "volume_affine",
     "volume_shape", "write_derived_series", "write_image", "write_nifti",
 ]

@@ -101,3 +101,18 @@ def reading(path: PathLike, fmt: str | None = None) -> Iterator[None]:
     except Exception as err:
         what = f"corrupt or unreadable {fmt.upper()}" if fmt else "unreadable"
         raise ImageReadError(path, f"{what} ({type(err).__name__}: {err})") from err
+
+
+def diagonal_affine(spacing: tuple[float, ...] | None) -> np.ndarray:
+    """The 4x4 affine of an array whose axes step by ``spacing`` (mm; 1 mm where unknown) along x, y, z."""
+    steps = list(spacing or ())
+    steps += [1.0] * (3 - len(steps))
+    return np.diag(steps[:3] + [1.0])
+
+
+def to_dtype(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Round and clip to an integer dtype's range; float dtypes are a plain cast."""
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(arr), info.min, info.max).astype(dtype)
+    return arr.astype(dtype)

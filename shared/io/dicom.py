@@ -23,7 +23,13 @@ import numpy as np
 from rat.shared.errors import one_line
 from rat.shared.io.base import ImageReadError, PathLike, Source, reading
 
+#: DICOM file names end in these (the first is the one written); other files are DICOM by their preamble.
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+
+
+def has_preamble(head: bytes) -> bool:
+    """Whether the first bytes of a file are a DICOM file's (PS3.10): a 128-byte preamble, then "DICM"."""
+    return head[128:132] == b"DICM"
 
 
 # ----------------------------------------------------------------------------- reading
@@ -268,13 +274,14 @@ def series_files(directory: Path) -> list[Path]:
     if not members:
         members = [f for f in files if _has_dicm(f)]
     if not members:
-        raise ImageReadError(directory, "directory holds no DICOM files (*.dcm, *.dicom, *.ima)")
+        named = ", ".join(f"*{s}" for s in DICOM_SUFFIXES)
+        raise ImageReadError(directory, f"directory holds no DICOM files ({named})")
     return members
 
 
 def _has_dicm(path: Path) -> bool:
     with open(path, "rb") as fh:
-        return fh.read(132)[128:] == b"DICM"
+        return has_preamble(fh.read(132))
 
 
 def sorted_series(directory: Path) -> tuple[list[Path], list, float | None]:

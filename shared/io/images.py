@@ -22,21 +22,10 @@ from rat.shared.io.base import (
     PathLike,
     Source,
     reading,
+    to_dtype,
 )
-from rat.shared.io.dicom import DICOM_SUFFIXES, open_dicom, open_series
-from rat.shared.io.dicom_write import write_from_template
-from rat.shared.io.raster import open_pillow, open_tiff, to_dtype, write_raster
-from rat.shared.io.volumes import open_nifti, take_slice
-
-_SUFFIX_FORMATS = {
-    ".png": "png",
-    ".jpg": "jpeg",
-    ".jpeg": "jpeg",
-    ".tif": "tiff",
-    ".tiff": "tiff",
-    **dict.fromkeys(DICOM_SUFFIXES, "dicom"),
-}
-
+from rat.shared.io.formats import Format, by_suffix, format_of, writable
+from rat.shared.io.volumes import take_slice
 
 # ----------------------------------------------------------------------------- public API
 
@@ -103,6 +92,14 @@ def volume_shape(path: PathLike) -> tuple[int, ...]:
         return open_source(path, page=None, tiff_stack=True, header_only=True).shape
 
 
+def is_volume(path: PathLike) -> bool:
+    """Whether ``path`` holds a volume that ``read_volume`` reads and ``read_image`` needs an ``index`` for
+    (NIfTI volumes, multi-frame DICOM, DICOM-series folders), from headers only. A multi-page TIFF is no
+    volume here (``read_image`` takes its pages): ImageReadError asking for a page."""
+    with reading(path):
+        return open_source(path, page=None, header_only=True).volume
+
+
 def write_image(
     path: PathLike,
     array: np.ndarray,
@@ -110,7 +107,8 @@ def write_image(
     like: PathLike | None = None,
     dtype: np.dtype | type | str | None = None,
 ) -> None:
-    """Write a float ``(H, W)`` or ``(H, W, C)`` array as PNG, JPEG, TIFF or DICOM (by extension).
+    """Write a float ``(H, W)`` or ``(H, W, C)`` array in the format its extension names (PNG, JPEG, TIFF,
+    DICOM, NIfTI: those of :mod:`rat.shared.io.formats` with a writer).
 
     PNG/JPEG/TIFF: values are rounded and clipped to ``dtype`` (integer dtypes; TIFF also keeps
     float dtypes as they are). Default dtype: the source dtype of ``like`` when given, else uint8
@@ -121,14 +119,19 @@ def write_image(
     RescaleSlope/RescaleIntercept (MONOCHROME1 templates re-inverted), rounded and clipped to the
     stored range (BitsStored, PixelRepresentation), written uncompressed (Explicit VR Little
     Endian) with a new SOPInstanceUID derived deterministically from the template UID, the file
-    name and the stored pixels. The file is written to a temporary name and moved into place.
-    Raises ImageReadError (one line naming the file) for bad input.
+    name and the stored pixels.
+
+    NIfTI: an ``(H, W)`` image with the affine, units and on-disk type of ``like`` (a NIfTI file, required;
+    :func:`rat.shared.io.write_nifti` writes volumes and takes an affine).
+
+    The file is written to a temporary name and moved into place. Raises ImageReadError (one line naming
+    the file) for bad input.
     """
     out = Path(path)
     with reading(out):
-        fmt = _SUFFIX_FORMATS.get(out.suffix.lower())
-        if fmt is None:
-            raise ImageReadError(out, "cannot write this extension (use .png, .jpg, .tif or .dcm)")
+        fmt = by_suffix(out)
+        if fmt is None or fmt.write is None:
+            raise ImageReadError(out, f"cannot write this extension (use {writable()})")
         arr = np.asarray(array)
         if arr.ndim == 3 and arr.shape[2] == 1:
             arr = arr[..., 0]
@@ -137,17 +140,17 @@ def write_image(
         if not np.isfinite(arr).all():
             raise ImageReadError(out, "array holds NaN or infinite values")
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        tmp = out.with_name(f".{os.getpid()}.tmp.{out.name}")    # the name ends as out's: its format
         try:
-            if fmt == "dicom":
+            if not fmt.dtypes:  # the format stores what its template stores
                 if like is None:
-                    raise ImageReadError(out, "writing DICOM needs like=<template DICOM>")
+                    raise ImageReadError(out, f"writing {fmt.label} needs like=<template {fmt.label}>")
                 if dtype is not None:
-                    raise ImageReadError(out, "DICOM takes its stored dtype from the template")
-                write_from_template(tmp, out, arr, Path(like))
+                    raise ImageReadError(out, f"{fmt.label} takes its stored dtype from the template")
+                fmt.write(tmp, out, arr, Path(like))
             else:
                 target = _writer_dtype(out, fmt, like, dtype)
-                write_raster(tmp, out, fmt, to_dtype(arr, target))
+                fmt.write(tmp, out, to_dtype(arr, target), None if like is None else Path(like))
             os.replace(tmp, out)
         finally:
             tmp.unlink(missing_ok=True)
@@ -156,56 +159,19 @@ def write_image(
 # ----------------------------------------------------------------------------- dispatch
 
 
-def _detect_format(path: Path) -> str:
-    if path.is_dir():
-        return "dicom-series"
-    name = path.name.lower()
-    if name.endswith((".nii", ".nii.gz")):
-        return "nifti"
-    if path.suffix.lower() in _SUFFIX_FORMATS:
-        return _SUFFIX_FORMATS[path.suffix.lower()]
-    with open(path, "rb") as fh:  # unknown extension: sniff the signature
-        head = fh.read(352)
-    if head[128:132] == b"DICM":
-        return "dicom"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
-        return "tiff"
-    if head[344:348] == b"n+1\0":
-        return "nifti"
-    raise ImageReadError(
-        path,
-        f"unknown image format (extension '{path.suffix}'; expected .png, .jpg, .tif, .dcm, "
-        ".nii[.gz] or a directory holding a DICOM series)",
-    )
-
-
 def open_source(
     path: PathLike, *, page: int | None, tiff_stack: bool = False, header_only: bool = False
 ) -> Source:
-    """The file (or series folder) opened from its header by the reader of its format; pixels on demand."""
+    """The file (or series folder) opened from its header by the reader of its format
+    (:mod:`rat.shared.io.formats`); pixels on demand. ``tiff_stack``: a file of pages is one volume."""
     p = Path(path)
-    if not p.exists():
-        raise ImageReadError(path, "no such file or directory")
-    fmt = _detect_format(p)
-    if page is not None and fmt != "tiff":
-        raise ImageReadError(path, f"page={page} given but this is not a TIFF ({fmt})")
-    with reading(path, fmt):
-        if fmt in ("png", "jpeg"):
-            src = open_pillow(p)
-        elif fmt == "tiff":
-            src = open_tiff(p, page, stack=tiff_stack)
-        elif fmt == "dicom":
-            src = open_dicom(p, header_only=header_only)
-        elif fmt == "nifti":
-            src = open_nifti(p)
-        else:
-            src = open_series(p)
-    load_slice = src.load_slice and _guarded(path, fmt, src.load_slice)
-    return replace(src, load=_guarded(path, fmt, src.load), load_slice=load_slice)
+    fmt = format_of(p)
+    if page is not None and not fmt.pages:
+        raise ImageReadError(path, f"page={page} given but this is not a TIFF ({fmt.name})")
+    with reading(path, fmt.name):
+        src = fmt.open(p, page, tiff_stack, header_only)
+    load_slice = src.load_slice and _guarded(path, fmt.name, src.load_slice)
+    return replace(src, load=_guarded(path, fmt.name, src.load), load_slice=load_slice)
 
 
 def _guarded(path: PathLike, fmt: str, fn: Callable) -> Callable:
@@ -246,7 +212,7 @@ def _meta(
     )
 
 
-def _writer_dtype(out: Path, fmt: str, like: PathLike | None, dtype) -> np.dtype:
+def _writer_dtype(out: Path, fmt: Format, like: PathLike | None, dtype) -> np.dtype:
     if dtype is not None:
         target = np.dtype(dtype)
     elif like is not None:
@@ -254,14 +220,7 @@ def _writer_dtype(out: Path, fmt: str, like: PathLike | None, dtype) -> np.dtype
         if target == np.bool_:
             target = np.dtype("uint8")
     else:
-        target = np.dtype("float32" if fmt == "tiff" else "uint8")
-    allowed = {
-        "png": ("uint8", "uint16"),
-        "jpeg": ("uint8",),
-        "tiff": ("uint8", "uint16", "uint32", "int8", "int16", "int32", "float32", "float64"),
-    }[fmt]
-    if target.name not in allowed:
-        raise ImageReadError(
-            out, f"{fmt.upper()} cannot hold {target.name} (use {', '.join(allowed)})"
-        )
+        target = np.dtype(fmt.default_dtype or fmt.dtypes[0])
+    if target.name not in fmt.dtypes:
+        raise ImageReadError(out, f"{fmt.label} cannot hold {target.name} (use {', '.join(fmt.dtypes)})")
     return target

@@ -29,8 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from rat.shared.io.base import ImageReadError, PathLike
-from rat.shared.io.dicom import DICOM_SUFFIXES, _dcmread, _has_dicm, not_an_image, sort_series
-from rat.shared.io.geometry import SPACING_ABSOLUTE, _position, series_affine, to_itk_order
+from rat.shared.io.dicom import _dcmread, not_an_image, sort_series
+from rat.shared.io.dicom_geometry import SPACING_ABSOLUTE, image_position, series_affine
+from rat.shared.io.formats import DICOM, by_suffix, detect
+from rat.shared.io.geometry import to_itk_order
 from rat.shared.io.volumes import write_nifti
 
 
@@ -56,13 +58,8 @@ class SeriesStack:
 
 
 def is_dicom_file(path: Path) -> bool:
-    """Whether ``path`` names a DICOM file by its suffix (``.dcm``, ``.dicom``, ``.ima``) or preamble."""
-    if path.suffix.lower() in DICOM_SUFFIXES:
-        return True
-    try:
-        return path.is_file() and _has_dicm(path)
-    except OSError:
-        return False
+    """Whether ``path`` is a DICOM file, by its name or its preamble (:mod:`rat.shared.io.formats`)."""
+    return by_suffix(path) is DICOM or (path.is_file() and detect(path) is DICOM)
 
 
 def folder_series(folder: Path, exclude: Collection[Path] = ()) -> list[Series]:
@@ -102,7 +99,7 @@ def series_stack(series: Series, name: PathLike) -> SeriesStack | None:
     """The files of ``series`` as one volume (see the module doc), or None when they are separate images:
     one file, no file with a position, or all at one position. Raises ImageReadError naming ``name`` (the
     series) when they cannot be one volume."""
-    points = [p for p in (_position(ds) for ds in series.headers) if p is not None]
+    points = [p for p in (image_position(ds) for ds in series.headers) if p is not None]
     if len(points) < 2 or max(np.linalg.norm(p - points[0]) for p in points) <= SPACING_ABSOLUTE:
         return None
     files, headers, _ = sort_series(name, list(series.files), list(series.headers))
@@ -117,8 +114,9 @@ def safe_stem(text: str) -> str:
 
 def itk_order(source: PathLike) -> bool:
     """Whether ITK reads ``source`` with rows and columns swapped relative to our arrays: DICOM (files and
-    series folders), PNG and TIFF; not NIfTI."""
-    return not Path(source).name.lower().endswith((".nii", ".nii.gz"))
+    series folders), PNG and TIFF; not NIfTI (``itk_transposed`` in :mod:`rat.shared.io.formats`)."""
+    fmt = by_suffix(source)
+    return fmt is None or fmt.itk_transposed
 
 
 def write_label_nifti(path: PathLike, labels: np.ndarray, affine: np.ndarray, source: PathLike) -> None:

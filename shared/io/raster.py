@@ -184,32 +184,30 @@ def _tiff_spacing(page) -> tuple[float, float] | None:
 # ----------------------------------------------------------------------------- writing
 
 
-def to_dtype(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Round and clip to an integer dtype's range; float dtypes are a plain cast."""
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        return np.clip(np.rint(arr), info.min, info.max).astype(dtype)
-    return arr.astype(dtype)
+def write_tiff(tmp: Path, out: Path, arr: np.ndarray, like: Path | None = None) -> None:
+    """An (H, W) or (H, W, 3|4) array, already in the dtype to store, as a zlib-compressed TIFF at ``tmp``."""
+    import tifffile
+
+    photometric = "rgb" if arr.ndim == 3 else "minisblack"
+    extra = {"extrasamples": ["unassalpha"]} if arr.ndim == 3 and arr.shape[2] == 4 else {}
+    tifffile.imwrite(tmp, arr, photometric=photometric, compression="zlib", metadata=None, **extra)
 
 
-def write_raster(tmp: Path, out: Path, fmt: str, arr: np.ndarray) -> None:
-    if fmt == "tiff":
-        import tifffile
+def write_png(tmp: Path, out: Path, arr: np.ndarray, like: Path | None = None) -> None:
+    """An (H, W) or (H, W, 3|4) uint8 array, or an (H, W) uint16 one, as a PNG at ``tmp``."""
+    _pillow(out, arr).save(tmp, format="PNG")
 
-        photometric = "rgb" if arr.ndim == 3 else "minisblack"
-        extra = {"extrasamples": ["unassalpha"]} if arr.ndim == 3 and arr.shape[2] == 4 else {}
-        tifffile.imwrite(
-            tmp, arr, photometric=photometric, compression="zlib", metadata=None, **extra
-        )
-        return
+
+def write_jpeg(tmp: Path, out: Path, arr: np.ndarray, like: Path | None = None) -> None:
+    """An (H, W) or (H, W, 3) uint8 array as a JPEG (quality 95) at ``tmp``."""
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        raise ImageReadError(out, "JPEG cannot hold an alpha channel")
+    _pillow(out, arr).save(tmp, format="JPEG", quality=95)
+
+
+def _pillow(out: Path, arr: np.ndarray):
     from PIL import Image
 
     if arr.dtype == np.uint16 and arr.ndim == 3:
         raise ImageReadError(out, "16-bit colour PNG is not supported (write TIFF instead)")
-    if fmt == "jpeg" and arr.ndim == 3 and arr.shape[2] == 4:
-        raise ImageReadError(out, "JPEG cannot hold an alpha channel")
-    image = Image.fromarray(arr)
-    if fmt == "png":
-        image.save(tmp, format="PNG")
-    else:
-        image.save(tmp, format="JPEG", quality=95)
+    return Image.fromarray(arr)

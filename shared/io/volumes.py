@@ -47,6 +47,8 @@ def _spatial_axis(path: PathLike, axis: int) -> int:
 
 # ----------------------------------------------------------------------------- NIfTI
 
+#: NIfTI file names end in these (the first is the one written where a name is made).
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
 _MM_PER_UNIT = {"meter": 1000.0, "micron": 1e-3}  # NIfTI spatial units other than mm
 _DEFAULT_CODE = 1  # qform/sform code "scanner" (as dcm2niix writes) when no template says
 
@@ -56,6 +58,15 @@ def nifti_affine(img) -> np.ndarray:
     affine = np.array(img.affine, dtype=np.float64)
     affine[:3] *= _MM_PER_UNIT.get(img.header.get_xyzt_units()[0], 1.0)
     return affine
+
+
+def nifti_geometry(path: Path) -> tuple[np.ndarray, tuple[int, ...], bool]:
+    """(affine, shape, whether a volume) of what the readers return for a NIfTI file: its own affine
+    (:func:`nifti_affine`)."""
+    import nibabel as nib
+
+    src = open_nifti(path)
+    return nifti_affine(nib.load(path)), src.shape, src.volume
 
 
 def open_nifti(path: Path) -> Source:
@@ -122,56 +133,69 @@ def write_nifti(
     store shears there). Written to a temporary name, then moved into place. Raises
     ImageReadError (one line naming the file).
     """
-    import nibabel as nib
-
     out = Path(path)
-    gz = out.name.lower().endswith(".nii.gz")
-    if not gz and out.suffix.lower() != ".nii":
-        raise ImageReadError(out, "a NIfTI file name ends in .nii or .nii.gz")
+    if not out.name.lower().endswith(NIFTI_SUFFIXES):
+        raise ImageReadError(out, f"a NIfTI file name ends in {' or '.join(reversed(NIFTI_SUFFIXES))}")
     ref = None if like is None else _nifti_template(Path(like))
     with reading(out):
-        arr = np.asarray(array)
-        if arr.ndim not in (2, 3) or arr.size == 0:
-            raise ImageReadError(out, f"array of shape {arr.shape} is not a non-empty (H, W[, N])")
-        if affine is None:
-            if ref is None:
-                raise ImageReadError(out, "write_nifti needs an affine or like=<NIfTI file>")
-            if ref.shape[: arr.ndim] != arr.shape or any(d != 1 for d in ref.shape[arr.ndim :]):
-                raise ImageReadError(out, f"array {arr.shape} does not match {like} {ref.shape}")
-            affine = nifti_affine(ref)
-        matrix = np.asarray(affine, dtype=np.float64)
-        if matrix.shape != (4, 4) or not np.isfinite(matrix).all():
-            raise ImageReadError(out, f"affine of shape {matrix.shape} is not a finite 4x4")
-        if abs(np.linalg.det(matrix[:3, :3])) < 1e-12:
-            raise ImageReadError(out, "affine is singular (its 3x3 part has no inverse)")
-        data, slope, inter, label = _nifti_data(out, arr, ref)
-        units, codes = ("mm", "sec"), (_DEFAULT_CODE, _DEFAULT_CODE)
-        if ref is not None:
-            units = ref.header.get_xyzt_units()
-            ref_codes = (int(ref.header["qform_code"]), int(ref.header["sform_code"]))
-            codes = ref_codes if any(ref_codes) else codes
-        matrix[:3] /= _MM_PER_UNIT.get(units[0], 1.0)
-        img = nib.Nifti1Image(data, None)
-        img.set_qform(matrix, code=codes[0])
-        img.set_sform(matrix, code=codes[1])
-        img.header.set_xyzt_units(*units)
-        if label:
-            img.header.set_intent("label")
-        img.header.set_slope_inter(slope, inter)  # after construction, which resets scaling
+        img = _nifti_image(out, np.asarray(array), affine, ref, like)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp" + (".nii.gz" if gz else ".nii"))
+        tmp = out.with_name(f".{os.getpid()}.tmp.{out.name}")    # the suffix tells nibabel the format
         try:
-            nib.save(img, tmp)
+            img.to_filename(tmp)
             os.replace(tmp, out)
         finally:
             tmp.unlink(missing_ok=True)
 
 
+def write_nifti_like(tmp: Path, out: Path, array: np.ndarray, like: Path | None) -> None:
+    """:func:`rat.shared.io.write_image`'s NIfTI writer: an ``(H, W)`` image with the affine, units and
+    on-disk type of the NIfTI file ``like`` (see :func:`write_nifti`), saved as ``tmp``."""
+    if like is None:
+        raise ImageReadError(out, "writing a NIfTI image needs like=<NIfTI file> (or write_nifti with an "
+                                  "affine)")
+    _nifti_image(out, array, None, _nifti_template(Path(like)), like).to_filename(tmp)
+
+
+def _nifti_image(out: Path, arr: np.ndarray, affine: np.ndarray | None, ref, like: PathLike | None):
+    """The nibabel image :func:`write_nifti` writes (see there); ImageReadError naming ``out``."""
+    import nibabel as nib
+
+    if arr.ndim not in (2, 3) or arr.size == 0:
+        raise ImageReadError(out, f"array of shape {arr.shape} is not a non-empty (H, W[, N])")
+    if affine is None:
+        if ref is None:
+            raise ImageReadError(out, "write_nifti needs an affine or like=<NIfTI file>")
+        if ref.shape[: arr.ndim] != arr.shape or any(d != 1 for d in ref.shape[arr.ndim :]):
+            raise ImageReadError(out, f"array {arr.shape} does not match {like} {ref.shape}")
+        affine = nifti_affine(ref)
+    matrix = np.asarray(affine, dtype=np.float64)
+    if matrix.shape != (4, 4) or not np.isfinite(matrix).all():
+        raise ImageReadError(out, f"affine of shape {matrix.shape} is not a finite 4x4")
+    if abs(np.linalg.det(matrix[:3, :3])) < 1e-12:
+        raise ImageReadError(out, "affine is singular (its 3x3 part has no inverse)")
+    data, slope, inter, label = _nifti_data(out, arr, ref)
+    units, codes = ("mm", "sec"), (_DEFAULT_CODE, _DEFAULT_CODE)
+    if ref is not None:
+        units = ref.header.get_xyzt_units()
+        ref_codes = (int(ref.header["qform_code"]), int(ref.header["sform_code"]))
+        codes = ref_codes if any(ref_codes) else codes
+    matrix[:3] /= _MM_PER_UNIT.get(units[0], 1.0)
+    img = nib.Nifti1Image(data, None)
+    img.set_qform(matrix, code=codes[0])
+    img.set_sform(matrix, code=codes[1])
+    img.header.set_xyzt_units(*units)
+    if label:
+        img.header.set_intent("label")
+    img.header.set_slope_inter(slope, inter)  # after construction, which resets scaling
+    return img
+
+
 def _nifti_template(like: Path):
     import nibabel as nib
 
-    if not like.name.lower().endswith((".nii", ".nii.gz")):
-        raise ImageReadError(like, "like= must be a NIfTI file (.nii or .nii.gz)")
+    if not like.name.lower().endswith(NIFTI_SUFFIXES):
+        raise ImageReadError(like, f"like= must be a NIfTI file ({' or '.join(reversed(NIFTI_SUFFIXES))})")
     with reading(like, "nifti"):
         return nib.load(like)
 

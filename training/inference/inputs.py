@@ -23,11 +23,11 @@ from pathlib import Path
 from rat.shared.errors import one_line
 from rat.shared.index import Entry
 from rat.shared.index.locate import source_path
-from rat.shared.io import ImageReadError, volume_shape
+from rat.shared.io import ImageReadError, is_volume
 from rat.shared.io.dicom import dicom_survey
+from rat.shared.io.formats import detect, is_image, suffix_of
 from rat.shared.jobs import Outcome
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom", ".ima", ".nii", ".nii.gz")
 _GLOB = set("*?[")
 
 
@@ -47,34 +47,9 @@ class Scan:
     series: str | None = None
 
 
-def _has_dicm(path: Path) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(132)[128:] == b"DICM"
-    except OSError:
-        return False
-
-
-def _is_image(path: Path) -> bool:
-    return path.name.lower().endswith(IMAGE_SUFFIXES) or _has_dicm(path)
-
-
 def _kind(path: Path) -> str:
     """"volume" for 3-D NIfTI, multi-frame DICOM and DICOM-series folders, else "image" (headers only)."""
-    if path.is_dir():
-        return "volume"
-    shape = volume_shape(path)
-    is_nifti = path.name.lower().endswith((".nii", ".nii.gz"))
-    frames = _frames(path) if not is_nifti else 1
-    return "volume" if (is_nifti and len(shape) == 3 and shape[2] > 1) or frames > 1 else "image"
-
-
-def _frames(path: Path) -> int:
-    if not (path.suffix.lower() in (".dcm", ".dicom", ".ima") or _has_dicm(path)):
-        return 1
-    import pydicom
-
-    return int(pydicom.dcmread(path, stop_before_pixels=True).get("NumberOfFrames", 1) or 1)
+    return "volume" if is_volume(path) else "image"
 
 
 def collect_scans(inputs: list[str], volume_axis: int = 2) -> tuple[list[Scan], list[Outcome]]:
@@ -108,8 +83,7 @@ def collect_scans(inputs: list[str], volume_axis: int = 2) -> tuple[list[Scan], 
         scans.append(Scan(path, kind, name, volume_axis, series=series))
 
     def add_folder(folder: Path, base: Path) -> None:
-        files = [f for f in sorted(folder.iterdir())
-                 if f.is_file() and not f.name.startswith(".") and _is_image(f)]
+        files = [f for f in sorted(folder.iterdir()) if not f.name.startswith(".") and is_image(f)]
         uids = {f: survey(f, base) for f in files if _is_dicom_member(f)}
         images = [f for f in files if f not in uids or uids[f] is not None]
         dicoms = [f for f in images if f in uids]
@@ -141,7 +115,9 @@ def collect_scans(inputs: list[str], volume_axis: int = 2) -> tuple[list[Scan], 
 
 
 def _is_dicom_member(path: Path) -> bool:
-    return path.suffix.lower() in (".dcm", ".dicom", ".ima") or _has_dicm(path)
+    """Whether ``path`` is a file of a DICOM series (restored with the other files of its series)."""
+    fmt = detect(path)
+    return fmt is not None and fmt.series and not fmt.folder
 
 
 def scans_of_entries(entries: list[Entry], root: str | Path) -> list[Scan]:
@@ -151,15 +127,14 @@ def scans_of_entries(entries: list[Entry], root: str | Path) -> list[Scan]:
     volumes: dict[tuple[str, int], list[Entry]] = defaultdict(list)
     for e in entries:
         path = source_path(root, e.lq)
-        suffix = "".join(path.suffixes[-2:]) if path.name.lower().endswith(".nii.gz") else path.suffix
         if e.slice is None:
-            scans.append(Scan(path, "image", f"{e.group}/{e.id}{suffix}", ids={None: e.id}))
+            scans.append(Scan(path, "image", f"{e.group}/{e.id}{suffix_of(path)}", ids={None: e.id}))
         else:
             volumes[(e.lq, e.axis)].append(e)
     for (lq, axis), members in volumes.items():
         path = source_path(root, lq)
         base = members[0].id.rsplit("_", 1)[0]
-        suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix
         ids = {e.slice: e.id for e in members}
-        scans.append(Scan(path, "volume", f"{members[0].group}/{base}{suffix}", axis, ids, sorted(ids)))
+        scans.append(Scan(path, "volume", f"{members[0].group}/{base}{suffix_of(path)}", axis, ids,
+                          sorted(ids)))
     return scans

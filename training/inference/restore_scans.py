@@ -44,6 +44,7 @@ from rat.shared.io import (
     write_nifti,
 )
 from rat.shared.io.dicom import dicom_slice_files
+from rat.shared.io.formats import FORMATS, NIFTI, Format, by_suffix, labels_name, output_name
 from rat.shared.io.label_volumes import safe_stem, same_size, series_of, series_stack, write_label_nifti
 from rat.shared.jobs import Outcome, Reporter
 from rat.training.inference.inputs import Scan
@@ -55,28 +56,25 @@ _ERRORS = (RatError, ValueError, OSError, RuntimeError)
 
 def output_path(out_dir: Path, scan: Scan) -> Path:
     """Where a restored image goes: ``<out>/<name>``, JPEG as PNG (no lossy re-encoding)."""
-    target = out_dir / scan.name
-    return target.with_suffix(".png") if target.suffix.lower() in (".jpg", ".jpeg") else target
+    return output_name(out_dir / scan.name)
 
 
 def regions_path(target: Path) -> Path:
-    """Where the label map of an output goes: beside it, ``<stem>_regions.nii.gz`` or ``.png``."""
-    stem = target.name.removesuffix(".nii.gz").rsplit(".", 1)[0] if "." in target.name else target.name
-    name = target.name.lower()
-    nifti = name.endswith((".nii", ".nii.gz", ".dcm", ".dicom", ".ima")) or target.suffix == ""
-    return target.with_name(f"{stem}_regions.nii.gz" if nifti else f"{stem}_regions.png")
+    """Where the label map of an output goes: beside it, ``<stem>_regions`` with the suffix of its format's
+    label maps (NIfTI for DICOM, NIfTI and series folders; PNG for the others)."""
+    return labels_name(target, "_regions")
 
 
 def _restore_image(scan: Scan, restorer: Restorer, regions: RegionSource
-                   ) -> tuple[np.ndarray, np.ndarray, str]:
+                   ) -> tuple[np.ndarray, np.ndarray, Format]:
     image, meta = read_image(scan.path)
     restorer.check(image, meta, scan.path)
     labels = regions.labels(scan, None, image)
-    return restorer(image, labels), labels, meta.format
+    return restorer(image, labels), labels, FORMATS[meta.format]
 
 
 def _restore_volume(scan: Scan, restorer: Restorer, regions: RegionSource, progress: bool
-                    ) -> tuple[np.ndarray, np.ndarray, str]:
+                    ) -> tuple[np.ndarray, np.ndarray, Format]:
     volume, meta = read_volume(scan.path)  # (H, W, N)
     axis = scan.axis % 3
     out = volume.copy()
@@ -91,7 +89,7 @@ def _restore_volume(scan: Scan, restorer: Restorer, regions: RegionSource, progr
         lab = regions.labels(scan, k, image)
         out[tuple(where)] = restorer(image, lab)
         labels[tuple(where)] = lab
-    return out, labels, meta.format
+    return out, labels, FORMATS[meta.format]
 
 
 def _regions_failed(name: str, err: Exception, what: str = "scan") -> Outcome:
@@ -115,29 +113,30 @@ def restore_scans(restorer: Restorer, scans: Iterable[Scan], regions: RegionSour
                 target = output_path(out_dir, scan)
                 if scan.kind == "image":
                     restored, labels, fmt = _restore_image(scan, restorer, regions)
-                    if fmt == "dicom":  # written with the other files of its series, below
+                    if fmt.series:  # a DICOM file: written with the other files of its series, below
                         header = pydicom.dcmread(scan.path, stop_before_pixels=True)
                         uid = str(header.get("SeriesInstanceUID", ""))
                         series[(str(Path(scan.name).parent), uid)].append((i, scan, restored, labels))
                         continue
-                    if fmt == "nifti":
-                        write_nifti(target, restored, like=scan.path)
-                    else:
-                        write_image(target, restored, like=scan.path)
+                    write_image(target, restored, like=scan.path)    # in its own format
 
-                    def write_regions(target=target, labels=labels) -> None:
-                        write_image(regions_path(target), labels, dtype="uint16")
+                    def write_regions(target=target, labels=labels, scan=scan) -> None:
+                        path = regions_path(target)
+                        if by_suffix(path) is NIFTI:      # a NIfTI image's: in its geometry
+                            write_label_nifti(path, labels, image_affine(scan.path), scan.path)
+                        else:
+                            write_image(path, labels, dtype="uint16")
                 else:
                     restored, labels, fmt = _restore_volume(scan, restorer, regions, progress)
-                    if fmt == "dicom-series":
+                    if fmt.series and fmt.folder:  # a DICOM-series folder: a derived series
                         target = out_dir / scan.name
                         write_derived_series(target, dicom_slice_files(scan.path),
                                              [restored[:, :, k] for k in range(restored.shape[2])],
                                              description=restorer.description, derivation=restorer.derivation)
-                    else:
-                        if not target.name.lower().endswith((".nii", ".nii.gz")):
-                            target = target.with_name(f"{target.stem}.nii.gz")  # multi-frame DICOM
-                        like = scan.path if fmt == "nifti" else None
+                    else:  # other volumes as NIfTI (multi-frame DICOM too), a NIfTI like its source
+                        if by_suffix(target) is not NIFTI:
+                            target = target.with_name(f"{target.stem}{NIFTI.suffix}")
+                        like = scan.path if fmt is NIFTI else None
                         write_nifti(target, restored, volume_affine(scan.path), like=like)
 
                     def write_regions(target=target, labels=labels, scan=scan) -> None:
@@ -215,7 +214,7 @@ def _write_series_regions(members: list, written: list[Path], out_dir: Path) -> 
         name = safe_stem(f"{patient}_{source.folder.name}") or "series"
         given = pairs[0][0][1].series
         target = (regions_path(out_dir / given) if given is not None
-                  else pairs[0][1].parent / f"{name}_regions.nii.gz")
+                  else pairs[0][1].parent / f"{name}_regions{NIFTI.suffix}")
         write_label_nifti(target, volume, stack.affine, stack.files[0])
         notes.append(f"regions of the series in {target}")
         if missing:

@@ -81,9 +81,8 @@ class Restorer:
             raise ImageReadError(path, f"{describe_channels(image.shape, meta)}, but the model restores "
                                  f"{self.group.channels}-channel {self.group.modality} images")
         expected = DICOM_MODALITIES.get(self.group.modality.upper())
-        found = (meta.modality or "").upper()
-        if meta.format.startswith("dicom") and found and found != expected and \
-                (expected is not None or found in DICOM_MODALITIES.values()):
+        found = (meta.modality or "").upper()    # only files that record it (DICOM) have one
+        if found and found != expected and (expected is not None or found in DICOM_MODALITIES.values()):
             raise ImageReadError(path, f"DICOM modality {found}, but the model restores "
                                  f"{self.group.modality} images")
         problem = range_problem(self.group, *meta.value_range)

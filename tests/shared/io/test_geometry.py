@@ -1,5 +1,6 @@
-"""Affines of the arrays the readers return (rat.shared.io.geometry), checked against the DICOM
-standard's pixel-position formula, each slice file's own ImagePositionPatient, and nibabel."""
+"""Affines of the arrays the readers return (rat.shared.io.geometry; DICOM files and series in
+rat.shared.io.dicom_geometry), checked against the DICOM standard's pixel-position formula, each slice file's
+own ImagePositionPatient, and nibabel."""
 
 from __future__ import annotations
 
