@@ -5,8 +5,6 @@ Every command imports what it needs when it runs (torch, segment_anything, zarr,
 
 from __future__ import annotations
 
-import inspect
-import json
 from pathlib import Path
 
 import click
@@ -35,8 +33,15 @@ from rat.shared.cli import (
     progress_option,
     selection_options,
 )
-from rat.shared.regions import SUPERPIXEL_METHODS, generator_class, generator_names, plugin_origins
-from rat.shared.regions.sam_config import DEFAULT_MAX_MEMORY, FAMILIES, SAM, TEST_MODEL, generator_defaults
+from rat.shared.regions import DEFAULT_GENERATOR, generator_names
+from rat.shared.regions.options import (
+    generator_kwargs,
+    generator_options,
+    generators_help,
+    model_types_help,
+    parse_param,
+)
+from rat.shared.regions.sam_config import DEFAULT_MAX_MEMORY
 
 
 @click.group(context_settings=CONTEXT)
@@ -131,86 +136,24 @@ def _report_problems(ds, root) -> None:
             click.echo(f"  ... and {len(problems) - 10} more")
 
 
-def _generator_options(func):
-    """One option per parameter of SAM's generator (the SAM family shares them) and of the superpixels, with
-    the defaults of their code, and --param for any generator's own parameters.
+class GeneratorOptionsCommand(click.Command):
+    """A command whose options are its own and then every generator's (:mod:`rat.shared.regions.options`),
+    made when first needed (to parse or to show help): the generators' modules are loaded by the command that
+    uses them, not by every start of the program."""
 
-    Options default to None so that only what the user set is passed on; help shows the real default.
-    """
-    from rat.shared.regions.superpixels import SuperpixelGenerator
+    @property
+    def params(self) -> list[click.Parameter]:
+        if self._all is None:      # one list, kept: click adds and removes its help option on it
+            own = {flag for p in self._own for flag in getattr(p, "opts", ())}
+            self.generator_options = generator_options(own)
+            self._all = [*self._own, *(click.Option([o.flag, o.dest], default=None, help=o.help,
+                                                    type=click.Choice(o.choices) if o.choices else o.kind)
+                                       for o in self.generator_options)]
+        return self._all
 
-    sp = {n: p.default for n, p in inspect.signature(SuperpixelGenerator.__init__).parameters.items()
-          if n != "self"}
-    specs = [(f"--{n.replace('_', '-')}", f"sam_{n}", d,
-              f"SAM family: {n} of the package's generator (segment-anything's default {d!r}).")
-             for n, d in generator_defaults(SAM).items()]
-    specs += [(f"--sp-{n.replace('_', '-')}", f"sp_{n}", d, f"superpixels: {n} (default {d!r}).")
-              for n, d in sp.items()]
-    for name, dest, default, text in reversed(specs):
-        kind = click.Choice(SUPERPIXEL_METHODS) if dest == "sp_method" else type(default)
-        func = click.option(name, dest, type=kind, default=None, help=text)(func)
-    return click.option("--param", "extra_params", multiple=True, metavar="NAME=VALUE",
-                        help="A parameter of the generator by its own name, e.g. of a plug-in "
-                             "generator (repeatable; VALUE is read as JSON when it parses: 3, 0.5, true, "
-                             "\"text\").")(func)
-
-
-def _generator_help() -> str:
-    plugins = plugin_origins()
-    more = f"; plug-ins: {', '.join(f'{n} ({o})' for n, o in plugins.items())}" if plugins else ""
-    return ("Region source: sam (segment-anything), sam-hq (HQ-SAM, pip install rat-restore[sam-hq]), "
-            "efficientvit-sam (pip install rat-restore[efficientvit-sam]), superpixels (no weights), or a "
-            f"generator another installed package registers{more}.")
-
-
-def _model_type_help() -> str:
-    kinds = "; ".join(f"{f.name}: {', '.join(t for t in f.model_types if t != TEST_MODEL)} "
-                      f"(default {f.default_model_type})" for f in FAMILIES.values())
-    return f"Model type matching the checkpoint ({kinds}; {TEST_MODEL}: test-only model)."
-
-
-def _parse_param(text: str) -> tuple[str, object]:
-    name, sep, value = text.partition("=")
-    if not sep or not name.strip().isidentifier():
-        fail(f"--param: {text!r} is not NAME=VALUE")
-    try:
-        return name.strip(), json.loads(value)
-    except json.JSONDecodeError:
-        return name.strip(), value
-
-
-def _picked(kwargs: dict, prefix: str) -> dict:
-    return {k.removeprefix(prefix): v for k, v in kwargs.items()
-            if k.startswith(prefix) and v is not None}
-
-
-def generator_kwargs(name: str, checkpoint, model_type, device, max_memory, params: dict) -> dict:
-    """The keyword arguments of generator ``name`` from the options the user set (refusing options that do
-    not apply to it). Loads the generator's class to read its signature: call it only to run."""
-    accepts = inspect.signature(generator_class(name)).parameters
-    kwargs = {k: v for k, v in (("checkpoint", checkpoint), ("device", device)) if k in accepts}
-    sam = _picked(params, "sam_")
-    sp = _picked(params, "sp_")
-    own = dict(_parse_param(p) for p in params.get("extra_params") or ())
-    given = {"model_type": model_type, "max_memory": max_memory}
-    named = [*sam, *(k for k, v in given.items() if v is not None)]
-    options = {**{k: f"--{k.replace('_', '-')}" for k in named},
-               **{k: f"--sp-{k.replace('_', '-')}" for k in sp}}
-    clash = next((k for k in own if k in options), None)
-    if clash:
-        fail(f"--param {clash}={own[clash]!r} and {options[clash]} both set {clash}: give it once")
-    for flag_name, key, value in (("--model-type", "model_type", model_type),
-                                  ("--max-memory", "max_memory", max_memory)):
-        if value is not None:
-            if key not in accepts:
-                fail(f"{flag_name} does not apply to the {name} generator")
-            kwargs[key] = value
-    if sam and name not in FAMILIES:
-        fail(f"--{next(iter(sam)).replace('_', '-')} applies to the SAM family ({', '.join(FAMILIES)}), "
-             f"not to {name}")
-    if sp and name != "superpixels":
-        fail(f"--sp-{next(iter(sp)).replace('_', '-')} applies to the superpixels generator, not to {name}")
-    return {**kwargs, **sam, **sp, **own}
+    @params.setter
+    def params(self, value: list[click.Parameter]) -> None:
+        self._own, self._all = list(value), None
 
 
 def _chunk_help() -> str:
@@ -226,18 +169,18 @@ def _cluster_help() -> str:
             "this machine, one per GPU, each pinned to its GPU.")
 
 
-@main.command("masks")
+@main.command("masks", cls=GeneratorOptionsCommand)
 @dataset_options(root_required=False)
 @masks_option("--out", required=False,
               help="Store to write: a directory or fsspec URL (default ./<dataset>.zarr; --out: older "
                    "spelling).")
 @selection_options()
-@click.option("--generator", "generator_name", type=click.Choice(generator_names()), default="sam",
-              show_default=True, cls=LazyHelp, help=_generator_help)
+@click.option("--generator", "generator_name", type=click.Choice(generator_names()),
+              default=DEFAULT_GENERATOR, show_default=True, cls=LazyHelp, help=generators_help)
 @click.option("--checkpoint", envvar="RAT_SAM_CHECKPOINT", type=click.Path(path_type=Path),
               default=None, help="Weights of the SAM-family model, or of a plug-in generator that takes a "
                                  "checkpoint (or set RAT_SAM_CHECKPOINT).")
-@click.option("--model-type", default=None, cls=LazyHelp, help=_model_type_help)
+@click.option("--model-type", default=None, cls=LazyHelp, help=model_types_help)
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto",
               show_default=True, help="Where the model runs.")
 @click.option("--max-memory", type=ByteSize(), default=None,
@@ -257,7 +200,9 @@ def _cluster_help() -> str:
 @click.option("--cluster", default=None, cls=LazyHelp, help=_cluster_help)
 @click.option("--workers", type=int, default=None,
               help="Workers of --cluster local (default: one per GPU; 1 without GPUs).")
-@_generator_options
+@click.option("--param", "extra_params", multiple=True, metavar="NAME=VALUE",
+              help="A parameter of the generator by its own name (repeatable; VALUE is read as JSON when it "
+                   "parses: 3, 0.5, true, \"text\").")
 def masks_cmd(dataset, root, index, masks, split, limit, shard, generator_name, checkpoint,
               model_type, device, max_memory, chunk, overwrite, progress, scheduler, cluster, workers,
               **params):
@@ -283,7 +228,12 @@ def masks_cmd(dataset, root, index, masks, split, limit, shard, generator_name, 
     if workers is not None and not cluster:
         fail("--workers applies to --cluster local; add --cluster local")
     with cli_errors(FLAGS):
-        gen_kwargs = generator_kwargs(generator_name, checkpoint, model_type, device, max_memory, params)
+        known = click.get_current_context().command.generator_options
+        options = {o.flag: params[o.dest] for o in known if params.get(o.dest) is not None}
+        own = dict(parse_param(p) for p in params["extra_params"])
+        gen_kwargs = generator_kwargs(generator_name, checkpoint=checkpoint, device=device,
+                                      model_type=model_type, max_memory=max_memory, options=options,
+                                      params=own, known=known)
         ds = load_dataset(dataset)
         root = resolve_root(ds, root)
         full = index_entries(ds, root, index, progress)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import inspect
 import json
 import logging
 import os
@@ -40,7 +39,7 @@ from rat.shared.errors import ParamError, RatError, one_line
 from rat.shared.hashes import sha256_file
 from rat.shared.index import Entry
 from rat.shared.jobs import Outcome, Reporter
-from rat.shared.regions import Generator, build_generator, check_parameters
+from rat.shared.regions import Generator, build_generator, check_parameters, describe
 
 #: Kinds of cluster this module starts itself.
 CLUSTERS = ("local",)
@@ -85,11 +84,11 @@ def generator_spec(name: str, **kwargs: Any) -> GeneratorSpec:
     absolute path that workers must see at the same place, and its SHA-256 is computed here once; workers
     check that they loaded those bytes.
     """
-    cls = check_parameters(name, kwargs)  # a known generator and parameters it takes, of the right kinds
+    check_parameters(name, kwargs)  # a known generator and parameters it takes, of the right kinds
+    info = describe(name)
     expect: dict[str, Any] = {}
-    if "checkpoint" in inspect.signature(cls).parameters:
-        locate = getattr(cls, "checkpoint_path", None)
-        path = locate(kwargs.get("checkpoint")) if locate else kwargs.get("checkpoint")
+    if info.takes("checkpoint"):
+        path = info.checkpoint_path(kwargs.get("checkpoint"))
         if path is not None:
             path = Path(path).resolve()
             kwargs = {**kwargs, "checkpoint": str(path)}

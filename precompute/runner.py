@@ -23,42 +23,26 @@ import zarr
 
 from rat.shared import store as st
 from rat.shared.datasets import DatasetDef
-from rat.shared.errors import RatError, one_line
+from rat.shared.errors import one_line
 from rat.shared.index.build import derivation_versions
 from rat.shared.index.entries import Entry, checked_lq, read_lq
 from rat.shared.io import ImageReadError
 from rat.shared.jobs import Outcome, run_each
-from rat.shared.regions import Generator, GeneratorError
-from rat.shared.regions.window import render_for_sam, sam_windows
+from rat.shared.regions import Generator, image_labels
+from rat.shared.regions.window import sam_windows
 from rat.shared.store.leases import Lease
 
 
 def compute_labels(entry: Entry, root: Path, ds: DatasetDef, generator: Generator
                    ) -> tuple[np.ndarray, tuple[float, float] | None]:
-    """Read the LQ image of `entry`, check it is the indexed one, render it for SAM, make its label map.
+    """Read the LQ image of `entry`, check it is the indexed one, and make its label map
+    (:func:`rat.shared.regions.image_labels`: rendered for SAM in its group's window, checked).
 
     Returns the (H, W) label map and the image's (row, col) pixel spacing in mm (None when unknown).
     """
     checked_lq(entry, root)
     image, meta = read_lq(entry, root)
-    rgb = render_for_sam(image, ds.groups[entry.group].sam_window)
-    name = getattr(generator, "name", type(generator).__name__)
-    try:
-        labels = np.asarray(generator(rgb))
-    except RatError:
-        raise
-    except Exception as err:  # noqa: BLE001 - a plug-in's fault on one image fails that image only
-        raise GeneratorError(f"{entry.id}: generator {name} failed ({type(err).__name__}: "
-                             f"{one_line(err)})") from None
-    if labels.shape != image.shape[:2]:
-        raise ValueError(f"{entry.id}: generator {name} returned {labels.shape} for an image of "
-                         f"{image.shape[:2]}")
-    if labels.dtype.kind not in "iu":
-        raise ValueError(f"{entry.id}: generator {name} returned {labels.dtype} labels; a label map holds "
-                         "integers (0 = no region, 1..L)")
-    if labels.dtype.kind == "i" and labels.size and int(labels.min()) < 0:
-        raise ValueError(f"{entry.id}: generator {name} returned negative labels ({int(labels.min())}); a "
-                         "label map holds 0 (no region) and 1..L")
+    labels = image_labels(generator, image, ds.groups[entry.group].sam_window, entry.id)
     spacing = tuple(meta.spacing[:2]) if meta.spacing is not None else None
     return labels, spacing
 

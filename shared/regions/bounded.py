@@ -37,13 +37,15 @@ import sys
 import types
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from rat.shared.errors import ParamError
 from rat.shared.regions.sam_config import DEFAULT_MAX_MEMORY
+
+if TYPE_CHECKING:
+    import torch
 
 #: Bytes per pixel of the crop that one mask takes while a part is post-processed: float logits and their
 #: filtered copy, the stability score's comparisons, the thresholded mask, its transpose and run boundaries
@@ -141,6 +143,8 @@ class BoundedMemory:
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, C, h, w) low-resolution mask logits and (B, C) predicted IoUs of the (B, 2) prompts ``points``,
         prompted as the package's ``_process_batch`` prompts them."""
+        import torch
+
         predictor = self.predictor
         coords = torch.as_tensor(predictor.transform.apply_coords(points, im_size), device=predictor.device)
         labels = torch.ones(coords.shape[0], dtype=torch.int, device=coords.device)
@@ -166,6 +170,8 @@ def _attention_in_parts(self: torch.nn.Module, x: torch.Tensor, max_memory: int)
     """The forward of segment-anything's (and HQ-SAM's) ViT ``Attention`` over slices of its batch x heads:
     (B, H, W, C) -> (B, H, W, C), each slice's product, relative positions, softmax and values as the package
     computes them for all at once."""
+    import torch
+
     rel_pos = sys.modules[type(self).__module__].add_decomposed_rel_pos   # the package's own
     B, H, W, _ = x.shape
     qkv = self.qkv(x).reshape(B, H * W, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
@@ -197,6 +203,8 @@ def bound_attention(model: torch.nn.Module, max_memory: int = DEFAULT_MAX_MEMORY
 def _joined(parts: list[Any]) -> Any:
     """The package's MaskData of consecutive parts put end to end (no copies of the RLE lists, which the
     package's own ``MaskData.cat`` deep-copies)."""
+    import torch
+
     joined = {}
     for key, first in parts[0].items():
         values = [p[key] for p in parts]

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-
-import torch
+from typing import TYPE_CHECKING
 
 from rat.shared.regions.sam_config import EFFICIENTVIT_SAM, TEST_MODEL, SamError
 from rat.shared.regions.sam_family import SamFamilyGenerator
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _missing(err: ImportError) -> SamError:

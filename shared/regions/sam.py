@@ -8,11 +8,13 @@ memory, :mod:`rat.shared.regions.bounded`); checkpoints are loaded and checked b
 from __future__ import annotations
 
 from collections.abc import Callable
-
-import torch
+from typing import TYPE_CHECKING
 
 from rat.shared.regions.sam_config import SAM
 from rat.shared.regions.sam_family import SamFamilyGenerator, build_tiny, registry_builders
+
+if TYPE_CHECKING:
+    import torch
 
 
 def build_sam_tiny() -> torch.nn.Module:

@@ -16,10 +16,9 @@ import importlib.metadata
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
 
 from rat.shared.devices import pick_device
 from rat.shared.errors import one_line, unsafe_pickle
@@ -37,11 +36,16 @@ from rat.shared.regions.sam_config import (
     resolve_checkpoint,
 )
 
+if TYPE_CHECKING:
+    import torch
+
 
 def build_tiny(modeling: Any, decoder: type, **decoder_args: Any) -> torch.nn.Module:
     """A SAM-family model of a few hundred thousand parameters built from a package's own ``modeling``
     modules, with its mask ``decoder`` class (random weights; tests and offline smoke runs only: the whole
     generation path is the real one). Input size 256, embed 32, one global-attention block."""
+    import torch
+
     size, patch, dim = 256, 16, 32
     return modeling.Sam(
         image_encoder=modeling.ImageEncoderViT(
@@ -74,6 +78,8 @@ def registry_builders(registry: dict[str, Callable[..., torch.nn.Module]], famil
 
 def read_state_dict(path: Path, family: SamFamily) -> tuple[dict[str, torch.Tensor], str]:
     """(state dict, SHA-256) of a checkpoint file; refused when a published name has another hash."""
+    import torch
+
     digest = sha256_file(path)
     expected = family.published.get(path.name)
     if expected is not None and digest != expected:
@@ -118,6 +124,18 @@ class SamFamilyGenerator:
 
     family: ClassVar[SamFamily]
     name: ClassVar[str]
+    #: The family's parameters are options of their own names (--points-per-side), shared by its members.
+    option_prefix: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """The optional parts of the generator contract (:mod:`rat.shared.regions`), from the family."""
+        super().__init_subclass__(**kwargs)
+        family = cls.family
+        install = f"; {family.install}" if family.extra else ""
+        cls.summary = f"{family.label}, {family.distribution}'s automatic mask generator{install}"
+        cls.weights_label = family.label
+        cls.model_types = tuple(t for t in family.model_types if t != TEST_MODEL)
+        cls.default_model_type = family.default_model_type
 
     @staticmethod
     def model_builders() -> dict[str, Callable[[], torch.nn.Module]]:
@@ -191,6 +209,8 @@ class SamFamilyGenerator:
 
     def records(self, rgb: np.ndarray) -> list[dict[str, Any]]:
         """The package generator's records (uncompressed-RLE masks) for an (H, W, 3) uint8 image."""
+        import torch
+
         with torch.inference_mode():
             return self._generator.generate(rgb)
 

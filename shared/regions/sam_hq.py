@@ -11,11 +11,13 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from types import ModuleType
-
-import torch
+from typing import TYPE_CHECKING
 
 from rat.shared.regions.sam_config import SAM_HQ, SamError
 from rat.shared.regions.sam_family import SamFamilyGenerator, build_tiny, registry_builders
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _package() -> ModuleType:

@@ -10,14 +10,19 @@ from typing import Any
 import numpy as np
 
 from rat.shared.errors import ParamError
-from rat.shared.regions import SUPERPIXEL_METHODS
 from rat.shared.regions.labels import compact
+
+#: scikit-image superpixel methods.
+SUPERPIXEL_METHODS = ("slic", "felzenszwalb")
 
 
 class SuperpixelGenerator:
     """(H, W, 3) uint8 -> (H, W) label map 1..L (every pixel covered)."""
 
     name = "superpixels"
+    summary = "scikit-image's SLIC or Felzenszwalb superpixels, no weights"
+    option_prefix = "sp"
+    parameter_choices = {"method": SUPERPIXEL_METHODS}
 
     def __init__(self, method: str = "slic", n_segments: int = 64, compactness: float = 10.0,
                  sigma: float = 1.0, scale: float = 100.0, min_size: int = 50) -> None:

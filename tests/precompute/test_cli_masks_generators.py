@@ -71,7 +71,8 @@ def test_checkpoint_of_another_model_is_refused_in_one_line(sample_root, tiny_ch
 def test_options_that_do_not_apply_are_refused(sample_root, tmp_path):
     base = ["masks", "--dataset", "sample", "--root", sample_root, "--out", tmp_path / "s.zarr"]
     code, text = run(*base, "--generator", "superpixels", "--points-per-side", "4")
-    assert code != 0 and "--points-per-side applies to the SAM family (sam, sam-hq, efficientvit-sam)" in text
+    assert code != 0 and ("--points-per-side applies to the efficientvit-sam, sam, sam-hq generators, not to "
+                          "superpixels") in text
     code, text = run(*base, "--generator", "superpixels", "--max-memory", "1GB")
     assert code != 0 and "--max-memory does not apply to the superpixels generator" in text
     code, text = run(*base, "--generator", "sam-hq", "--sp-n-segments", "4")

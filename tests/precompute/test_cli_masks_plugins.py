@@ -40,7 +40,7 @@ def test_help_lists_the_plugin_without_loading_it(plugin_path):
     assert done.returncode == 0, done.stderr
     text = "".join(done.stdout.split())                 # help wraps lines at hyphens
     assert "[efficientvit-sam|sam|sam-hq|superpixels|tiles]" in text
-    assert "plug-ins:tiles(rat-regions-example0.1)" in text
+    assert "plug-ins:tiles(squaretilesof`size`pixels,anexampleplug-in;rat-regions-example0.1)" in text
     assert "tiles" not in generator_names()            # this process (and the venv) never saw it
 
 
@@ -62,3 +62,38 @@ def test_masks_with_the_plugin_writes_a_store_that_verify_passes(plugin_path, sa
     done = with_plugin(plugin_path, "masks", "--dataset", "sample", "--root", str(sample_root), "--out",
                        str(out), "--no-progress", "--generator", "tiles", "--param", "size=0")
     assert done.returncode != 0 and "size must be at least 1" in done.stderr + done.stdout
+
+
+def test_the_plugin_gets_every_feature_a_builtin_gets_with_no_name_of_it_in_the_cli(plugin_path, sample_root,
+                                                                                   tmp_path):
+    """Help (its summary and origin; one option per parameter with its default), parameters (set by those
+    options, refused for another generator, given once), provenance (recorded in the store): as superpixels
+    gets them, from the generator contract alone (rat.shared.regions.options)."""
+    done = with_plugin(plugin_path, "masks", "--help")
+    text = " ".join(done.stdout.split())
+    assert "tiles (square tiles of `size` pixels, an example plug-in; rat-regions-example 0.1)" in text
+    assert "--tiles-size INTEGER tiles: size (default 64)." in text
+    assert "--tiles-min-value INTEGER tiles: min_value (default 0)." in text
+    assert "--sp-n-segments INTEGER superpixels: n_segments (default 64)." in text     # a builtin's, alike
+    base = ["masks", "--dataset", "sample", "--root", str(sample_root), "--no-progress"]
+    out = tmp_path / "tiles.zarr"
+    done = with_plugin(plugin_path, *base, "--out", str(out), "--generator", "tiles", "--tiles-size", "48")
+    assert done.returncode == 0 and "16 done" in done.stdout, done.stdout + done.stderr
+    assert st.provenance(st.open_store(out))["generator"] == {"name": "tiles", "version": "0.1",
+                                                             "params": {"size": 48, "min_value": 0}}
+    for args, error in (
+            (["--generator", "superpixels", "--tiles-size", "48"],
+             "--tiles-size applies to the tiles generator, not to superpixels"),
+            (["--generator", "tiles", "--sp-n-segments", "4"],
+             "--sp-n-segments applies to the superpixels generator, not to tiles"),
+            (["--generator", "tiles", "--tiles-size", "48", "--param", "size=8"],
+             "--param size=8 and --tiles-size both set size: give it once"),
+            (["--generator", "tiles", "--tiles-size", "many"], "'many' is not a valid integer")):
+        done = with_plugin(plugin_path, *base, "--out", str(tmp_path / "x.zarr"), *args)
+        assert done.returncode != 0 and error in done.stderr, done.stderr
+    repo = EXAMPLE.parents[1]
+    for source in ("precompute/cli.py", "shared/regions/options.py", "shared/regions/__init__.py",
+                   "precompute/cluster.py", "training/inference/region_source.py"):
+        code = (repo / source).read_text()
+        names = ('"tiles"', "--tiles", "TileGenerator", "rat_regions_example")
+        assert not any(name in code for name in names), source

@@ -9,7 +9,6 @@ regions.
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +17,9 @@ import numpy as np
 from rat.shared import store as st
 from rat.shared.errors import ParamError
 from rat.shared.index.hash_cache import source_sha256
-from rat.shared.regions import Generator, build_generator, generator_class
-from rat.shared.regions.sam_config import SamError, resolve_checkpoint
-from rat.shared.regions.window import render_for_sam
+from rat.shared.regions import Generator, GeneratorError, build_generator, describe, image_labels
+from rat.shared.regions.options import generator_kwargs
+from rat.shared.regions.sam_config import SamError
 from rat.training.inference.inputs import Scan
 from rat.training.inference.restorer import Restorer
 
@@ -34,30 +33,28 @@ def trained_generator(recorded: dict[str, Any] | None, *, name: str | None = Non
     generator that takes a checkpoint (``sam_checkpoint`` or RAT_SAM_CHECKPOINT) whose SHA-256 is not the
     recorded one are refused.
     """
-    note = ""
     if recorded is None and name is None:
         raise ParamError("generator", "the model records no region generator: name one (and a label store or "
                          "dataset for its window)")
     if name is not None and (recorded is None or name != recorded.get("name")):
         trained = recorded.get("name") if recorded else "unknown"
         note = f"note: regions from {name}, but the model was trained on {trained} regions"
-        accepts = inspect.signature(generator_class(name)).parameters
-        kwargs = {k: v for k, v in (("checkpoint", sam_checkpoint), ("device", device)) if k in accepts}
-        return build_generator(name, **kwargs), note
-    kwargs = dict(recorded.get("params", {}))
+        return build_generator(name, **generator_kwargs(name, checkpoint=sam_checkpoint, device=device)), note
+    name, checkpoint = recorded["name"], None
     if "checkpoint_sha256" in recorded:
-        cls = generator_class(recorded["name"])
-        locate = getattr(cls, "checkpoint_path", None)
-        path = Path(locate(sam_checkpoint) if locate else resolve_checkpoint(sam_checkpoint))
-        digest = source_sha256(path)
+        info = describe(name)
+        checkpoint = info.checkpoint_path(sam_checkpoint)
+        if checkpoint is None:
+            raise GeneratorError(f"the model's regions come from {name}, which needs the "
+                                 f"{info.weights_label} weights the model was trained with: pass them")
+        digest = source_sha256(checkpoint)
         if digest != recorded["checkpoint_sha256"]:
-            family = getattr(cls, "family", None)
-            weights = f"{family.label} weights" if family is not None else "weights"
-            raise SamError(f"{path}: SHA-256 {digest} is not that of the {weights} the model was trained "
-                           f"with ({recorded['checkpoint_sha256']})")
-        kwargs.update(checkpoint=path, device=device,
-                      **({"model_type": recorded["model_type"]} if "model_type" in recorded else {}))
-    return build_generator(recorded["name"], **kwargs), note
+            raise SamError(f"{checkpoint}: SHA-256 {digest} is not that of the {info.weights_label} weights "
+                           f"the model was trained with ({recorded['checkpoint_sha256']})")
+    kwargs = generator_kwargs(name, checkpoint=checkpoint, device=device if checkpoint else None,
+                              model_type=recorded.get("model_type") if checkpoint else None,
+                              params=recorded.get("params", {}))
+    return build_generator(name, **kwargs), ""
 
 
 class RegionSource:
@@ -103,5 +100,5 @@ class RegionSource:
                 raise st.StoreError(f"{image_id}: label map {labels.shape} does not fit image {image.shape}")
             return labels
         window = self.restorer.window or self.restorer.group.sam_window
-        labels = self.generator()(render_for_sam(image, window))
-        return labels
+        return image_labels(self.generator(), image, window, scan.name if index is None else
+                            f"{scan.name} slice {index}")

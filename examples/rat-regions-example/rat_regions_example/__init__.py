@@ -1,9 +1,12 @@
 """An example region generator for rat: the image cut into square tiles of `size` pixels.
 
 The whole interface: a class with a `name` (the name it is registered under), keyword parameters with
-defaults, `params`, `provenance()` and `__call__(rgb) -> labels`. rat loads this module only when the
-generator is used (`rat-precompute masks --help` lists generators from the package metadata alone), so it may
-import torch or a model package at the top.
+defaults, `params`, `provenance()` and `__call__(rgb) -> labels`. Optional parts (`rat.shared.regions`
+lists them all) say more: `summary` (one line for the help), `option_prefix` (its parameters become the
+options `--<prefix>-<parameter>` of `rat-precompute masks`; by default the generator's name: `--tiles-size`),
+and for a generator with weights `checkpoint_path()`, `weights_label`, `model_types`. rat imports this module
+to build `rat-precompute masks`'s options and help: import torch or a model package inside the methods that
+use them.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ class TileGenerator:
     """
 
     name = "tiles"
+    summary = "square tiles of `size` pixels, an example plug-in"
 
     def __init__(self, size: int = 64, min_value: int = 0) -> None:
         if size < 1:
