@@ -19,7 +19,7 @@ from rat.shared.cli import (
 from rat.shared.datasets.splits import SPLITS
 
 #: Library parameter names whose flag is spelled otherwise.
-FLAGS = {"n_workers": "--workers", "name": "--generator", "url": "--masks", "out": "--masks"}
+FLAGS = {"n_workers": "--workers", "name": "--generator", "url": "--masks"}
 
 
 def selected_images(dataset, root, index, split=None, limit=None, shard=None, url=None, progress=False):

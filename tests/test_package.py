@@ -1,5 +1,7 @@
 """Packaging: a regular (wheel) install carries the `rat.*` namespace and the dataset definitions."""
 
+import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -27,6 +29,20 @@ def test_wheel_maps_folders_under_the_rat_namespace(tmp_path):
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "rat-precompute = rat.precompute.cli:main" in text and "rat-train = rat.training.cli:main" in text
+    target = tmp_path / "installed"                # a regular install of the wheel: every package walks
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target",
+                    str(target), str(wheel)], check=True, capture_output=True)
+    code = ("import json, pkgutil, rat, rat.training.model.network\n"
+            "print(rat.training.model.network.__file__)\n"
+            "print(json.dumps([n for _, n, p in pkgutil.walk_packages(rat.__path__, 'rat.') if p]))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(target)})
+    where, packages = done.stdout.splitlines()
+    assert where.startswith(str(target))
+    folders = sorted({p.parent for folder in ("precompute", "shared", "training", "data_manifests")
+                      for p in (REPO / folder).rglob("*.py")})
+    expected = {".".join(["rat", *f.relative_to(REPO).parts]) for f in folders}
+    assert set(json.loads(packages)) == expected
 
 
 def test_installed_import_names_and_help():
