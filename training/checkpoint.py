@@ -68,7 +68,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint file with ``weights_only=True`` onto the CPU.
 
     A checkpoint of this trainer comes back as saved (a model folder of `rat-train export` is loaded by
-    :func:`rat.training.inference.model_folder.load_model_source`). A bare state dict (the authors' public
+    :func:`rat.training.model_folder.load_model_source`). A bare state dict (the authors' public
     code saves ``model.module.state_dict()``; BasicSR-style ``{"params": ...}`` wrappers too) comes back as
     ``{"model": state_dict, "bare": True}``, with any DDP ``module.`` prefix removed.
     """

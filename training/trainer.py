@@ -43,12 +43,12 @@ from rat.training.data import PatchDataset, make_loader
 from rat.training.distributed import Runtime, barrier, gather, mean_over_ranks, say, setup, teardown
 from rat.training.figures import plot_curves
 from rat.training.inference.evaluate import evaluate
-from rat.training.inference.model_folder import load_model_source
 from rat.training.inference.scores import summarize_scores
 from rat.training.loss import focal_region_loss
 from rat.training.metrics import MetricsLog
 from rat.training.model.compiling import compile_blocks
 from rat.training.model.registry import build_network, takes_labels
+from rat.training.model_folder import load_model_source
 from rat.training.run import BEST, LAST, Run, RunData
 
 

@@ -26,8 +26,8 @@ from rat.training.checkpoint import load_checkpoint, model_from_checkpoint
 from rat.training.cli import main
 from rat.training.config import TrainError
 from rat.training.distributed import Runtime
-from rat.training.inference.model_folder import export_model
 from rat.training.model.network import build_model
+from rat.training.model_folder import export_model
 from rat.training.run import Run
 from rat.training.trainer import lr_at, train
 

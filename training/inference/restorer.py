@@ -26,9 +26,9 @@ from rat.shared.io import ImageMeta, ImageReadError
 from rat.shared.io.base import describe_channels
 from rat.training.checkpoint import checkpoint_dataset, model_from_checkpoint, weights_sha256
 from rat.training.choices import OVERLAP, TILE
-from rat.training.inference.model_folder import load_model_source
 from rat.training.inference.tiling import model_labels, predict
 from rat.training.model.registry import takes_labels
+from rat.training.model_folder import load_model_source
 from rat.training.normalisation import channels_first, normalise, to_source
 
 #: DICOM Modality codes of the modalities a dataset group may name.

@@ -30,6 +30,7 @@ import inspect
 from functools import cache
 from typing import Any, Protocol
 
+from rat.shared import DISTRIBUTION
 from rat.shared.errors import ParamError, RatError, one_line
 
 #: Where models are registered (``[project.entry-points."rat.models"]``).
@@ -63,8 +64,11 @@ def registered() -> dict[str, importlib.metadata.EntryPoint]:
                              f"({_origin(found[ep.name])}) and {ep.value} ({_origin(ep)})")
         found[ep.name] = ep
     first = ("rat", "rat-small")
-    return dict(sorted(found.items(), key=lambda item: (_origin(item[1]) != "rat", item[0] not in first,
-                                                        item[0])))
+
+    def order(item: tuple[str, importlib.metadata.EntryPoint]) -> tuple[bool, bool, str]:
+        return _origin(item[1]) != DISTRIBUTION, item[0] not in first, item[0]
+
+    return dict(sorted(found.items(), key=order))
 
 
 def _origin(ep: importlib.metadata.EntryPoint) -> str:
@@ -79,7 +83,7 @@ def model_names() -> tuple[str, ...]:
 def plugin_origins() -> dict[str, str]:
     """Models registered by other distributions: name -> "distribution version"."""
     return {name: f"{_origin(ep)} {ep.dist.version}" for name, ep in registered().items()
-            if ep.dist is not None and _origin(ep) != "rat"}
+            if ep.dist is not None and _origin(ep) != DISTRIBUTION}
 
 
 def model_class(name: str) -> type:

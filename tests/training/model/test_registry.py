@@ -72,3 +72,10 @@ def test_a_model_plugin_is_listed_trained_and_restored(plugin_path, sample_store
     done = with_plugin(plugin_path, "--masks", sample_store, "--out", tmp_path / "bad", "--model", "tiny-cnn",
                        "--attention", "wmsa")
     assert done.returncode != 0 and "model 'tiny-cnn' has no attention setting" in done.stderr + done.stdout
+
+
+def test_this_packages_models_are_no_plug_ins_and_come_first():
+    from rat.training.model.registry import model_names, plugin_origins
+
+    assert not {"rat", "rat-small", "srcnn"} & set(plugin_origins())
+    assert model_names()[:2] == ("rat", "rat-small")

@@ -15,6 +15,7 @@ import torch
 from click.testing import CliRunner
 from helpers import TINY_MODELS
 
+from rat.shared import DISTRIBUTION
 from rat.shared.io import read_image
 from rat.training.cli import main
 from rat.training.model.adapters.base import Fit, Fitted
@@ -22,7 +23,7 @@ from rat.training.model.registry import build_network, make_model, model_names
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 IMPORT_NAME = {"spandrel": "spandrel", "monai": "monai", "ldct-benchmark": "ldctbench", "torchsr": "torchsr",
-               "rat": "rat"}
+               DISTRIBUTION: "rat"}
 
 
 def need(name: str):

@@ -1,4 +1,4 @@
-"""`rat-train export` (rat.training.inference.model_folder): a model folder others can read and use."""
+"""`rat-train export` (rat.training.model_folder): a model folder others can read and use."""
 
 import os
 from pathlib import Path
