@@ -164,7 +164,7 @@ def test_every_package_module_is_reachable_from_the_tests():
 MAX_FUNCTION = 80
 #: Functions allowed past MAX_FUNCTION for now, by module and name: the model card (81 lines), whose module
 #: the checkpoint selection's change (issue 29, item 2) is still rewriting.
-LONG_FUNCTIONS = {("rat.training.inference.model_folder", "model_card")}
+LONG_FUNCTIONS = {("rat.training.model_folder", "model_card")}
 
 
 def test_no_function_is_long():
