@@ -121,6 +121,17 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _architecture(model_args: Mapping[str, Any]) -> tuple[str, str, Any]:
+    """(title, a sentence naming the network and its package, its parameters) for the model card."""
+    model = model_args.get("provenance") or {}
+    params = model.get("params") or model_args.get("overrides")
+    if model and model.get("package") not in (DISTRIBUTION, "rat"):
+        what = (f"A `{model['name']}` network (architecture `{model.get('class')}` of the package "
+                f"`{model.get('package')}` {model.get('version')}, trained from random weights with rat)")
+        return model["name"], what, params
+    return "RAT", "A Region Attention Transformer (RAT, MICCAI 2024, arXiv 2407.09268)", params
+
+
 def model_card(config: Mapping[str, Any], source: str) -> str:
     """The README.md of a model folder: what it restores, its data, metrics, how to run it, its limits."""
     t, m, n = config["training"], config["metrics"], config["normalisation"]
@@ -133,14 +144,7 @@ def model_card(config: Mapping[str, Any], source: str) -> str:
     data = config.get("data") or {}
     sam = (f" ({gen.get('name')} {gen.get('model_type')}, checkpoint SHA-256 "
            f"`{gen.get('checkpoint_sha256')}`)" if "checkpoint_sha256" in gen else "")
-    model = config["model_args"].get("provenance") or {}
-    if model and model.get("package") not in (DISTRIBUTION, "rat"):
-        what = (f"A `{model['name']}` network (architecture `{model.get('class')}` of the package "
-                f"`{model.get('package')}` {model.get('version')}, trained from random weights with rat)")
-        title = model["name"]
-    else:
-        what, title = "A Region Attention Transformer (RAT, MICCAI 2024, arXiv 2407.09268)", "RAT"
-    params = model.get("params") or config["model_args"].get("overrides")
+    title, what, params = _architecture(config["model_args"])
     lines = [
         f"# {title}: {config['dataset']} / {config['group']}",
         "",

@@ -52,7 +52,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from rat.shared import DISTRIBUTION
+from rat.shared import plugins
 from rat.shared.errors import ParamError, RatError, one_line
 from rat.shared.regions.window import WindowLike, render_for_sam
 
@@ -82,18 +82,7 @@ class GeneratorError(RatError, RuntimeError):
 @cache
 def registered() -> dict[str, importlib.metadata.EntryPoint]:
     """Generator name -> its entry point, over every installed distribution (read once per process)."""
-    found: dict[str, importlib.metadata.EntryPoint] = {}
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in found and found[ep.name].value != ep.value:
-            raise GeneratorError(f"generator {ep.name!r} is registered twice: {found[ep.name].value} "
-                                 f"({_origin(found[ep.name])}) and {ep.value} ({_origin(ep)})")
-        found[ep.name] = ep
-    return dict(sorted(found.items(), key=lambda item: (_origin(item[1]) != DISTRIBUTION, item[0])))
-
-
-def _origin(ep: importlib.metadata.EntryPoint) -> str:
-    """The distribution that registered ``ep``."""
-    return ep.dist.metadata["Name"] if ep.dist is not None else "?"
+    return plugins.entry_points(ENTRY_POINT_GROUP, "generator", GeneratorError)
 
 
 def generator_names() -> tuple[str, ...]:
@@ -103,26 +92,12 @@ def generator_names() -> tuple[str, ...]:
 
 def plugin_origins() -> dict[str, str]:
     """Generators registered by other distributions: name -> "distribution version"."""
-    return {name: f"{_origin(ep)} {ep.dist.version}" for name, ep in registered().items()
-            if ep.dist is not None and _origin(ep) != DISTRIBUTION}
+    return plugins.plugin_origins(registered())
 
 
 def generator_class(name: str) -> type:
     """The class of generator ``name`` (ParamError naming the known ones; GeneratorError if it won't load)."""
-    eps = registered()
-    if name not in eps:
-        known = ", ".join(eps) or f"none (installing {DISTRIBUTION} registers them in {ENTRY_POINT_GROUP})"
-        raise ParamError("name", f"unknown generator {name!r}; choose one of {known}")
-    try:
-        cls = eps[name].load()
-    except Exception as err:  # noqa: BLE001 - a plug-in's import failure is told in one line
-        raise GeneratorError(f"generator {name!r} ({eps[name].value}, from {_origin(eps[name])}) does not "
-                             f"load: {one_line(err)}") from None
-    if getattr(cls, "name", None) != name:
-        raise GeneratorError(f"generator {name!r}: {eps[name].value} has name "
-                             f"{getattr(cls, 'name', None)!r}; a generator's `name` must be the name it is "
-                             "registered under")
-    return cls
+    return plugins.load(registered(), name, "generator", GeneratorError, "name", ENTRY_POINT_GROUP)
 
 
 def generator_parameters(cls: type) -> tuple[dict[str, Any], bool]:
@@ -234,7 +209,7 @@ def describe(name: str) -> GeneratorInfo:
         weights_label=getattr(cls, "weights_label", name),
         model_types=tuple(getattr(cls, "model_types", ())),
         default_model_type=getattr(cls, "default_model_type", None),
-        origin=f"{_origin(ep)} {ep.dist.version}" if ep.dist is not None else "?")
+        origin=f"{plugins.origin(ep)} {ep.dist.version}" if ep.dist is not None else "?")
 
 
 def image_labels(generator: Generator, image: np.ndarray, window: WindowLike, what: str) -> np.ndarray:

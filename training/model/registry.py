@@ -30,7 +30,7 @@ import inspect
 from functools import cache
 from typing import Any, Protocol
 
-from rat.shared import DISTRIBUTION
+from rat.shared import plugins
 from rat.shared.errors import ParamError, RatError, one_line
 
 #: Where models are registered (``[project.entry-points."rat.models"]``).
@@ -57,22 +57,7 @@ class ModelError(RatError, RuntimeError):
 @cache
 def registered() -> dict[str, importlib.metadata.EntryPoint]:
     """Model name -> its entry point, over every installed distribution (read once per process)."""
-    found: dict[str, importlib.metadata.EntryPoint] = {}
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in found and found[ep.name].value != ep.value:
-            raise ModelError(f"model {ep.name!r} is registered twice: {found[ep.name].value} "
-                             f"({_origin(found[ep.name])}) and {ep.value} ({_origin(ep)})")
-        found[ep.name] = ep
-    first = ("rat", "rat-small")
-
-    def order(item: tuple[str, importlib.metadata.EntryPoint]) -> tuple[bool, bool, str]:
-        return _origin(item[1]) != DISTRIBUTION, item[0] not in first, item[0]
-
-    return dict(sorted(found.items(), key=order))
-
-
-def _origin(ep: importlib.metadata.EntryPoint) -> str:
-    return ep.dist.metadata["Name"] if ep.dist is not None else "?"
+    return plugins.entry_points(ENTRY_POINT_GROUP, "model", ModelError, first=("rat", "rat-small"))
 
 
 def model_names() -> tuple[str, ...]:
@@ -82,24 +67,12 @@ def model_names() -> tuple[str, ...]:
 
 def plugin_origins() -> dict[str, str]:
     """Models registered by other distributions: name -> "distribution version"."""
-    return {name: f"{_origin(ep)} {ep.dist.version}" for name, ep in registered().items()
-            if ep.dist is not None and _origin(ep) != DISTRIBUTION}
+    return plugins.plugin_origins(registered())
 
 
 def model_class(name: str) -> type:
     """The class of model ``name`` (ParamError naming the known ones; ModelError if it won't load)."""
-    eps = registered()
-    if name not in eps:
-        raise ParamError("model", f"unknown model {name!r}; choose one of {', '.join(eps) or 'none'}")
-    try:
-        cls = eps[name].load()
-    except Exception as err:  # noqa: BLE001 - a plug-in's import failure is told in one line
-        raise ModelError(f"model {name!r} ({eps[name].value}, from {_origin(eps[name])}) does not load: "
-                         f"{one_line(err)}") from None
-    if getattr(cls, "name", None) != name:
-        raise ModelError(f"model {name!r}: {eps[name].value} has name {getattr(cls, 'name', None)!r}; a "
-                         "model's `name` must be the name it is registered under")
-    return cls
+    return plugins.load(registered(), name, "model", ModelError, "model", ENTRY_POINT_GROUP)
 
 
 def accepted(cls: type) -> set[str]:

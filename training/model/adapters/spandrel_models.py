@@ -33,40 +33,27 @@ class _Spandrel(Adapter):
 
 
 class SwinIR(_Spandrel):
-    name, arch = "swinir", "SwinIR"
+    """SwinIR; Swin2SR and HAT build the same way (their own upsampler)."""
+
+    name, arch, upsampler = "swinir", "SwinIR", ""
     defaults = {**SWIN, "img_size": 128}
 
     def fit(self, channels: int) -> Fit:
         return Fit(multiple=self.params["window_size"], minimum=16)
 
     def network(self, channels: int) -> nn.Module:
-        return self._class()(in_chans=channels, upscale=1, upsampler="", img_range=1.0,
+        return self._class()(in_chans=channels, upscale=1, upsampler=self.upsampler, img_range=1.0,
                              resi_connection="1conv", **self.params)
 
 
-class Swin2SR(_Spandrel):
+class Swin2SR(SwinIR):
     name, arch = "swin2sr", "Swin2SR"
-    defaults = {**SWIN, "img_size": 128}
-
-    def fit(self, channels: int) -> Fit:
-        return Fit(multiple=self.params["window_size"], minimum=16)
-
-    def network(self, channels: int) -> nn.Module:
-        return self._class()(in_chans=channels, upscale=1, upsampler="", img_range=1.0,
-                             resi_connection="1conv", **self.params)
 
 
-class HAT(_Spandrel):
-    name, arch = "hat", "HAT"
+class HAT(SwinIR):
+    name, arch, upsampler = "hat", "HAT", "pixelshuffle"
     defaults = {**SWIN, "window_size": 16, "img_size": 64, "compress_ratio": 3, "squeeze_factor": 30,
                 "conv_scale": 0.01, "overlap_ratio": 0.5, "num_feat": 64}
-
-    def fit(self, channels: int) -> Fit:
-        return Fit(multiple=self.params["window_size"], minimum=16)
-
-    def network(self, channels: int) -> nn.Module:
-        return self._class()(in_chans=channels, upscale=1, upsampler="pixelshuffle", img_range=1.0,
-                             resi_connection="1conv", **self.params)
 
 
 class RCAN(_Spandrel):
