@@ -6,15 +6,18 @@ Helpers that tests import are in ``helpers.py``. Tests mirror the package:
 the architecture, the design card's commands.
 """
 
+import importlib.metadata
 import os
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import REGIONS_EXAMPLE
 
 from rat.precompute.runner import run_masks
 from rat.precompute.sample_data import make_sample_data
+from rat.shared import regions
 from rat.shared.datasets import load_dataset
 from rat.shared.index import index_path, load_index, write_index
 from rat.shared.index.build import build_index
@@ -101,3 +104,15 @@ def tiny_checkpoint(tmp_path_factory):
         return made[name]
 
     return get
+
+
+@pytest.fixture
+def tiles(monkeypatch) -> str:
+    """The registry with the example plug-in ``tiles`` in it (examples/rat-regions-example importable from
+    its folder, registered as its package would register it); returns its name."""
+    monkeypatch.syspath_prepend(str(REGIONS_EXAMPLE))
+    found = dict(regions.registered())
+    found["tiles"] = importlib.metadata.EntryPoint("tiles", "rat_regions_example:TileGenerator",
+                                                   regions.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(regions, "registered", lambda: found)
+    return "tiles"

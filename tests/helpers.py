@@ -1,5 +1,6 @@
 """Helpers the tests import: tiny models made lively, console scripts, schema-1 stores, test data."""
 
+import importlib.util
 import shutil
 import sys
 from pathlib import Path
@@ -13,6 +14,9 @@ from rat.shared import store as st
 
 #: Files the tests read (state-dict keys and shapes of the authors' model).
 DATA = Path(__file__).parent / "data"
+#: The repository's benchmark scripts, and the documented region generator plug-in (its own package).
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+REGIONS_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "rat-regions-example"
 #: Settings of a tiny training run on the sample dataset's CT group (seconds on a CPU).
 TINY_RUN = dict(dataset="sample", group="ct", model="rat-small", width=8, patch_size=32, batch_size=2,
                 workers=0, val_limit=1, eval_every=100, save_every=100, log_every=1, progress=False)
@@ -20,6 +24,15 @@ TINY_RUN = dict(dataset="sample", group="ct", model="rat-small", width=8, patch_
 DICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 CT_SMALL = DICOM_FILES / "CT_small.dcm"
 MR_SMALL = DICOM_FILES / "MR_small.dcm"
+
+
+def load_script(name: str):
+    """A script of benchmarks/ (``name`` without .py) imported as a module of that name."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_train_args(iters: int = 2, **options) -> list[str]:

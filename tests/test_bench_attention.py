@@ -1,25 +1,12 @@
 """benchmarks/bench_attention.py's counts of the attention entries within regions (the FLOP floor's part)."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_attention.py"
-
-
-def bench_attention():
-    spec = importlib.util.spec_from_file_location("bench_attention", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_script
 
 
 def test_entries_within_regions_count_each_image_apart():
-    bench = bench_attention()
+    bench = load_script("bench_attention")
     labels = torch.tensor([[5, -2, 5, 7], [0, 0, 3, -2]])     # regions of 2, 1, 1 tokens in each image
     assert bench.within_region_entries(labels) == (4 + 1 + 1) + (4 + 1 + 1)
     labels = torch.tensor([[0, 0, 1, 1], [5, 5, 5, 5]])

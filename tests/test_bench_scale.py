@@ -1,24 +1,13 @@
 """benchmarks/bench_scale.py's table: the slope of log(time) against log(N), and none for one size."""
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_scale.py"
-
-
-def bench_scale():
-    spec = importlib.util.spec_from_file_location("bench_scale", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_script
 
 
 def test_one_size_prints_no_slope_and_two_sizes_the_log_log_slope(capsys):
-    bs = bench_scale()
+    bs = load_script("bench_scale")
     assert bs.slope([1000], [2.5]) == "-"
     assert bs.slope([1000, 10_000], [2.0, 20.0]) == "1.00"           # linear: time x10 for N x10
     assert float(bs.slope([1000, 100_000], [3.0, 30.0])) == round(math.log(10) / math.log(100), 2)

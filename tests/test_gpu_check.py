@@ -2,22 +2,15 @@
 3; with CUDA every step runs, bounded in time, a step that needs another's output is skipped when that
 failed, and the exit status is 1 when any step failed. The GPU steps themselves need a GPU."""
 
-import importlib.util
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+from helpers import BENCHMARKS, load_script
 
-
-def gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+SCRIPT = BENCHMARKS / "gpu_check.py"
 
 
 def test_without_cuda_every_gpu_step_is_skipped_with_the_reason_and_exit_status_3(tmp_path):
@@ -36,7 +29,7 @@ def test_without_cuda_every_gpu_step_is_skipped_with_the_reason_and_exit_status_
 
 
 def test_failed_steps_give_status_1_and_skip_the_steps_that_need_them(tmp_path, monkeypatch, capsys):
-    gc = gpu_check()
+    gc = load_script("gpu_check")
     ran = []
 
     def step(name, status):
@@ -63,7 +56,7 @@ def test_failed_steps_give_status_1_and_skip_the_steps_that_need_them(tmp_path, 
 
 
 def test_a_step_past_its_bound_is_killed_with_the_processes_it_started(tmp_path):
-    gc = gpu_check()
+    gc = load_script("gpu_check")
     pid_file = tmp_path / "child.pid"
     script = (f"import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', 'import time; "
               f"time.sleep(60)']); open({str(pid_file)!r}, 'w').write(str(p.pid)); "
@@ -92,9 +85,8 @@ ours: default                      50.1     11.32     4.90    15.9     16.2     
 ours: memory none                  40.0     14.18     7.00    11.1     20.3       7.31e-03
 """
 
-
 def test_the_bench_step_reads_the_default_row_and_fails_on_a_failed_contender():
-    gc = gpu_check()
+    gc = load_script("gpu_check")
     status, figure = gc.bench_result(BENCH_OUT)
     assert status == "PASS"
     assert figure == ("default step 50.1 ms, 4.90 GB: 11.32x faster, 15.9x less memory than the authors' "

@@ -9,14 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import console_script
+from helpers import REGIONS_EXAMPLE, console_script
 
 from rat.shared import store as st
 from rat.shared.datasets import load_dataset
 from rat.shared.index import load_index
 from rat.shared.regions import generator_names
-
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "rat-regions-example"
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +22,7 @@ def plugin_path(tmp_path_factory) -> Path:
     """The example package installed (pip, its own pyproject) into a folder of its own."""
     target = tmp_path_factory.mktemp("plugin")
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
-                    "-q", "--target", str(target), str(EXAMPLE)], check=True, capture_output=True)
+                    "-q", "--target", str(target), str(REGIONS_EXAMPLE)], check=True, capture_output=True)
     assert (target / "rat_regions_example" / "__init__.py").is_file()
     return target
 
@@ -91,7 +89,7 @@ def test_the_plugin_gets_every_feature_a_builtin_gets_with_no_name_of_it_in_the_
             (["--generator", "tiles", "--tiles-size", "many"], "'many' is not a valid integer")):
         done = with_plugin(plugin_path, *base, "--out", str(tmp_path / "x.zarr"), *args)
         assert done.returncode != 0 and error in done.stderr, done.stderr
-    repo = EXAMPLE.parents[1]
+    repo = REGIONS_EXAMPLE.parents[1]
     for source in ("precompute/cli.py", "shared/regions/options.py", "shared/regions/__init__.py",
                    "precompute/cluster.py", "training/inference/region_source.py"):
         code = (repo / source).read_text()

@@ -19,18 +19,6 @@ from rat.shared.regions.options import (
 )
 
 REPO = Path(__file__).resolve().parents[3]
-EXAMPLE = REPO / "examples" / "rat-regions-example"
-
-
-@pytest.fixture
-def tiles(monkeypatch):
-    """The registry with the example plug-in in it (its module importable from its folder)."""
-    monkeypatch.syspath_prepend(str(EXAMPLE))
-    found = dict(regions.registered())
-    found["tiles"] = importlib.metadata.EntryPoint("tiles", "rat_regions_example:TileGenerator",
-                                                   regions.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(regions, "registered", lambda: found)
-    return "tiles"
 
 
 def by_flag():

@@ -2,7 +2,6 @@
 model was trained with, built through the generator contract for a plug-in as for a builtin, and its label
 maps made and checked by the one function precompute uses too (rat.shared.regions.image_labels)."""
 
-import importlib.metadata
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,17 +13,6 @@ from rat.shared.datasets import load_dataset
 from rat.shared.regions.superpixels import SuperpixelGenerator
 from rat.training.inference.inputs import Scan
 from rat.training.inference.region_source import RegionSource, trained_generator
-
-EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "rat-regions-example"
-
-
-@pytest.fixture
-def tiles(monkeypatch):
-    monkeypatch.syspath_prepend(str(EXAMPLE))
-    found = dict(regions.registered())
-    found["tiles"] = importlib.metadata.EntryPoint("tiles", "rat_regions_example:TileGenerator",
-                                                   regions.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(regions, "registered", lambda: found)
 
 
 def test_the_recorded_generator_is_rebuilt_with_its_recorded_parameters(tiles):
