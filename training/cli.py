@@ -10,13 +10,12 @@ when it runs, not before: `--help` is instant.
 
 from __future__ import annotations
 
-import json
 from dataclasses import fields
 from pathlib import Path
 
 import click
 
-from rat.shared import DISTRIBUTION
+from rat.shared import DISTRIBUTION, plugins
 from rat.shared.cli import (
     CONTEXT,
     cli_errors,
@@ -63,16 +62,10 @@ def _train_options(func):
 
 def _model_params(ctx, param, values) -> dict | None:
     """--model-param NAME=VALUE ... -> {NAME: VALUE} (JSON where it parses); None when none given."""
-    out = {}
-    for text in values or ():
-        name, sep, value = text.partition("=")
-        if not sep or not name.strip().isidentifier():
-            raise click.BadParameter(f"{text!r} is not NAME=VALUE", ctx, param)
-        try:
-            out[name.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[name.strip()] = value
-    return out or None
+    try:
+        return dict(plugins.parse_assignment(text) for text in values or ()) or None
+    except ValueError as err:
+        raise click.BadParameter(str(err), ctx, param) from None
 
 
 @click.group(invoke_without_command=True, context_settings=CONTEXT)
@@ -98,7 +91,7 @@ def main(ctx: click.Context, **settings) -> None:
         return
     from rat.training.trainer import train
 
-    with cli_errors():
+    with cli_errors({"model_params": "--model-param"}):
         summary = train(given)
     chosen = summary["selection"]
     click.echo(f"done: {summary['step']} steps in {summary['out']}"

@@ -13,12 +13,22 @@ from rat.training.model.registry import model_names
 
 
 @click.command("models")
-def models_cmd():
+@click.argument("name", required=False)
+def models_cmd(name: str | None):
     """List the models `--model` takes: name, package and version (or what to install), class, and whether
-    it takes label maps."""
-    from rat.training.model.registry import install_hint, make_model, plugin_origins
+    it takes label maps. With NAME: that model's parameters (`--model-param NAME=VALUE`) and their
+    defaults."""
+    from rat.shared.plugins import parameters
+    from rat.training.model.registry import install_hint, make_model, model_class, plugin_origins
 
-    with cli_errors():
+    with cli_errors({"model": "NAME"}):
+        if name is not None:
+            known, complete = parameters(model_class(name))
+            for key, default in known.items():
+                click.echo(f"{key:<24} {default!r}")
+            if not complete:
+                click.echo(f"(model {name!r} may take other parameters too)")
+            return
         origins = plugin_origins()
         for name in model_names():
             model = make_model(name)

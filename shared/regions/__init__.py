@@ -100,51 +100,17 @@ def generator_class(name: str) -> type:
     return plugins.load(registered(), name, "generator", GeneratorError, "name", ENTRY_POINT_GROUP)
 
 
-def generator_parameters(cls: type) -> tuple[dict[str, Any], bool]:
-    """({parameter: default}, whether these are all) of a generator class: its signature's keyword
-    parameters, plus ``parameter_defaults()`` when it takes ``**params`` (the SAM family); without that, a
-    generator taking ``**params`` may take others too."""
-    found, complete = {}, True
-    for p in inspect.signature(cls).parameters.values():
-        if p.kind is p.VAR_KEYWORD:
-            more = getattr(cls, "parameter_defaults", None)
-            if more is None:
-                complete = False
-            else:
-                found.update(more())
-        elif p.kind is not p.VAR_POSITIONAL:
-            found[p.name] = p.default
-    return found, complete
-
-
-def _kind_problem(value: Any, default: Any) -> str | None:
-    """What ``value`` should be, when it is not of the kind of ``default`` (None: fine, or nothing known)."""
-    if default is inspect.Parameter.empty or default is None:
-        return None
-    if isinstance(default, bool):
-        return None if isinstance(value, bool) else "true or false"
-    if isinstance(default, int):
-        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
-    if isinstance(default, float):
-        return None if isinstance(value, int | float) and not isinstance(value, bool) else "a number"
-    if isinstance(default, str):
-        return None if isinstance(value, str) else "text"
-    if isinstance(default, list | tuple):
-        return None if isinstance(value, list | tuple) else "a list"
-    return None
-
-
 def check_parameters(name: str, kwargs: dict[str, Any]) -> type:
     """The class of generator ``name`` after checking ``kwargs`` against its parameters (see the module doc);
     GeneratorError naming the generator and the parameter otherwise."""
     cls = generator_class(name)
-    known, complete = generator_parameters(cls)
+    known, complete = plugins.parameters(cls)
     unknown = [k for k in kwargs if k not in known] if complete else []
     if unknown:
         raise GeneratorError(f"generator {name} has no parameter {unknown[0]!r}; its parameters: "
                              f"{', '.join(known)}")
     for key, value in kwargs.items():
-        want = _kind_problem(value, known.get(key, inspect.Parameter.empty))
+        want = plugins.value_problem(value, known.get(key, inspect.Parameter.empty))
         if want is not None:
             raise GeneratorError(f"generator {name}: {key}={value!r} is not {want} (default "
                                  f"{known[key]!r})")
@@ -198,7 +164,7 @@ def describe(name: str) -> GeneratorInfo:
     """Generator ``name`` and its optional parts (loads its class: ParamError for an unknown name,
     GeneratorError for one that does not load)."""
     cls = generator_class(name)
-    parameters, complete = generator_parameters(cls)
+    parameters, complete = plugins.parameters(cls)
     doc = (inspect.getdoc(cls) or "").strip().splitlines()
     ep = registered()[name]
     return GeneratorInfo(

@@ -17,12 +17,11 @@ and plug-ins'); nothing here names one.
 from __future__ import annotations
 
 import inspect
-import json
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from rat.shared import DISTRIBUTION
+from rat.shared import DISTRIBUTION, plugins
 from rat.shared.regions import COMMON, GeneratorError, GeneratorInfo, describe, generator_names
 
 
@@ -96,14 +95,11 @@ def generator_options(taken: Collection[str] = ()) -> list[GeneratorOption]:
 
 
 def parse_param(text: str) -> tuple[str, Any]:
-    """``NAME=VALUE`` of ``--param``: VALUE read as JSON when it parses (3, 0.5, true, "text"), else text."""
-    name, sep, value = text.partition("=")
-    if not sep or not name.strip().isidentifier():
-        raise GeneratorError(f"--param: {text!r} is not NAME=VALUE")
+    """``NAME=VALUE`` of ``--param`` (:func:`rat.shared.plugins.parse_assignment`)."""
     try:
-        return name.strip(), json.loads(value)
-    except json.JSONDecodeError:
-        return name.strip(), value
+        return plugins.parse_assignment(text)
+    except ValueError as err:
+        raise GeneratorError(f"--param: {err}") from None
 
 
 def generator_kwargs(name: str, *, checkpoint: Any = None, device: str | None = None,

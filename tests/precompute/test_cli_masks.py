@@ -184,7 +184,7 @@ def test_missing_checkpoint_message(sample_root, tmp_path, monkeypatch):
 @pytest.mark.parametrize("value, reason", [
     ("abc", "n_segments='abc' is not an integer (default 64)"),
     ("[1,2]", "n_segments=[1, 2] is not an integer (default 64)"),
-    ("-5", "n_segments: -5: must be at least 1"),
+    ("-5", "n_segments=-5 is not an integer >= 0 (default 64)"),
     ("0", "n_segments: 0: must be at least 1"),
     ("2.5", "n_segments=2.5 is not an integer (default 64)"),
 ])

@@ -5,7 +5,7 @@ import importlib.metadata
 
 import pytest
 
-from rat.shared import regions
+from rat.shared import plugins, regions
 from rat.shared.errors import ParamError
 
 
@@ -36,7 +36,7 @@ def test_unknown_broken_and_misnamed_generators(monkeypatch):
 def test_parameters_are_checked_before_a_generator_is_built():
     """Names a generator does not take are refused with the list of those it does; values of another kind
     than the default's too; the generator's own refusals of values are one line naming it."""
-    known, complete = regions.generator_parameters(regions.generator_class("superpixels"))
+    known, complete = plugins.parameters(regions.generator_class("superpixels"))
     assert complete and list(known) == ["method", "n_segments", "compactness", "sigma", "scale", "min_size"]
     with pytest.raises(regions.GeneratorError, match=r"^generator superpixels has no parameter 'bogus'; its "
                                                      "parameters: method, n_segments, compactness"):
@@ -48,7 +48,7 @@ def test_parameters_are_checked_before_a_generator_is_built():
                                                      "greater than 0$"):
         regions.build_generator("superpixels", compactness=0)
     assert regions.build_generator("superpixels", compactness=5, sigma=0).params["compactness"] == 5
-    sam, complete = regions.generator_parameters(regions.generator_class("sam"))
+    sam, complete = plugins.parameters(regions.generator_class("sam"))
     assert complete and sam["points_per_side"] == 32 and sam["checkpoint"] is None
     with pytest.raises(regions.GeneratorError, match=r"^generator sam: points_per_side: 0: must be at least "
                                                      "1$"):

@@ -278,11 +278,13 @@ def rat(img_channel: int = 1, **overrides) -> RAT:
     return RAT(img_channel=img_channel, **overrides)
 
 
+#: The small RAT's arguments that differ from the paper's (RAT's defaults).
+SMALL = dict(width=16, enc_blk_nums=(1, 1), dec_blk_nums=(1, 1), num_groups=1, layers_per_group=2, heads=4)
+
+
 def rat_small(img_channel: int = 1, **overrides) -> RAT:
     """A small RAT for CPU demos and tests: width 16, 1 NAFBlock per level, 1 group of 2 layers."""
-    args = dict(width=16, enc_blk_nums=(1, 1), dec_blk_nums=(1, 1), num_groups=1,
-                layers_per_group=2, heads=4)
-    return RAT(img_channel=img_channel, **{**args, **overrides})
+    return RAT(img_channel=img_channel, **{**SMALL, **overrides})
 
 
 MODELS: dict[str, Callable[..., RAT]] = dict(zip(MODEL_NAMES, (rat, rat_small), strict=True))

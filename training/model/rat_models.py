@@ -10,21 +10,24 @@ from typing import Any
 from torch import nn
 
 from rat.shared import DISTRIBUTION
-from rat.shared.errors import ParamError
-from rat.training.model.network import MODELS, RAT
+from rat.training.model.network import MODELS, RAT, SMALL
 
 
 class _Rat:
     name = ""
+    preset: dict[str, Any] = {}
 
     def __init__(self, attention: str = "rmsa", width: int | None = None, backend: str = "auto",
                  memory: str = "selective", **params: Any) -> None:
-        known = set(inspect.signature(RAT).parameters) - {"img_channel"}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ParamError("model_params", f"RAT takes no parameter {unknown[0]!r}")
         width = {} if width is None else {"width": width}
         self.params = {"attention": attention, **width, "backend": backend, "memory": memory, **params}
+
+    @classmethod
+    def parameter_defaults(cls) -> dict[str, Any]:
+        """Every argument of :class:`RAT` but the channel count, with this model's defaults (checked by
+        registry.make_model)."""
+        args = {k: p.default for k, p in inspect.signature(RAT).parameters.items() if k != "img_channel"}
+        return {**args, **cls.preset}
 
     @property
     def uses_labels(self) -> bool:
@@ -51,3 +54,4 @@ class RatSmall(_Rat):
     """A small RAT for CPU demos and tests."""
 
     name = "rat-small"
+    preset = SMALL

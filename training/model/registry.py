@@ -6,9 +6,11 @@ baselines of :mod:`rat.training.model.adapters`), so a lab adds a network by ins
 own. The interface, the same shape as a region generator's:
 
 - ``name``: the name it is registered under (class attribute); checkpoints and tables name the model by it;
-- ``__init__(**params)``: keyword parameters, each with a default (``rat-train --model-param KEY=VALUE``);
-  a model whose signature has ``attention``, ``width``, ``backend`` or ``memory`` is given the trainer's
-  settings of those names (RAT's ablations, its kernels and memory policy);
+- ``__init__(**params)``: keyword parameters, each with a default (``rat-train --model-param KEY=VALUE``),
+  or ``**params`` and a classmethod ``parameter_defaults()`` listing them; values are checked against the
+  defaults' kinds before the class is called (:func:`make_model`, the one way models are made); a model
+  whose signature has ``attention``, ``width``, ``backend`` or ``memory`` is given the trainer's settings of
+  those names (RAT's ablations, its kernels and memory policy);
 - ``params``: every parameter that changes the network, defaults included (rebuilds it from a checkpoint);
 - ``uses_labels``: whether its forward takes the label map: ``forward(image, labels)`` with image
   (B, C, H, W) float and labels (B, H, W) integer, else ``forward(image)``. Region-free models are never
@@ -76,23 +78,30 @@ def model_class(name: str) -> type:
 
 
 def accepted(cls: type) -> set[str]:
-    """The keyword parameters of a model class."""
+    """The keyword parameters of a model class's signature (those the trainer's settings go to)."""
     return set(inspect.signature(cls).parameters)
 
 
 def make_model(name: str, params: dict[str, Any] | None = None) -> Model:
-    """The model ``name`` with ``params`` (ParamError naming a parameter it does not take)."""
+    """The model ``name`` with ``params``, checked before it is made: ParamError (``model_params``) naming a
+    parameter it does not take, or a value of another kind than its default's
+    (:func:`rat.shared.plugins.value_problem`); the class's own refusals in one line too."""
     cls = model_class(name)
     params = dict(params or {})
-    takes = accepted(cls)
-    kinds = [p.kind for p in inspect.signature(cls).parameters.values()]
-    has_kwargs = inspect.Parameter.VAR_KEYWORD in kinds
-    unknown = sorted(set(params) - takes) if not has_kwargs else []
+    known, complete = plugins.parameters(cls)
+    unknown = sorted(set(params) - set(known)) if complete else []
     if unknown:
         raise ParamError("model_params", f"model {name!r} takes no parameter {unknown[0]!r} (it takes: "
-                         f"{', '.join(sorted(takes)) or 'none'})")
+                         f"{', '.join(known) or 'none'})")
+    for key, value in params.items():
+        want = plugins.value_problem(value, known.get(key, inspect.Parameter.empty))
+        if want is not None:
+            raise ParamError("model_params", f"model {name!r}: {key}={value!r} is not {want} (default "
+                             f"{known[key]!r})")
     try:
         return cls(**params)
+    except RatError:
+        raise
     except (TypeError, ValueError) as err:
         raise ParamError("model_params", f"model {name!r}: {one_line(err)}") from None
 
@@ -101,7 +110,8 @@ def build_network(name: str, channels: int, params: dict[str, Any] | None = None
                   runtime: dict[str, Any] | None = None) -> Any:
     """The network of model ``name`` for ``channels``-channel images, randomly initialised; ``runtime``
     settings (``backend``, ``memory``) go only to models that take them. The module carries
-    ``uses_labels`` (see :func:`takes_labels`)."""
+    ``uses_labels`` (see :func:`takes_labels`). A network that its parameters do not build is one line
+    (ParamError), as is a missing package (ModelError)."""
     takes = accepted(model_class(name))
     extra = {k: v for k, v in (runtime or {}).items() if k in takes and v is not None}
     model = make_model(name, {**(params or {}), **extra})
@@ -110,6 +120,11 @@ def build_network(name: str, channels: int, params: dict[str, Any] | None = None
     except ModuleNotFoundError as err:
         raise ModelError(f"model {name!r} needs the package {err.name!r}, which is not installed "
                          f"({install_hint(model)})") from None
+    except RatError:
+        raise
+    except (TypeError, ValueError, ArithmeticError, IndexError, KeyError, RuntimeError) as err:
+        raise ParamError("model_params", f"model {name!r} is not built with {model.params} "
+                         f"({type(err).__name__}: {one_line(err)})") from None
     if not hasattr(type(net), "uses_labels"):  # RAT says it itself
         net.uses_labels = bool(model.uses_labels)
     return net

@@ -32,8 +32,19 @@ def test_builtin_models_are_entry_points_of_this_package():
 def test_unknown_models_and_parameters_are_refused_in_one_line():
     with pytest.raises(ParamError, match="unknown model 'nope'; choose one of rat, rat-small"):
         make_model("nope")
-    with pytest.raises(ParamError, match="RAT takes no parameter 'depth'"):
+    with pytest.raises(ParamError, match=r"model 'rat' takes no parameter 'depth' \(it takes: attention, "):
         make_model("rat", {"depth": 2})
+    # values are checked against the model's own defaults (rat-small's, not RAT's) before anything is built
+    with pytest.raises(ParamError, match=r"^model_params: model 'rat-small': width='a' is not an integer "
+                                         r"\(default 16\)$"):
+        make_model("rat-small", {"width": "a"})
+    with pytest.raises(ParamError, match=r"model 'rat': enc_blk_nums=\[1, -1\] is not a list of items each "
+                                         r"an integer >= 0 \(default \(2, 2\)\)"):
+        make_model("rat", {"enc_blk_nums": [1, -1]})
+    # what the class itself cannot build is one line naming the model and its parameters
+    with pytest.raises(ParamError, match=r"'rat-small' is not built with .*'heads': 0.*ZeroDivisionError"):
+        build_network("rat-small", 1, {"heads": 0})
+    assert make_model("rat-small", {"width": 8, "mlp_ratio": 1}).params["width"] == 8   # an int for a float
 
 
 @pytest.fixture(scope="module")

@@ -70,11 +70,11 @@ class Adapter:
     uses_labels = False
 
     def __init__(self, **params: Any) -> None:
-        unknown = sorted(set(params) - set(self.defaults))
-        if unknown:
-            raise ParamError("model_params", f"model {self.name!r} takes no parameter {unknown[0]!r} (it "
-                             f"takes: {', '.join(self.defaults) or 'none'})")
-        self.params = {**self.defaults, **params}
+        self.params = {**self.defaults, **params}  # checked against the defaults by registry.make_model
+
+    @classmethod
+    def parameter_defaults(cls) -> dict[str, Any]:
+        return dict(cls.defaults)
 
     def provenance(self) -> dict[str, Any]:
         try:
