@@ -23,7 +23,7 @@ import statistics
 import time
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from rat.shared.errors import ParamError
+from rat.shared.plugins import value_problem
 from rat.training.checkpoint import load_checkpoint
-from rat.training.config import TrainConfig, TrainError
+from rat.training.config import TrainConfig, TrainError, make_config
 from rat.training.data import load_full
 from rat.training.inference.compare import Comparison, check_comparable, compare
 from rat.training.inference.evaluate import SplitScores, evaluate_split
@@ -66,19 +67,67 @@ class Recipe:
     notes: list[str] = field(default_factory=list)
 
 
+#: What a recipe holds, what a row holds, and the settings the table sets per row (not the recipe's).
+RECIPE_KEYS = ("train", "models", "notes")
+ROW_KEYS = ("model", "params")
+PER_ROW = ("out", "model", "model_params", "resume")
+
+
 def load_recipe(path: str | Path) -> Recipe:
     """A table recipe (TOML): ``[train]`` settings for every row, ``[models.<label>]`` tables in row order
-    with ``model`` (default: the label) and ``params``, and an optional ``notes`` list printed under it."""
+    with ``model`` (default: the label) and ``params``, and an optional ``notes`` list printed under it.
+    Checked whole before anything runs: unknown keys, settings and models, values of another kind than their
+    defaults and the rows' model parameters are ParamError (``recipe``) naming the file and the place."""
     path = Path(path)
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as err:
         raise ParamError("recipe", f"{path}: {err}") from None
-    rows = [Row(label, spec.get("model", label), dict(spec.get("params", {})))
-            for label, spec in (doc.get("models") or {}).items()]
+
+    def bad(where: str, reason: str) -> ParamError:
+        return ParamError("recipe", f"{path}: {where}: {reason}")
+
+    for key in doc:
+        if key not in RECIPE_KEYS:
+            raise bad(key, f"unknown key (a recipe holds {', '.join(RECIPE_KEYS)})")
+    train, models = doc.get("train", {}), doc.get("models", {})
+    if not isinstance(train, dict) or not isinstance(models, dict):
+        raise bad("train" if not isinstance(train, dict) else "models", "must be a table")
+    _check_train(train, bad)
+    rows = [_row(label, spec, bad) for label, spec in models.items()]
     if not rows:
         raise ParamError("recipe", f"{path}: no [models.<label>] tables")
-    return Recipe(rows, dict(doc.get("train") or {}), list(doc.get("notes") or []))
+    return Recipe(rows, dict(train), list(doc.get("notes") or []))
+
+
+def _check_train(train: Mapping[str, Any], bad) -> None:
+    defaults = TrainConfig()
+    known = {f.name for f in fields(TrainConfig)}
+    for key, value in train.items():
+        if key in PER_ROW:
+            raise bad(f"[train] {key}", "is set per row by the table")
+        if key not in known:
+            raise bad(f"[train] {key}", "unknown setting (`rat-train --help` lists them)")
+        want = value_problem(value, getattr(defaults, key))
+        if want is not None:
+            raise bad(f"[train] {key}", f"{value!r} is not {want}")
+
+
+def _row(label: str, spec: Any, bad) -> Row:
+    if not isinstance(spec, dict):
+        raise bad(f"models.{label}", "must be a table ([models.<label>] with model and params)")
+    for key in spec:
+        if key not in ROW_KEYS:
+            raise bad(f"[models.{label}] {key}", f"unknown key (a row holds {', '.join(ROW_KEYS)})")
+    params = spec.get("params", {})
+    if not isinstance(params, dict):
+        raise bad(f"[models.{label}] params", "must be a table, e.g. params = { width = 16 }")
+    row = Row(label, spec.get("model", label), dict(params))
+    try:
+        make_model(row.model, row.params)
+    except ParamError as err:
+        raise bad(f"[models.{label}]", err.reason) from None
+    return row
 
 
 def recipe_from(models: list[str]) -> Recipe:
@@ -178,8 +227,11 @@ def make_table(recipe: Recipe, common: Mapping[str, Any], out: str | Path, *, ba
     labels = [r.label for r in recipe.rows]
     if len(set(labels)) != len(labels):
         raise ParamError("models", f"row labels repeat: {', '.join(labels)}")
-    for row in recipe.rows:
-        make_model(row.model, row.params)  # every row's model and parameters checked before any training
+    for row in recipe.rows:  # every row's settings, model and parameters checked before any training
+        try:
+            make_config(run_settings(recipe, row, common, out))
+        except ParamError as err:
+            raise ParamError(err.param, f"row {row.label!r}: {err.reason}") from None
     base = baseline or next((r.label for r in recipe.rows if r.model in RAT_MODELS), labels[0])
     if base not in labels:
         raise ParamError("baseline", f"{base!r} is none of the rows ({', '.join(labels)})")

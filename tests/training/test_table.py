@@ -4,6 +4,7 @@ convolution formula), written as CSV, Markdown and a figure grid; a second run r
 
 import csv
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -77,6 +78,25 @@ def test_recipe_errors_are_one_line(tmp_path):
     bad.write_text("[train]\niters = 2\n")
     with pytest.raises(ParamError, match="no \\[models.<label>\\] tables"):
         load_recipe(bad)
-    bad.write_text('[models.a]\nmodel = "dncnn"\nparams = { depth = 2 }\n')
-    with pytest.raises(ParamError, match="takes no parameter 'depth'"):
+    # the whole recipe is checked when it is read, each fault named by its place, before anything runs
+    for text, where, reason in [
+        ('[models.a]\nmodel = "dncnn"\nparams = { depth = 2 }\n', r"\[models.a\]",
+         "model 'dncnn' takes no parameter 'depth'"),
+        ('[models.a]\nmodel = "dncnn"\nparams = { nb = -3 }\n', r"\[models.a\]",
+         r"model 'dncnn': nb=-3 is not an integer >= 0 \(default 17\)"),
+        ('[models.a]\nmodell = "dncnn"\n', r"\[models.a\] modell",
+         r"unknown key \(a row holds model, params\)"),
+        ('[models.a]\nparams = 3\n', r"\[models.a\] params", "must be a table"),
+        ('[train]\nitrs = 2\n[models.rat]\n', r"\[train\] itrs", "unknown setting"),
+        ('[train]\niters = "x"\n[models.rat]\n', r"\[train\] iters", "'x' is not an integer"),
+        ('[train]\nout = "elsewhere"\n[models.rat]\n', r"\[train\] out", "is set per row by the table"),
+        ('masks = "x"\n[models.rat]\n', "masks", "unknown key"),
+    ]:
+        bad.write_text(text)
+        with pytest.raises(ParamError, match=f"^recipe: {re.escape(str(bad))}: {where}: {reason}"):
+            load_recipe(bad)
+    # settings wrong together (each of the right kind) are found per row before any row trains
+    bad.write_text('[train]\nloss = "foo"\n[models.a]\nmodel = "rat-small"\n')
+    with pytest.raises(ParamError, match="^loss: row 'a': 'foo' is not one of"):
         make_table(load_recipe(bad), {"masks": "x"}, tmp_path / "o", say=lambda s: None)
+    assert not (tmp_path / "o").exists()
