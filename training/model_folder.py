@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from rat.shared import DISTRIBUTION
-from rat.training.checkpoint import checkpoint_dataset, load_checkpoint, weights_sha256
+from rat.training.checkpoint import checkpoint_dataset, installed_model, load_checkpoint, weights_sha256
 from rat.training.config import TrainError
 from rat.training.model.registry import make_model
 from rat.training.selection import Selection, recorded
@@ -50,12 +50,13 @@ def export_model(checkpoint: str | Path, out: str | Path, overwrite: bool = Fals
     group = ds.groups[name] if name else next(iter(ds.groups.values()))
     prov = ck.get("provenance") or {}
     state = {k: v.contiguous() for k, v in ck["model"].items()}
+    args = ck["model_args"]
     config = {
         "format": MODEL_FORMAT,
         "weights_sha256": weights_sha256(state),
-        "model_args": ck["model_args"],
-        "attention": ck["model_args"]["overrides"].get("attention", "rmsa"),
-        "uses_labels": bool(make_model(ck["model_args"]["name"], ck["model_args"]["overrides"]).uses_labels),
+        "model_args": args,
+        "attention": args["overrides"].get("attention", "rmsa"),
+        "uses_labels": bool(make_model(installed_model(args), args["overrides"]).uses_labels),
         "channels": group.channels,
         "modality": group.modality,
         "normalisation": {"norm_low": group.norm_low, "norm_high": group.norm_high,

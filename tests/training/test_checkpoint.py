@@ -22,7 +22,6 @@ def test_garbage_checkpoint_is_one_line(tmp_path):
         load_checkpoint(bad)
 
 
-
 def test_an_edited_definition_in_a_checkpoint_is_refused(sample_store, sample_root, tmp_path):
     """The definition a checkpoint carries is checked against the SHA-256 recorded beside it."""
     from helpers import TINY_RUN
@@ -38,6 +37,32 @@ def test_an_edited_definition_in_a_checkpoint_is_refused(sample_store, sample_ro
     with pytest.raises(TrainError, match=r"definition in the checkpoint \(sample\) does not match its "
                                          "recorded SHA-256"):
         checkpoint_dataset(ck)
+
+
+def test_a_checkpoint_of_a_model_not_installed_here_names_its_package(sample_store, sample_root, tmp_path):
+    """A colleague's checkpoint of a plug-in model this machine lacks: eval, restore and export say which
+    package to install, not "unknown --model"."""
+    from click.testing import CliRunner
+    from helpers import TINY_RUN
+
+    from rat.training.cli import main
+    from rat.training.trainer import train
+
+    train({**TINY_RUN, "masks": str(sample_store), "root": str(sample_root), "out": str(tmp_path / "r"),
+           "iters": 1})
+    ck = load_checkpoint(tmp_path / "r" / "last.pt")
+    ck["model_args"]["name"] = ck["config"]["model"] = "ghost"
+    ck["model_args"]["provenance"] = {"name": "ghost", "package": "ghost-models", "version": "1.2",
+                                      "class": "ghost_models:Ghost"}
+    torch.save(ck, tmp_path / "ghost.pt")
+    want = ("Error: the checkpoint's model 'ghost' (ghost_models:Ghost from ghost-models 1.2) is not "
+            "installed here: install that package (`rat-train models` lists those that are)")
+    root = ["--root", str(sample_root)]
+    for command in (["eval", *root], ["restore", *root, "--out", str(tmp_path / "out")],
+                    ["export", "--out", str(tmp_path / "m")]):
+        result = CliRunner().invoke(main, [*command, "--checkpoint", str(tmp_path / "ghost.pt")])
+        assert result.exit_code == 1 and result.output.strip().splitlines()[-1] == want, result.output
+    assert not (tmp_path / "out").exists() and not (tmp_path / "m").exists()
 
 
 class _Payload:
