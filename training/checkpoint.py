@@ -100,20 +100,20 @@ def model_args(cfg: TrainConfig, channels: int) -> dict[str, Any]:
             "provenance": make_model(cfg.model, overrides).provenance()}
 
 
-def installed_model(args: Mapping[str, Any]) -> str:
-    """The registered name of a checkpoint's model (``model_args``); TrainError naming the model, its class
-    and package when no installed package registers it."""
+def installed_model(args: Mapping[str, Any], source: str | Path = "the checkpoint") -> str:
+    """The registered name of a checkpoint's model (``model_args``); TrainError naming ``source`` (the file),
+    the model, its class and package when no installed package registers it."""
     name = args["name"]
     if name not in model_names():
         prov = args.get("provenance") or {}
         origin = " ".join(str(prov[k]) for k in ("package", "version") if prov.get(k)) or "an unknown package"
-        raise TrainError(f"the checkpoint's model {name!r} ({prov.get('class', '?')} from {origin}) is not "
+        raise TrainError(f"{source}: its model {name!r} ({prov.get('class', '?')} from {origin}) is not "
                          "installed here: install that package (`rat-train models` lists those that are)")
     return name
 
 
 def model_from_checkpoint(ck: Mapping[str, Any], *, name: str = "rat", attention: str | None = None,
-                          backend: str = "auto") -> nn.Module:
+                          backend: str = "auto", source: str | Path = "the checkpoint") -> nn.Module:
     """Rebuild and load the model of a checkpoint (strict). A run's checkpoint names its own model; a
     bare state dict is loaded into ``name`` with the channels and width read from its first conv."""
     state = ck["model"]
@@ -128,7 +128,7 @@ def model_from_checkpoint(ck: Mapping[str, Any], *, name: str = "rat", attention
         if attention is not None and attention != args["overrides"].get("attention"):
             raise TrainError(f"checkpoint was trained with attention {args['overrides'].get('attention')}, "
                              f"not {attention}")
-    model = build_network(installed_model(args), args["img_channel"], args["overrides"],
+    model = build_network(installed_model(args, source), args["img_channel"], args["overrides"],
                           runtime={"backend": backend})
     return load_weights(model, state, f"model {args['name']!r} ({args['img_channel']} channels)")
 

@@ -56,7 +56,7 @@ def export_model(checkpoint: str | Path, out: str | Path, overwrite: bool = Fals
         "weights_sha256": weights_sha256(state),
         "model_args": args,
         "attention": args["overrides"].get("attention", "rmsa"),
-        "uses_labels": bool(make_model(installed_model(args), args["overrides"]).uses_labels),
+        "uses_labels": bool(make_model(installed_model(args, checkpoint), args["overrides"]).uses_labels),
         "channels": group.channels,
         "modality": group.modality,
         "normalisation": {"norm_low": group.norm_low, "norm_high": group.norm_high,

@@ -55,8 +55,8 @@ def test_a_checkpoint_of_a_model_not_installed_here_names_its_package(sample_sto
     ck["model_args"]["provenance"] = {"name": "ghost", "package": "ghost-models", "version": "1.2",
                                       "class": "ghost_models:Ghost"}
     torch.save(ck, tmp_path / "ghost.pt")
-    want = ("Error: the checkpoint's model 'ghost' (ghost_models:Ghost from ghost-models 1.2) is not "
-            "installed here: install that package (`rat-train models` lists those that are)")
+    want = (f"Error: {tmp_path / 'ghost.pt'}: its model 'ghost' (ghost_models:Ghost from ghost-models 1.2) "
+            "is not installed here: install that package (`rat-train models` lists those that are)")
     root = ["--root", str(sample_root)]
     for command in (["eval", *root], ["restore", *root, "--out", str(tmp_path / "out")],
                     ["export", "--out", str(tmp_path / "m")]):

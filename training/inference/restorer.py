@@ -115,7 +115,8 @@ def load_restorer(checkpoint: str | Path, *, dataset: str | None = None, group: 
     grp = pick_group(ds, group or trained)
     if clip_values:
         grp = replace(grp, clip_values=True)
-    model = model_from_checkpoint(ck, name=model_name, attention=attention, backend=backend)
+    model = model_from_checkpoint(ck, name=model_name, attention=attention, backend=backend,
+                                  source=checkpoint)
     channels = ck["model_args"]["img_channel"] if "model_args" in ck else model.intro.in_channels
     if channels != grp.channels:
         raise ParamError("group", f"{checkpoint}: model takes {channels} channel(s), group {grp.name!r} has "
